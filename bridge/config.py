@@ -1,0 +1,372 @@
+"""Load and validate the one YAML config file.
+
+Everything the bridge does is decided here, once, at start: a typo or a wrong
+type stops the process with the key path and the line it sits on, instead of
+surfacing at 3 a.m. as an alert that went nowhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.errors import ConfigError
+from bridge.routing import parse_matchers
+
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+# Environment overrides for the essentials, so a container can be configured
+# without templating the file. Dotted path in the config -> variable name.
+ENV_OVERRIDES: Mapping[str, str] = {
+    "database_url": "ALERTBRIDGE_DATABASE_URL",
+    "amqp_url": "ALERTBRIDGE_AMQP_URL",
+    "telegram.token": "ALERTBRIDGE_TELEGRAM_TOKEN",
+    "telegram.api_url": "ALERTBRIDGE_TELEGRAM_API_URL",
+    "listen": "ALERTBRIDGE_LISTEN",
+}
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Prometheus-style durations ("90s", "5m", "1h30m") or plain seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if _DURATION.fullmatch(text) or re.fullmatch(rf"(?:{_DURATION.pattern})+", text):
+            seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION.findall(text))
+            return timedelta(seconds=seconds)
+    raise ValueError(f"expected a duration like 30s, 5m or 1h, got {value!r}")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TelegramConfig(_Strict):
+    token: str = Field(min_length=1)
+    api_url: str = TELEGRAM_API_URL
+    # How long one Bot API call may take before it counts as a timeout. A
+    # timeout after the request was written is ambiguous, so keep it generous.
+    request_timeout: Duration = timedelta(seconds=15)
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, token: str) -> str:
+        if not re.fullmatch(r"\d+:[\w-]+", token):
+            raise ValueError("a bot token looks like 123456:ABC-DEF..., as @BotFather gives it")
+        return token
+
+    @field_validator("api_url")
+    @classmethod
+    def _url_shape(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("api_url must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class BasicAuth(_Strict):
+    username: str
+    password: str
+
+
+class AuthConfig(_Strict):
+    bearer_token: str | None = None
+    basic: BasicAuth | None = None
+
+
+class ReceiverConfig(_Strict):
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    auth: AuthConfig | None = None
+
+
+class DeliveryConfig(_Strict):
+    # Copies of one notification inside this window are dropped; the same
+    # content after it is a repeat reminder and is delivered again.
+    dedup_window: Duration = timedelta(minutes=5)
+    lease: Duration = timedelta(seconds=60)
+    max_attempts: int = Field(default=12, ge=1)
+    backoff_initial: Duration = timedelta(seconds=1)
+    backoff_max: Duration = timedelta(minutes=5)
+    on_ambiguous: Literal["assume_sent", "resend"] = "assume_sent"
+    # How often the scheduler looks for due retries, unpublished rows and
+    # expired leases. Lower means faster recovery and more queries.
+    scheduler_interval: Duration = timedelta(seconds=1)
+    # A row published but not claimed within this time is published again
+    # (its message may have been lost with a broker restart). Duplicates in
+    # the queue are harmless: the claim is conditional.
+    republish_after: Duration = timedelta(seconds=30)
+
+
+class AmqpConfig(_Strict):
+    exchange: str = "alertbridge"
+    queue: str = "alertbridge.deliveries"
+    # RabbitMQ drops (dead-letters) a message redelivered this many times: a
+    # poison message cannot spin forever. The row stays in the store.
+    delivery_limit: int = Field(default=20, ge=1)
+    prefetch: int = Field(default=32, ge=1)
+
+
+def _matchers(value: object) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of matcher strings, like ['severity=\"critical\"']")
+    for text in value:
+        try:
+            parse_matchers(text)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+    return value
+
+
+MatcherList = Annotated[list[str], BeforeValidator(_matchers)]
+
+
+class RouteConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    matchers: MatcherList = Field(default_factory=list)
+    chats: list[int] | None = None
+    thread_id: int | None = None
+    template: str | None = None
+    silent: MatcherList | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+class Config(_Strict):
+    telegram: TelegramConfig
+    database_url: str | None = None
+    amqp_url: str | None = None
+    listen: str = "0.0.0.0:8080"
+    receiver: ReceiverConfig = ReceiverConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    amqp: AmqpConfig = AmqpConfig()
+    template_dirs: list[Path] = Field(default_factory=list)
+    route: RouteConfig
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_shape(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError("listen must be host:port, like 0.0.0.0:8080")
+        return listen
+
+    @model_validator(mode="after")
+    def _route_has_default(self) -> Config:
+        if self.route.chats is None:
+            raise ValueError("route.chats is required: the default destination for every alert")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_outlives_request(self) -> Config:
+        # A lease that expires while the request is still in flight would let
+        # the scheduler call a live send ambiguous (or, with resend, send twice).
+        if self.delivery.lease <= self.telegram.request_timeout * 2:
+            raise ValueError(
+                f"delivery.lease ({self.delivery.lease}) must be more than twice "
+                f"telegram.request_timeout ({self.telegram.request_timeout})"
+            )
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, expand, override and validate; every problem becomes a ConfigError."""
+    env = os.environ if environ is None else environ
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
+    return parse_config(text, source=str(path), environ=env, base_dir=path.parent)
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Config:
+    env = os.environ if environ is None else environ
+    lines = _LineIndex()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if node is None:
+        raise ConfigError(f"{source}: the config file is empty; see the README for a minimal one")
+    data = lines.build(node, source=source, environ=env)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of settings")
+    _read_secret_files(data, base_dir or Path.cwd(), source, lines)
+    _apply_env_overrides(data, env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source, lines)) from exc
+
+
+class _LineIndex:
+    """Turns a composed YAML tree into plain data, remembering each key's line."""
+
+    def __init__(self) -> None:
+        self.line_of: dict[tuple[str | int, ...], int] = {}
+
+    def build(
+        self,
+        node: yaml.Node,
+        *,
+        source: str,
+        environ: Mapping[str, str],
+        path: tuple[str | int, ...] = (),
+    ) -> Any:
+        self.line_of.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                if key in out:
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"{source}:{line}: {_dotted((*path, key))} is set twice")
+                self.line_of[(*path, key)] = key_node.start_mark.line + 1
+                out[key] = self.build(value_node, source=source, environ=environ, path=(*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [
+                self.build(item, source=source, environ=environ, path=(*path, i))
+                for i, item in enumerate(node.value)
+            ]
+        assert isinstance(node, yaml.ScalarNode)
+        if node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
+            return _expand(node.value, environ, f"{source}:{node.start_mark.line + 1}")
+        # Let YAML resolve ints, bools and nulls as it would have.
+        return yaml.safe_load(yaml.serialize(node))
+
+    def line(self, loc: tuple[str | int, ...]) -> int | None:
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self.line_of:
+                return self.line_of[loc[:end]]
+        return None
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: str, environ: Mapping[str, str], where: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{where}: environment variable {name} is not set; "
+            f"export it or write ${{{name}:-default}}"
+        )
+
+    return _ENV_REF.sub(replace, value)
+
+
+_SECRET_KEYS = ("token", "bearer_token", "password", "database_url", "amqp_url")
+
+
+def _read_secret_files(data: Any, base_dir: Path, source: str, lines: _LineIndex) -> None:
+    """``token_file: /run/secrets/x`` becomes ``token: <contents>``, wherever it appears."""
+
+    def walk(node: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(node, dict):
+            for key in list(node):
+                if key.endswith("_file") and key[: -len("_file")] in _SECRET_KEYS:
+                    target = key[: -len("_file")]
+                    where = f"{source}:{lines.line((*path, key))}"
+                    if target in node:
+                        raise ConfigError(f"{where}: set {target} or {key}, not both")
+                    file_path = base_dir / str(node.pop(key))
+                    try:
+                        node[target] = file_path.read_text(encoding="utf-8").strip()
+                    except OSError as exc:
+                        raise ConfigError(
+                            f"{where}: cannot read {key} {file_path} ({exc.strerror})"
+                        ) from exc
+                else:
+                    walk(node[key], (*path, key))
+        elif isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, (*path, i))
+
+    walk(data, ())
+
+
+def _apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for dotted, variable in ENV_OVERRIDES.items():
+        value = environ.get(variable)
+        if not value:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                break
+            node = child
+        else:
+            node[leaf] = value
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _explain(exc: ValidationError, source: str, lines: _LineIndex) -> str:
+    problems = []
+    for error in exc.errors():
+        # Pydantic adds union-member and validator names to the location;
+        # keep only the parts that are keys in the file.
+        loc = tuple(
+            "continue" if part == "continue_" else part
+            for part in error["loc"]
+            if isinstance(part, int) or not (str(part).startswith("function-") or "[" in str(part))
+        )
+        line = lines.line(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting (a typo?); see the README for the settings there are"
+        elif error["type"] == "missing":
+            message = "required setting is missing"
+        where = f"{source}:{line}" if line else source
+        problems.append(f"{where}: {_dotted(loc)}: {message}")
+    return "invalid config:\n  " + "\n  ".join(problems)
