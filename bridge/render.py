@@ -1,0 +1,512 @@
+"""Notifications to Telegram HTML, through operator-editable Jinja templates.
+
+Pure: no network, no database. Templates are read from disk when the
+environment loads them; everything else is computation on the models.
+
+Three promises to the rest of the bridge:
+
+* **Escaped.** Every template is autoescaped for Telegram's HTML parse mode,
+  so a ``<`` or ``&`` in a label can never break the message.
+* **Fits.** The text Telegram would show is at most :data:`TELEGRAM_LIMIT`
+  UTF-16 code units. Too many alerts? The message is rendered again with
+  fewer of them and the template says how many were left out (``omitted``).
+  Still too long? A minimal built-in message that always fits is sent.
+  The HTML itself is never cut, so a tag or entity is never split.
+* **Explained.** A template that fails to load or render raises
+  :class:`~bridge.errors.TemplateError` naming the template, the line, and
+  what to do about it.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
+
+from bridge.errors import ConfigError, TemplateError
+from bridge.models import Destination, Notification, Status
+
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "TELEGRAM_LIMIT",
+    "TEMPLATE_SUFFIX",
+    "build_environment",
+    "duration",
+    "html_to_plain",
+    "minimal_message",
+    "render",
+    "telegram_escape",
+    "template_file",
+    "utf16_len",
+    "visible_text",
+]
+
+#: Telegram's limit on a message's text after entity parsing, in UTF-16 code units.
+TELEGRAM_LIMIT = 4096
+
+#: The templates that ship with the bridge (``<repo>/templates``); the
+#: operator's ``template_dirs`` are searched before it.
+BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+#: A route's ``template: foo`` is the file ``foo.html.j2``.
+TEMPLATE_SUFFIX = ".html.j2"
+
+ELLIPSIS = "…"
+
+
+# --------------------------------------------------------------------------- text
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units (an emoji is usually 2)."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+
+
+def telegram_escape(text: str) -> str:
+    """Escape exactly what Telegram's HTML parse mode needs escaped."""
+    return text.translate(_ESCAPES)
+
+
+_NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
+_ENTITY = re.compile(r"&(?:(lt|gt|amp|quot)|#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,8}));")
+
+
+def _decode_entity(match: re.Match[str]) -> str:
+    named, decimal, hexadecimal = match.groups()
+    if named:
+        return _NAMED_ENTITIES[named]
+    codepoint = int(decimal) if decimal else int(hexadecimal, 16)
+    if 0 < codepoint <= 0x10FFFF and not 0xD800 <= codepoint <= 0xDFFF:
+        return chr(codepoint)
+    return match.group(0)
+
+
+def _tag_end(html: str, start: int) -> int:
+    """Index just past the ``>`` closing the tag opened at ``start``, or -1.
+
+    A ``>`` inside a quoted attribute value does not close the tag.
+    """
+    quote = ""
+    for i in range(start + 1, len(html)):
+        ch = html[i]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+        elif ch == ">":
+            return i + 1
+    return -1
+
+
+def visible_text(html: str) -> str:
+    """The text Telegram shows for ``html`` sent with ``parse_mode=HTML``.
+
+    Tags are dropped; ``&lt; &gt; &amp; &quot;`` and numeric entities are
+    decoded; anything else (a stray ``&``, an unknown named entity) is shown
+    as written.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(html):
+        lt = html.find("<", i)
+        if lt < 0:
+            out.append(_ENTITY.sub(_decode_entity, html[i:]))
+            break
+        out.append(_ENTITY.sub(_decode_entity, html[i:lt]))
+        end = _tag_end(html, lt)
+        if end < 0:  # no closing '>': not a tag, shown as written
+            out.append(_ENTITY.sub(_decode_entity, html[lt:]))
+            break
+        i = end
+    return "".join(out)
+
+
+def _cut_utf16(text: str, limit: int) -> str:
+    """``text`` shortened (with an ellipsis) to at most ``limit`` UTF-16 units."""
+    if utf16_len(text) <= limit:
+        return text
+    budget = limit - utf16_len(ELLIPSIS)
+    used = 0
+    for index, ch in enumerate(text):
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > budget:
+            return text[:index].rstrip() + ELLIPSIS
+    return text  # pragma: no cover - unreachable, the whole text was over the limit
+
+
+def html_to_plain(html: str, limit: int = TELEGRAM_LIMIT) -> str:
+    """The text to send without ``parse_mode`` when Telegram refused the HTML.
+
+    It is what the reader would have seen (:func:`visible_text`), shortened to
+    ``limit`` if the HTML was not produced by :func:`render`.
+    """
+    return _cut_utf16(visible_text(html).strip(), limit)
+
+
+# ------------------------------------------------------------------------ filters
+
+
+def _as_timedelta(value: timedelta | float | int) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"duration expects a timedelta or seconds, not {type(value).__name__}")
+    return timedelta(seconds=value)
+
+
+def duration(value: timedelta | float | int) -> str:
+    """``3900`` or ``timedelta(hours=1, minutes=5)`` -> ``"1h 5m"``.
+
+    The two largest units, the second left out when it is zero; negative
+    durations (clock skew) are ``"0s"``.
+    """
+    seconds = int(_as_timedelta(value).total_seconds())
+    if seconds <= 0:
+        return "0s"
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    parts: list[tuple[int, str]] = []
+    for suffix, size in units:
+        amount, seconds = divmod(seconds, size)
+        if amount or parts:
+            parts.append((amount, suffix))
+        if len(parts) == 2:
+            break
+    return " ".join(f"{amount}{suffix}" for amount, suffix in parts if amount)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _as_datetime(value: datetime | str) -> datetime:
+    if isinstance(value, datetime):
+        return _utc(value)
+    if isinstance(value, str):
+        return _utc(datetime.fromisoformat(value))
+    raise TypeError(f"expected a datetime, not {type(value).__name__}")
+
+
+@jinja2.pass_context
+def _since_filter(
+    context: jinja2.runtime.Context, value: datetime | str | None, now: datetime | None = None
+) -> str:
+    """How long ago ``value`` was, relative to the render's ``now``."""
+    if value is None:
+        return ""
+    reference = now if now is not None else context.get("now")
+    if not isinstance(reference, datetime):
+        reference = datetime.now(UTC)
+    return duration(_utc(reference) - _as_datetime(value))
+
+
+def _duration_filter(value: timedelta | float | int | None) -> str:
+    return "" if value is None else duration(value)
+
+
+def _datetime_filter(
+    value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S %Z", tz: str = "UTC"
+) -> str:
+    """Format a datetime, in UTC unless ``tz`` names another zone (``"Europe/Berlin"``)."""
+    if value is None:
+        return ""
+    moment = _as_datetime(value)
+    if tz != "UTC":
+        moment = moment.astimezone(ZoneInfo(tz))
+    return moment.strftime(fmt)
+
+
+def _truncate_text(value: Any, length: int = 1000, end: str = ELLIPSIS) -> Any:
+    """At most ``length`` characters, ``end`` marking a cut.
+
+    Markup is cut on its visible text and escaped again, never mid-entity.
+    """
+    if value is None:
+        return ""
+    markup = isinstance(value, Markup)
+    text = value.unescape() if markup else str(value)
+    if len(text) > length:
+        text = text[: max(length - len(end), 0)].rstrip() + end
+    # S704: the text was just escaped for Telegram.
+    return Markup(telegram_escape(text)) if markup else text  # noqa: S704
+
+
+def _names(names: Iterable[Any]) -> list[str]:
+    flat: list[str] = []
+    for name in names:
+        if isinstance(name, list | tuple | set | frozenset):
+            flat.extend(str(n) for n in name)
+        else:
+            flat.append(str(name))
+    return flat
+
+
+def _exclude_labels(labels: Mapping[str, str] | None, *names: Any) -> dict[str, str]:
+    """``labels`` without the given names (names or lists of names)."""
+    dropped = set(_names(names))
+    return {k: v for k, v in (labels or {}).items() if k not in dropped}
+
+
+def _only_labels(labels: Mapping[str, str] | None, *names: Any) -> dict[str, str]:
+    """Just the given names that ``labels`` has, in the order given."""
+    source = labels or {}
+    return {n: source[n] for n in _names(names) if n in source}
+
+
+@jinja2.pass_eval_context
+def _finalize(eval_ctx: jinja2.nodes.EvalContext, value: Any) -> Any:
+    """With autoescape on, escape for Telegram (``&quot;``, ``'`` left alone).
+
+    Jinja's own escaping (used by ``|e`` and Markup operations) also works:
+    it writes ``&#34;`` and ``&#39;``, numeric entities Telegram accepts.
+    """
+    if eval_ctx.autoescape and not hasattr(value, "__html__"):
+        return Markup(telegram_escape(str(value)))  # noqa: S704 - escaped right here
+    return value
+
+
+FILTERS: Mapping[str, Callable[..., Any]] = types.MappingProxyType(
+    {
+        "duration": _duration_filter,
+        "since": _since_filter,
+        "datetime": _datetime_filter,
+        "truncate_text": _truncate_text,
+        "exclude_labels": _exclude_labels,
+        "only_labels": _only_labels,
+    }
+)
+
+
+# --------------------------------------------------------------------- environment
+
+
+def template_file(name: str) -> str:
+    """The file a route's template name refers to: ``default`` -> ``default.html.j2``."""
+    return name if name.endswith(".j2") else name + TEMPLATE_SUFFIX
+
+
+def build_environment(
+    template_dirs: Sequence[Path] = (), *, builtin_dir: Path | None = BUILTIN_TEMPLATES
+) -> SandboxedEnvironment:
+    """The sandboxed, autoescaping, strict environment every message is rendered in.
+
+    ``template_dirs`` are searched first, in order, then ``builtin_dir`` (the
+    bridge's own templates; ``None`` to leave them out).
+    """
+    search: list[Path] = []
+    for directory in template_dirs:
+        path = Path(directory)
+        if not path.is_dir():
+            raise ConfigError(
+                f"template_dirs: {str(path)!r} is not a directory. "
+                "Create it or remove it from template_dirs."
+            )
+        search.append(path)
+    if builtin_dir is not None:
+        search.append(Path(builtin_dir))
+    env = SandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(search),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        finalize=_finalize,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+# -------------------------------------------------------------------------- errors
+
+
+def _error_line(exc: BaseException) -> tuple[int | None, str | None]:
+    """Line (and file) of the innermost template frame in a render traceback."""
+    lineno: int | None = None
+    filename: str | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        # Jinja rewrites tracebacks so template frames point at the template
+        # source; it marks them with ``__jinja_exception__`` in their globals.
+        if "__jinja_exception__" in tb.tb_frame.f_globals:
+            lineno, filename = tb.tb_lineno, tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return lineno, filename
+
+
+def _error(name: str, lineno: int | None, message: str, file: str | None = None) -> TemplateError:
+    """The error for template ``name``; ``file`` when the fault is in another file it uses."""
+    where = f"template {name!r}"
+    own = template_file(name)
+    if file and Path(file).name != own and file != "<template>":
+        where += f" (in {Path(file).name!r})"
+    where += f" line {lineno if lineno is not None else '?'}"
+    message = message.strip().rstrip(".")
+    return TemplateError(f"{where}: {message}. Fix the template or point the route at another one.")
+
+
+def _load(env: jinja2.Environment, name: str) -> jinja2.Template:
+    try:
+        return env.get_template(template_file(name))
+    except jinja2.TemplateSyntaxError as exc:
+        message = exc.message or "syntax error"
+        raise _error(name, exc.lineno, message, exc.filename or exc.name) from exc
+    except jinja2.TemplateNotFound as exc:
+        searched = getattr(env.loader, "searchpath", None)
+        where = f" in {', '.join(searched)}" if searched else ""
+        raise TemplateError(
+            f"template {name!r}: {exc.name} not found{where}. "
+            "Create it or point the route at another template."
+        ) from exc
+    except Exception as exc:  # an unreadable file, a broken loader
+        raise _error(name, None, f"cannot be loaded: {exc}") from exc
+
+
+# -------------------------------------------------------------------------- render
+
+
+def _context(
+    notification: Notification,
+    destination: Destination,
+    shown: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """What a template sees, with the first ``shown`` alerts in ``alerts``.
+
+    ``firing``/``resolved`` split the alerts shown; ``omitted`` counts the
+    alerts left out (here, and by Alertmanager's ``truncatedAlerts``);
+    ``total``, ``firing_count`` and ``resolved_count`` describe the whole
+    notification.
+    """
+    alerts = list(notification.alerts[:shown])
+    return {
+        "notification": notification,
+        "status": notification.status,
+        "alerts": alerts,
+        "firing": [a for a in alerts if a.status == Status.FIRING],
+        "resolved": [a for a in alerts if a.status == Status.RESOLVED],
+        "common_labels": notification.common_labels,
+        "common_annotations": notification.common_annotations,
+        "group_labels": notification.group_labels,
+        "external_url": notification.external_url,
+        "omitted": len(notification.alerts) - len(alerts) + notification.truncated_alerts,
+        "total": len(notification.alerts) + notification.truncated_alerts,
+        "firing_count": sum(a.status == Status.FIRING for a in notification.alerts),
+        "resolved_count": sum(a.status == Status.RESOLVED for a in notification.alerts),
+        "now": now,
+        "destination": destination,
+    }
+
+
+def _render_once(template: jinja2.Template, name: str, context: dict[str, Any]) -> str:
+    try:
+        html = template.render(context)
+    except jinja2.TemplateSyntaxError as exc:  # an included template that does not parse
+        message = exc.message or "syntax error"
+        raise _error(name, exc.lineno, message, exc.filename or exc.name) from exc
+    except jinja2.TemplateNotFound as exc:
+        lineno, file = _error_line(exc)
+        message = f"includes {exc.name!r}, which does not exist"
+        raise _error(name, lineno, message, file) from exc
+    except Exception as exc:  # whatever the template did: undefined, sandbox, type errors
+        lineno, file = _error_line(exc)
+        # Jinja's own errors (undefined, sandbox) say enough; name anything else.
+        message = (
+            str(exc) if isinstance(exc, jinja2.TemplateError) else f"{type(exc).__name__}: {exc}"
+        )
+        raise _error(name, lineno, message, file) from exc
+    return html.strip()
+
+
+def _fits(html: str, limit: int) -> bool:
+    return utf16_len(visible_text(html)) <= limit
+
+
+def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> str:
+    """The last resort: status, alert name and count. Always within ``limit``."""
+    firing = notification.status == Status.FIRING
+    name = notification.common_labels.get("alertname") or "Alerts"
+    total = len(notification.alerts) + notification.truncated_alerts
+    counted = f"{total} alert" + ("" if total == 1 else "s")
+    text = (
+        f"{'🔥' if firing else '✅'} <b>{telegram_escape(_cut_utf16(name, 200))}</b> "
+        f"{notification.status.value}: {counted}\n"
+        "The full message is too long for Telegram; see Alertmanager for details."
+    )
+    if not _fits(text, limit):  # only for absurdly small limits
+        text = telegram_escape(_cut_utf16(visible_text(text), limit))
+    return text
+
+
+def render(
+    env: jinja2.Environment,
+    template_name: str,
+    notification: Notification,
+    destination: Destination,
+    *,
+    now: datetime | None = None,
+    limit: int = TELEGRAM_LIMIT,
+) -> str:
+    """Render ``notification`` for ``destination`` with template ``template_name``.
+
+    Returns Telegram HTML whose visible text is at most ``limit`` UTF-16 code
+    units. If all the alerts do not fit, the largest leading run of them that
+    does is shown and the template's ``omitted`` counts the rest; if not even
+    that fits, :func:`minimal_message`.
+
+    Raises :class:`TemplateError` if the template cannot be loaded or rendered,
+    or renders nothing visible.
+    """
+    moment = _utc(now) if now is not None else datetime.now(UTC)
+    limit = min(limit, TELEGRAM_LIMIT)
+    template = _load(env, template_name)
+
+    def attempt(shown: int) -> str:
+        return _render_once(
+            template, template_name, _context(notification, destination, shown, moment)
+        )
+
+    # Show the most leading alerts that fit. Gallop up from one alert (1, 2,
+    # 4, ... all), so a notification with thousands of alerts is never
+    # rendered whole only to be thrown away, then binary search between the
+    # last fit and the first miss. ``best`` is always a render checked to fit.
+    count = len(notification.alerts)
+    best: str | None = None
+    fit, miss = -1, count + 1  # attempt(fit) fits (or fit == -1); attempt(miss) does not
+    probe = min(1, count)
+    while True:
+        candidate = attempt(probe)
+        if fit == -1 and not visible_text(candidate).strip():
+            raise _error(template_name, None, "rendered an empty message, which Telegram refuses")
+        if not _fits(candidate, limit):
+            miss = probe
+            break
+        best, fit = candidate, probe
+        if probe == count:
+            return candidate
+        probe = min(probe * 2, count)
+    if fit == -1 and miss > 0:  # not even one alert: try the header and the count alone
+        candidate = attempt(0)
+        if _fits(candidate, limit):
+            best, fit = candidate, 0
+    while fit >= 0 and miss - fit > 1:
+        middle = (fit + miss) // 2
+        candidate = attempt(middle)
+        if _fits(candidate, limit):
+            best, fit = candidate, middle
+        else:
+            miss = middle
+    if best is not None and visible_text(best).strip():
+        return best
+    return minimal_message(notification, limit)

@@ -1,0 +1,1 @@
+"""One parser a payload kind; each turns a request body into a Notification."""
