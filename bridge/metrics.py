@@ -1,0 +1,74 @@
+"""Every Prometheus metric the bridge exports, in one place, on a registry passed in.
+
+Label values are bounded on purpose: sources, outcomes and reasons, never
+fingerprints or chat ids, so a storm cannot blow up the time series count.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "alertbridge_webhooks_received_total",
+            "Webhook requests, by source and outcome (accepted, duplicate, or the error).",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.deliveries_created = Counter(
+            "alertbridge_deliveries_created_total",
+            "Delivery rows created (one per occurrence and destination).",
+            registry=r,
+        )
+        self.deliveries_finished = Counter(
+            "alertbridge_deliveries_finished_total",
+            "Deliveries that reached a terminal state, by state and reason class.",
+            ["state", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "alertbridge_delivery_retries_total",
+            "Sends that will be retried, by reason class.",
+            ["reason"],
+            registry=r,
+        )
+        self.ambiguous = Counter(
+            "alertbridge_deliveries_ambiguous_total",
+            "Deliveries whose fate at Telegram is unknown (lease expired or no answer), "
+            "by how they were settled (assume_sent or resend).",
+            ["policy"],
+            registry=r,
+        )
+        self.claims_missed = Counter(
+            "alertbridge_claims_missed_total",
+            "Queue messages whose delivery was already taken or finished (redeliveries).",
+            registry=r,
+        )
+        self.republished = Counter(
+            "alertbridge_deliveries_republished_total",
+            "Rows the scheduler published again (broker was down, retry due, or message lost).",
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "alertbridge_publish_failures_total",
+            "Publishes the broker did not confirm (rows stay queued for the scheduler).",
+            registry=r,
+        )
+        self.telegram_latency = Histogram(
+            "alertbridge_telegram_request_seconds",
+            "Bot API sendMessage latency, by outcome.",
+            ["outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.telegram_rate_limited = Counter(
+            "alertbridge_telegram_rate_limited_total",
+            "429 answers from Telegram.",
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""How work reaches the workers. The broker only distributes; the store decides."""

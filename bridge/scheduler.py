@@ -1,0 +1,82 @@
+"""The store's clock: republish what nobody claimed, expire leases nobody renewed.
+
+The receiver publishes right after its commit, so in the happy path this
+finds nothing. It is what makes a broker outage, a lost message or a due
+retry end in a delivery anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Protocol
+
+from bridge.config import DeliveryConfig
+from bridge.errors import QueueUnavailable, StoreUnavailable
+from bridge.metrics import Metrics
+from bridge.store import PostgresStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+class Publisher(Protocol):
+    async def publish(self, deliveries: list[tuple[int, int]]) -> None: ...
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: PostgresStore,
+        publisher: Publisher,
+        settings: DeliveryConfig,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._settings = settings
+        self._metrics = metrics
+
+    @property
+    def republish_after(self) -> timedelta:
+        return self._settings.republish_after
+
+    async def tick(self) -> int:
+        """One pass; returns how many rows were published."""
+        resend = self._settings.on_ambiguous == "resend"
+        for delivery_id in await self._store.expire_leases(resend=resend):
+            self._metrics.ambiguous.labels(self._settings.on_ambiguous).inc()
+            log.error(
+                "delivery %d: lease expired while sending: AMBIGUOUS, policy %s",
+                delivery_id,
+                self._settings.on_ambiguous,
+            )
+        published = 0
+        while True:
+            due = await self._store.take_due(limit=BATCH, republish_after=self.republish_after)
+            if not due:
+                return published
+            try:
+                await self._publisher.publish(due)
+            except QueueUnavailable as exc:
+                # The rows come due again after republish_after; nothing lost.
+                self._metrics.publish_failures.inc(len(due))
+                log.warning("scheduler: %s", exc)
+                return published
+            self._metrics.republished.inc(len(due))
+            published += len(due)
+            if len(due) < BATCH:
+                return published
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self._settings.scheduler_interval.total_seconds()
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except StoreUnavailable as exc:
+                log.warning("scheduler: %s; trying again in %.0fs", exc, interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,351 @@
+"""PostgreSQL store: every state change of a delivery is one conditional statement.
+
+Two workers can hold the same queue message (a redelivery after a crash, a
+republish by the scheduler); the conditional UPDATEs below are what make only
+one of them act on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+
+import asyncpg
+
+from bridge.errors import StoreUnavailable
+from bridge.models import Delivery, DeliveryState, Notification
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the database is not there right now", as opposed to a bug
+# in a query. Only these become StoreUnavailable (HTTP 503: senders retry).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+# Any fixed number: the lock that serialises concurrent `migrate` runs.
+_MIGRATION_LOCK = 0x616C6572
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    chat_id: int
+    thread_id: int | None
+    silent: bool
+    template: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the receiver stored: ``occurrence`` is None for a copy inside the dedup window."""
+
+    occurrence: int | None
+    deliveries: list[tuple[int, int]]  # (delivery id, chat id) of the rows just created
+
+    @property
+    def duplicate(self) -> bool:
+        return self.occurrence is None
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("bridge.store") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class PostgresStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, command_timeout=30, timeout=10
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(
+                f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); "
+                "check database_url and that the server is up"
+            ) from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._pool.acquire(timeout=10) as connection:
+                yield connection
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+
+    # -- schema ---------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; safe when several processes start at once."""
+        applied: list[str] = []
+        async with self._connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    """CREATE TABLE IF NOT EXISTS schema_migrations (
+                           version INTEGER PRIMARY KEY,
+                           name TEXT NOT NULL,
+                           applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+                )
+                rows = await conn.fetch("SELECT version FROM schema_migrations")
+                done = {r["version"] for r in rows}
+                for version, name, sql in _migrations():
+                    if version in done:
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                            version,
+                            name,
+                        )
+                    log.info("applied migration %s", name)
+                    applied.append(name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        return applied
+
+    async def pending_migrations(self) -> list[str]:
+        async with self._connection() as conn:
+            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            done = (
+                {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+                if exists
+                else set()
+            )
+        return [name for version, name, _ in _migrations() if version not in done]
+
+    # -- receive --------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: uuid.UUID,
+        notification: Notification,
+        deliveries: Sequence[NewDelivery],
+        *,
+        dedup_window: timedelta,
+        republish_after: timedelta,
+    ) -> Accepted:
+        """Record one notification and its deliveries in one transaction.
+
+        A copy inside the dedup window changes nothing. Otherwise a new
+        occurrence starts and one row per destination is inserted (ON CONFLICT
+        DO NOTHING: a concurrent identical request cannot double them).
+        """
+        async with self._connection() as conn, conn.transaction():
+            occurrence = await conn.fetchval(
+                """INSERT INTO notifications AS n
+                       (key, occurrence, occurrence_at, source, receiver, group_key, status)
+                   VALUES ($1, 1, now(), $3, $4, $5, $6)
+                   ON CONFLICT (key) DO UPDATE
+                       SET occurrence = n.occurrence + 1, occurrence_at = now()
+                       WHERE n.occurrence_at <= now() - $2::interval
+                   RETURNING occurrence""",
+                key,
+                dedup_window,
+                notification.source,
+                notification.receiver,
+                notification.group_key,
+                notification.status.value,
+            )
+            if occurrence is None or not deliveries:
+                return Accepted(occurrence=occurrence, deliveries=[])
+            rows = await conn.fetch(
+                """INSERT INTO deliveries AS d
+                       (notification_key, occurrence, chat_id, thread_id, silent, template, text,
+                        republish_at)
+                   SELECT $1, $2, COALESCE(m.new_chat_id, t.chat_id), t.thread_id, t.silent,
+                          t.template, t.text, now() + $8::interval
+                   FROM unnest($3::bigint[], $4::bigint[], $5::bool[], $6::text[], $7::text[])
+                        WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
+                   LEFT JOIN chat_migrations m ON m.old_chat_id = t.chat_id
+                   ORDER BY t.ord
+                   ON CONFLICT DO NOTHING
+                   RETURNING d.id, d.chat_id""",
+                key,
+                occurrence,
+                [d.chat_id for d in deliveries],
+                [d.thread_id for d in deliveries],
+                [d.silent for d in deliveries],
+                [d.template for d in deliveries],
+                [d.text for d in deliveries],
+                republish_after,
+            )
+        return Accepted(occurrence=occurrence, deliveries=[(r["id"], r["chat_id"]) for r in rows])
+
+    # -- worker ---------------------------------------------------------------
+
+    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None:
+        """queued|retry (and due) → sending, or None if someone else has it or it is done."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                """UPDATE deliveries
+                   SET state = 'sending', attempts = attempts + 1, last_attempt_at = now(),
+                       lease_until = now() + $2::interval
+                   WHERE id = $1 AND state IN ('queued', 'retry') AND next_attempt_at <= now()
+                   RETURNING id, chat_id, thread_id, silent, text, attempts, plain_text""",
+                delivery_id,
+                lease,
+            )
+        if row is None:
+            return None
+        return Delivery(
+            id=row["id"],
+            chat_id=row["chat_id"],
+            thread_id=row["thread_id"],
+            silent=row["silent"],
+            text=row["text"],
+            attempts=row["attempts"],
+            plain_text=row["plain_text"],
+        )
+
+    async def _finish(self, delivery_id: int, sql_set: str, *args: object) -> bool:
+        # Only the lease holder may record an outcome: a row the scheduler
+        # already declared ambiguous keeps that verdict unless the send is
+        # now known to have succeeded (see mark_delivered).
+        async with self._connection() as conn:
+            result = await conn.execute(
+                f"UPDATE deliveries SET {sql_set}, lease_until = NULL "
+                "WHERE id = $1 AND state = 'sending'",
+                delivery_id,
+                *args,
+            )
+        return bool(result.endswith(" 1"))
+
+    async def mark_delivered(self, delivery_id: int, message_id: int, *, plain_text: bool) -> bool:
+        async with self._connection() as conn:
+            # 'ambiguous' too: an answer that arrives after the lease expired
+            # settles the question, so the row stops counting as unknown.
+            result = await conn.execute(
+                """UPDATE deliveries
+                   SET state = 'delivered', telegram_message_id = $2, plain_text = $3,
+                       finished_at = now(), lease_until = NULL, last_error = NULL
+                   WHERE id = $1 AND state IN ('sending', 'ambiguous')""",
+                delivery_id,
+                message_id,
+                plain_text,
+            )
+        return bool(result.endswith(" 1"))
+
+    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool:
+        return await self._finish(
+            delivery_id,
+            "state = 'retry', last_error = $2, next_attempt_at = now() + $3::interval, "
+            "republish_at = now() + $3::interval",
+            error,
+            delay,
+        )
+
+    async def mark_failed(self, delivery_id: int, *, error: str) -> bool:
+        return await self._finish(
+            delivery_id, "state = 'failed', last_error = $2, finished_at = now()", error
+        )
+
+    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool:
+        if resend:
+            return await self._finish(
+                delivery_id,
+                "state = 'retry', was_ambiguous = TRUE, last_error = $2, "
+                "next_attempt_at = now(), republish_at = now()",
+                error,
+            )
+        return await self._finish(
+            delivery_id,
+            "state = 'ambiguous', was_ambiguous = TRUE, last_error = $2, finished_at = now()",
+            error,
+        )
+
+    async def follow_migration(self, delivery_id: int, old_chat_id: int, new_chat_id: int) -> bool:
+        """Remember the chat's new id and send this delivery there, at once."""
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO chat_migrations (old_chat_id, new_chat_id) VALUES ($1, $2)
+                   ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = EXCLUDED.new_chat_id""",
+                old_chat_id,
+                new_chat_id,
+            )
+            result = await conn.execute(
+                """UPDATE deliveries
+                   SET chat_id = $2, state = 'retry', lease_until = NULL,
+                       next_attempt_at = now(), republish_at = now(),
+                       last_error = 'chat migrated to ' || $2::text
+                   WHERE id = $1 AND state = 'sending'""",
+                delivery_id,
+                new_chat_id,
+            )
+        return bool(result.endswith(" 1"))
+
+    # -- scheduler ------------------------------------------------------------
+
+    async def take_due(self, *, limit: int, republish_after: timedelta) -> list[tuple[int, int]]:
+        """Rows that are due and unclaimed; each is pushed forward so it is taken once per period.
+
+        SKIP LOCKED lets several schedulers (one per process) run side by side.
+        """
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                """UPDATE deliveries SET republish_at = now() + $2::interval
+                   WHERE id IN (
+                       SELECT id FROM deliveries
+                       WHERE state IN ('queued', 'retry') AND republish_at <= now()
+                       ORDER BY republish_at
+                       LIMIT $1
+                       FOR UPDATE SKIP LOCKED)
+                   RETURNING id, chat_id""",
+                limit,
+                republish_after,
+            )
+        return [(r["id"], r["chat_id"]) for r in rows]
+
+    async def expire_leases(self, *, resend: bool) -> list[int]:
+        """sending with an expired lease → ambiguous (or back to retry, when resending)."""
+        target = (
+            "state = 'retry', next_attempt_at = now(), republish_at = now()"
+            if resend
+            else "state = 'ambiguous', finished_at = now()"
+        )
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                f"""UPDATE deliveries
+                    SET {target}, was_ambiguous = TRUE, lease_until = NULL,
+                        last_error = 'lease expired while sending: Telegram may or may not have it'
+                    WHERE id IN (
+                        SELECT id FROM deliveries
+                        WHERE state = 'sending' AND lease_until < now()
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING id"""
+            )
+        return [r["id"] for r in rows]
+
+    async def state_counts(self) -> dict[DeliveryState, int]:
+        async with self._connection() as conn:
+            rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+        return {DeliveryState(r["state"]): r["n"] for r in rows}
+
+    async def ping(self) -> None:
+        async with self._connection() as conn:
+            await conn.fetchval("SELECT 1")

@@ -1,0 +1,138 @@
+"""claim → send → record, for one delivery id at a time.
+
+The queue message is acked only after this returns, i.e. after the row's new
+state is committed. A worker that dies anywhere in here leaves either an
+unclaimed row (redelivered, claimed by another worker) or a row in `sending`
+whose lease runs out (the scheduler turns it into `ambiguous`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from datetime import timedelta
+from typing import Protocol
+
+from bridge.config import DeliveryConfig
+from bridge.errors import StoreUnavailable
+from bridge.metrics import Metrics
+from bridge.models import Delivery
+from bridge.store import PostgresStore
+from bridge.telegram import Ambiguous, Failed, Migrated, Outcome, Retry, Sent
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    async def send(self, delivery: Delivery) -> Outcome: ...
+
+
+def backoff(attempt: int, settings: DeliveryConfig) -> timedelta:
+    """Exponential backoff with equal jitter: spreads a fleet's retries after an outage."""
+    cap = min(
+        settings.backoff_max.total_seconds(),
+        settings.backoff_initial.total_seconds() * 2 ** max(attempt - 1, 0),
+    )
+    return timedelta(seconds=cap / 2 + random.uniform(0, cap / 2))
+
+
+class Worker:
+    def __init__(
+        self, store: PostgresStore, sender: Sender, settings: DeliveryConfig, metrics: Metrics
+    ) -> None:
+        self._store = store
+        self._sender = sender
+        self._settings = settings
+        self._metrics = metrics
+
+    async def handle(self, delivery_id: int) -> None:
+        delivery = await self._store.claim(delivery_id, lease=self._settings.lease)
+        if delivery is None:
+            self._metrics.claims_missed.inc()
+            return
+        started = time.monotonic()
+        outcome = await self._sender.send(delivery)
+        self._metrics.telegram_latency.labels(type(outcome).__name__.lower()).observe(
+            time.monotonic() - started
+        )
+        await self._record_until_lease_ends(delivery, outcome)
+
+    async def _record_until_lease_ends(self, delivery: Delivery, outcome: Outcome) -> None:
+        # Telegram's answer is known now; losing it to a database blip would
+        # turn a clean delivery into an ambiguous one. Keep trying while the
+        # lease still protects the row.
+        deadline = time.monotonic() + self._settings.lease.total_seconds()
+        pause = 0.2
+        while True:
+            try:
+                await self._record(delivery, outcome)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + pause >= deadline:
+                    raise
+                log.warning(
+                    "delivery %d chat %d: cannot record %s yet (%s); retrying",
+                    delivery.id,
+                    delivery.chat_id,
+                    type(outcome).__name__,
+                    exc,
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
+        store, metrics, settings = self._store, self._metrics, self._settings
+        where = f"delivery {delivery.id} chat {delivery.chat_id} attempt {delivery.attempts}"
+        match outcome:
+            case Sent(message_id=message_id, plain_text=plain):
+                await store.mark_delivered(delivery.id, message_id, plain_text=plain)
+                metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
+                log.info("%s: delivered as message %d", where, message_id)
+            case Retry(reason=reason, delay=delay):
+                if reason.startswith("429"):
+                    metrics.telegram_rate_limited.inc()
+                if delivery.attempts >= settings.max_attempts:
+                    await store.mark_failed(
+                        delivery.id, error=f"gave up after {delivery.attempts} attempts: {reason}"
+                    )
+                    metrics.deliveries_finished.labels("failed", "attempts_exhausted").inc()
+                    log.error("%s: gave up: %s", where, reason)
+                    return
+                wait = delay if delay is not None else backoff(delivery.attempts, settings)
+                await store.mark_retry(delivery.id, delay=wait, error=reason)
+                metrics.retries.labels(_reason_class(reason)).inc()
+                log.warning("%s: retry in %.1fs: %s", where, wait.total_seconds(), reason)
+            case Failed(reason=reason):
+                await store.mark_failed(delivery.id, error=reason)
+                metrics.deliveries_finished.labels("failed", _reason_class(reason)).inc()
+                log.error("%s: failed: %s", where, reason)
+            case Ambiguous(reason=reason):
+                resend = settings.on_ambiguous == "resend"
+                await store.mark_ambiguous(delivery.id, error=reason, resend=resend)
+                metrics.ambiguous.labels(settings.on_ambiguous).inc()
+                log.error(
+                    "%s: AMBIGUOUS (%s): Telegram may have the message; policy %s",
+                    where,
+                    reason,
+                    settings.on_ambiguous,
+                )
+            case Migrated(new_chat_id=new_chat_id):
+                await store.follow_migration(delivery.id, delivery.chat_id, new_chat_id)
+                log.warning("%s: chat migrated to %d; following it", where, new_chat_id)
+
+
+def _reason_class(reason: str) -> str:
+    """A bounded label value for metrics out of a free-text reason."""
+    for prefix, label in (
+        ("429", "rate_limited"),
+        ("403", "forbidden"),
+        ("400", "bad_request"),
+        ("can't parse", "parse_error"),
+        ("cannot connect", "connect"),
+        ("gave up", "attempts_exhausted"),
+    ):
+        if reason.startswith(prefix):
+            return label
+    return "server_error" if "ServerError" in reason else "other"
