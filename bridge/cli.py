@@ -1,0 +1,152 @@
+"""The `alertbridge` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bridge import __version__
+from bridge.config import Config, load_config
+from bridge.errors import BridgeError
+
+DESCRIPTION = """\
+Alertbridge receives Alertmanager webhooks and delivers each notification
+to Telegram exactly once: routed by label, rendered from Jinja templates,
+queued through RabbitMQ, with its state in PostgreSQL.
+
+Point Alertmanager at it:
+
+  receivers:
+    - name: telegram
+      webhook_configs:
+        - url: http://alertbridge:8080/alertmanager
+          send_resolved: true
+"""
+
+EPILOG = """\
+commands:
+  serve         receiver + worker in one process (the usual way to run it)
+  receiver      only the HTTP side: accept, store, queue
+  worker        only the delivery side: claim, send, record (scale it out)
+  migrate       apply database migrations and exit (serve does it too)
+  check-config  validate the config file, print the route tree, exit
+
+The config file comes from --config or $ALERTBRIDGE_CONFIG. These variables
+override it: ALERTBRIDGE_DATABASE_URL, ALERTBRIDGE_AMQP_URL,
+ALERTBRIDGE_TELEGRAM_TOKEN, ALERTBRIDGE_TELEGRAM_API_URL, ALERTBRIDGE_LISTEN.
+
+examples:
+  alertbridge check-config --config alertbridge.yml
+  alertbridge serve --config alertbridge.yml
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertbridge",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"alertbridge {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=os.environ.get("ALERTBRIDGE_CONFIG"),
+        help="the YAML config file (default: $ALERTBRIDGE_CONFIG)",
+    )
+    common.add_argument(
+        "--log-level",
+        default=os.environ.get("ALERTBRIDGE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default: info)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (
+        ("serve", "run receiver and worker in one process"),
+        ("receiver", "run only the HTTP receiver"),
+        ("worker", "run only the delivery worker and scheduler"),
+        ("migrate", "apply database migrations and exit"),
+        ("check-config", "validate the config and print the route tree"),
+    ):
+        commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    if args.config is None:
+        raise BridgeError("no config file: pass --config FILE or set ALERTBRIDGE_CONFIG")
+    return load_config(args.config)
+
+
+async def _migrate(config: Config) -> None:
+    from bridge.store import PostgresStore
+
+    if not config.database_url:
+        raise BridgeError("migrate needs database_url (or ALERTBRIDGE_DATABASE_URL)")
+    store = await PostgresStore.connect(config.database_url)
+    try:
+        applied = await store.migrate()
+    finally:
+        await store.close()
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+def _check_config(config: Config, path: Path) -> None:
+    from bridge.render import build_environment
+    from bridge.routing import build_route, describe
+
+    tree = build_route(config.route.model_dump(by_alias=True, exclude_none=True))
+    env = build_environment(config.template_dirs)
+    env.get_template("default.html.j2")
+    print(f"{path}: ok")
+    print(describe(tree))
+    summary = {
+        "database_url": bool(config.database_url),
+        "amqp_url": bool(config.amqp_url),
+        "telegram.api_url": config.telegram.api_url,
+        "listen": config.listen,
+    }
+    print(json.dumps(summary, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # aiogram logs every failed request itself; the worker already says what
+    # happened with the delivery id and chat.
+    logging.getLogger("aiogram").setLevel(logging.WARNING)
+    try:
+        config = _load(args)
+        if args.command == "check-config":
+            _check_config(config, args.config)
+        elif args.command == "migrate":
+            asyncio.run(_migrate(config))
+        else:
+            from bridge.service import run_until_signalled
+
+            asyncio.run(
+                run_until_signalled(
+                    config,
+                    receiver=args.command in ("serve", "receiver"),
+                    worker=args.command in ("serve", "worker"),
+                )
+            )
+    except BridgeError as exc:
+        print(f"alertbridge: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

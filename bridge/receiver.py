@@ -1,0 +1,196 @@
+"""The HTTP edge: authenticate, read, parse, key, route, render, persist, publish.
+
+The answer is 200 only after the commit. Alertmanager treats every 4xx as
+final and retries 5xx, so the status codes here are a contract: 4xx only for
+a request that will never succeed as sent, 503 whenever we could not store it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jinja2
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
+
+from bridge.config import Config
+from bridge.dedup import notification_key
+from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
+from bridge.metrics import Metrics
+from bridge.models import Destination, Notification
+from bridge.render import render
+from bridge.routing import Route, resolve
+from bridge.scheduler import Publisher
+from bridge.sources import alertmanager
+from bridge.store import NewDelivery, PostgresStore
+
+log = logging.getLogger(__name__)
+
+Parser = Callable[[bytes], Notification]
+
+
+@dataclass(frozen=True)
+class ReceiverDeps:
+    """Everything the receiver touches, passed in: no module-level state."""
+
+    config: Config
+    routes: Route
+    templates: jinja2.Environment
+    store: PostgresStore
+    publisher: Publisher
+    metrics: Metrics
+
+
+def _error(status: int, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"status": "error", "error": message, **extra}, status_code=status)
+
+
+def _authorized(request: Request, config: Config) -> bool:
+    auth = config.receiver.auth
+    if auth is None:
+        return True
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    if auth.bearer_token is not None and scheme.lower() == "bearer":
+        return hmac.compare_digest(credentials.encode(), auth.bearer_token.encode())
+    if auth.basic is not None and scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(credentials, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        # Both compared, always: no early exit that times out the username.
+        user_ok = hmac.compare_digest(user, auth.basic.username.encode())
+        password_ok = hmac.compare_digest(password, auth.basic.password.encode())
+        return user_ok and password_ok
+    return False
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadError(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadError(f"body is over the {limit}-byte limit", status=413)
+    return bytes(body)
+
+
+def _render_all(deps: ReceiverDeps, notification: Notification) -> list[NewDelivery]:
+    destinations = resolve(deps.routes, notification.common_labels)
+    return [
+        NewDelivery(
+            chat_id=d.chat_id,
+            thread_id=d.thread_id,
+            silent=d.silent,
+            template=d.template,
+            text=_render_one(deps, notification, d),
+        )
+        for d in destinations
+    ]
+
+
+def _render_one(deps: ReceiverDeps, notification: Notification, destination: Destination) -> str:
+    try:
+        return render(deps.templates, destination.template, notification, destination)
+    except TemplateError as exc:
+        if destination.template == "default":
+            raise
+        # A broken custom template must not lose the alert: say why, send the default.
+        log.error(
+            "chat %d: template %r failed (%s); using the default template",
+            destination.chat_id,
+            destination.template,
+            exc,
+        )
+        return render(deps.templates, "default", notification, destination)
+
+
+async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Parser) -> Response:
+    metrics = deps.metrics.webhooks
+    if not _authorized(request, deps.config):
+        metrics.labels(source, "unauthorized").inc()
+        return _error(401, "missing or wrong credentials", hint="see receiver.auth in the config")
+    try:
+        body = await _read_body(request, deps.config.receiver.max_body_bytes)
+        notification = parse(body)
+    except PayloadError as exc:
+        metrics.labels(source, f"rejected_{exc.status}").inc()
+        log.warning("%s webhook rejected (%d): %s", source, exc.status, exc)
+        return _error(exc.status, str(exc), field=exc.field)
+
+    key = notification_key(notification)
+    deliveries = _render_all(deps, notification)
+    settings = deps.config.delivery
+    try:
+        accepted = await deps.store.accept(
+            key,
+            notification,
+            deliveries,
+            dedup_window=settings.dedup_window,
+            republish_after=settings.republish_after,
+        )
+    except StoreUnavailable as exc:
+        metrics.labels(source, "store_unavailable").inc()
+        log.error("%s webhook %s not stored: %s", source, key, exc)
+        # 503, never 4xx: the sender keeps the notification and retries.
+        return _error(503, "the database is unavailable; retry later", key=str(key))
+
+    if accepted.duplicate:
+        metrics.labels(source, "duplicate").inc()
+        log.info("%s notification %s: duplicate inside the dedup window, dropped", source, key)
+    else:
+        metrics.labels(source, "accepted").inc()
+        deps.metrics.deliveries_created.inc(len(accepted.deliveries))
+        log.info(
+            "%s notification %s occurrence %d group %s: %d deliveries to chats %s",
+            source,
+            key,
+            accepted.occurrence,
+            notification.group_key,
+            len(accepted.deliveries),
+            sorted({chat for _, chat in accepted.deliveries}),
+        )
+        try:
+            await deps.publisher.publish(accepted.deliveries)
+        except QueueUnavailable as exc:
+            # Committed already: the scheduler publishes these rows later.
+            deps.metrics.publish_failures.inc(len(accepted.deliveries))
+            log.warning("notification %s stored but not published yet: %s", key, exc)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "key": str(key),
+            "duplicate": accepted.duplicate,
+            "occurrence": accepted.occurrence,
+            "deliveries": [delivery_id for delivery_id, _ in accepted.deliveries],
+        }
+    )
+
+
+def create_app(deps: ReceiverDeps) -> Starlette:
+    async def alertmanager_webhook(request: Request) -> Response:
+        return await _ingest(request, deps, alertmanager.SOURCE, alertmanager.parse)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(
+        routes=[
+            HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
+            HttpRoute("/healthz", healthz, methods=["GET"]),
+            HttpRoute("/metrics", metrics, methods=["GET"]),
+        ]
+    )
