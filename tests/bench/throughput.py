@@ -1,0 +1,126 @@
+"""A small throughput check of the spine: webhooks accepted per second and
+deliveries per second, against the real PostgreSQL and RabbitMQ on this
+machine and the Telegram double (no latency, no rate limits).
+
+    .venv/bin/python -m tests.bench.throughput [--webhooks 2000] [--concurrency 32]
+
+The bridge runs as a real `alertbridge serve` subprocess, so its figures are
+not mixed with the load generator's CPU in one event loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import yaml
+from tests.telegram_double import TelegramDouble
+
+from tests.conftest import AMQP_URL, PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
+from tests.payloads import alert, webhook
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def run(webhooks: int, concurrency: int) -> None:
+    name = f"ab_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    telegram = TelegramDouble(token=TOKEN)
+    await telegram.start()
+    listen = f"127.0.0.1:{free_port()}"
+    config = {
+        "telegram": {"token": TOKEN, "api_url": telegram.url},
+        "database_url": database_url,
+        "amqp_url": AMQP_URL,
+        "listen": listen,
+        "amqp": {"exchange": name, "queue": name},
+        "route": {"chats": [-1001]},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "c.yml"
+        path.write_text(yaml.safe_dump(config))
+        server = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve", "-c", str(path), "--log-level", "warning"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            await wait_http(f"http://{listen}/healthz")
+            rss_rest = rss_mb(server.pid)
+            latencies: list[float] = []
+            gate = asyncio.Semaphore(concurrency)
+            async with httpx.AsyncClient(
+                base_url=f"http://{listen}",
+                limits=httpx.Limits(max_connections=concurrency),
+                timeout=30,
+            ) as client:
+
+                async def one(i: int) -> None:
+                    async with gate:
+                        started = time.perf_counter()
+                        answer = await client.post(
+                            "/alertmanager", json=webhook(alert(f"Bench{i:06d}"))
+                        )
+                        latencies.append(time.perf_counter() - started)
+                        answer.raise_for_status()
+
+                t0 = time.perf_counter()
+                await asyncio.gather(*(one(i) for i in range(webhooks)))
+                accepted_in = time.perf_counter() - t0
+                await telegram.wait_for_messages(webhooks, timeout=600)
+                delivered_in = time.perf_counter() - t0
+            rss_after = rss_mb(server.pid)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+            await telegram.stop()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+    latencies.sort()
+    rows = [
+        ("webhooks", f"{webhooks} single-alert, {concurrency} concurrent"),
+        ("accepted/s (200 = committed)", f"{webhooks / accepted_in:,.0f}"),
+        ("accept latency p50", f"{statistics.median(latencies) * 1000:.1f} ms"),
+        ("accept latency p99", f"{latencies[int(len(latencies) * 0.99) - 1] * 1000:.1f} ms"),
+        ("delivered/s (first POST to last sendMessage)", f"{webhooks / delivered_in:,.0f}"),
+        ("serve RSS at rest / after", f"{rss_rest:.0f} MB / {rss_after:.0f} MB"),
+        (
+            "load generator max RSS",
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--webhooks", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+    asyncio.run(run(args.webhooks, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

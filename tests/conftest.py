@@ -1,0 +1,227 @@
+"""Fixtures that stand up the real parts: a fresh PostgreSQL database, private
+RabbitMQ names, the strict Telegram double, and the bridge itself."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import httpx
+import pytest
+import yaml
+
+from bridge.config import Config, parse_config
+from bridge.metrics import Metrics
+from bridge.service import run
+from tests.telegram_double import TelegramDouble
+
+PG_ADMIN_URL = os.environ.get(
+    "ALERTBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AMQP_URL = os.environ.get("ALERTBRIDGE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+TOKEN = "123:ABC"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A brand-new database per test, dropped afterwards."""
+    name = f"ab_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def amqp_names() -> AsyncIterator[dict[str, str]]:
+    """Exchange and queue names no other test uses; deleted afterwards."""
+    suffix = uuid.uuid4().hex[:10]
+    names = {"exchange": f"ab-test-{suffix}", "queue": f"ab-test-{suffix}"}
+    yield names
+    try:
+        connection = await aio_pika.connect(AMQP_URL)
+    except Exception:  # noqa: BLE001 - the broker may be what a test restarted
+        return
+    async with connection:
+        channel = await connection.channel()
+        for queue in (names["queue"], f"{names['queue']}.dead"):
+            await channel.queue_delete(queue)
+        for exchange in (names["exchange"], f"{names['exchange']}.dead"):
+            await channel.exchange_delete(exchange)
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[TelegramDouble]:
+    double = TelegramDouble(token=TOKEN)
+    await double.start()
+    yield double
+    await double.stop()
+
+
+def config_dict(
+    database_url: str,
+    amqp_names: dict[str, str],
+    telegram_url: str,
+    *,
+    listen: str | None = None,
+    route: dict[str, Any] | None = None,
+    delivery: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "telegram": {"token": TOKEN, "api_url": telegram_url, "request_timeout": "2s"},
+        "database_url": database_url,
+        "amqp_url": AMQP_URL,
+        "listen": listen or f"127.0.0.1:{free_port()}",
+        "amqp": {**amqp_names, "prefetch": 16},
+        "delivery": {
+            "lease": "5s",
+            "scheduler_interval": "200ms",
+            "republish_after": "2s",
+            "backoff_initial": "100ms",
+            "backoff_max": "1s",
+            **(delivery or {}),
+        },
+        "route": route or {"chats": [-1001]},
+        **extra,
+    }
+
+
+def build_config(data: dict[str, Any]) -> Config:
+    return parse_config(yaml.safe_dump(data), source="test-config")
+
+
+@dataclass
+class RunningBridge:
+    config: Config
+    metrics: Metrics
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+    client: httpx.AsyncClient = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.AsyncClient(base_url=f"http://{self.config.listen}", timeout=10)
+
+    async def post(self, path: str, payload: Any = None, **kwargs: Any) -> httpx.Response:
+        if payload is not None:
+            kwargs["json"] = payload
+        return await self.client.post(path, **kwargs)
+
+    async def shutdown(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout=30)
+        await self.client.aclose()
+
+
+async def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout}s")
+            await asyncio.sleep(0.05)
+
+
+async def start_bridge(
+    config: Config, *, receiver: bool = True, worker: bool = True
+) -> RunningBridge:
+    stop = asyncio.Event()
+    metrics = Metrics()
+    task = asyncio.create_task(
+        run(config, receiver=receiver, worker=worker, stop=stop, metrics=metrics)
+    )
+    bridge = RunningBridge(config, metrics, stop, task)
+    if receiver:
+        waiter = asyncio.create_task(wait_http(f"http://{config.listen}/healthz"))
+        done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            waiter.cancel()
+            task.result()  # raises what made the bridge stop
+            raise RuntimeError("the bridge stopped before it served")
+    return bridge
+
+
+@pytest.fixture
+async def bridge_factory(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> AsyncIterator[Any]:
+    started: list[RunningBridge] = []
+
+    async def factory(**overrides: Any) -> RunningBridge:
+        config = build_config(config_dict(database_url, amqp_names, telegram.url, **overrides))
+        bridge = await start_bridge(config)
+        started.append(bridge)
+        return bridge
+
+    yield factory
+    for bridge in started:
+        if not bridge.task.done():
+            await bridge.shutdown()
+
+
+@pytest.fixture
+async def bridge(bridge_factory: Any) -> RunningBridge:
+    return await bridge_factory()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+async def wait_until(predicate: Any, timeout: float = 30.0, interval: float = 0.05) -> None:
+    """Poll an async or sync predicate until it is truthy; fail loudly after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+async def states(database_url: str) -> dict[str, int]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
+    finally:
+        await connection.close()
+    return {r["state"]: r["n"] for r in rows}
+
+
+@pytest.fixture
+def python() -> Iterator[str]:
+    yield sys.executable
