@@ -39,7 +39,7 @@ class AmqpQueue:
         self._exchange: AbstractRobustExchange | None = None
         self._queue: AbstractRobustQueue | None = None
         self._consumer_tag: str | None = None
-        self._in_flight: set[asyncio.Task[object]] = set()
+        self._in_flight: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def connect(cls, url: str, settings: AmqpConfig) -> AmqpQueue:
@@ -119,21 +119,22 @@ class AmqpQueue:
         assert queue is not None, "declare() first"
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
             try:
                 delivery_id = int(message.body)
             except ValueError:
                 log.error("dropping a malformed queue message: %r", message.body[:64])
                 await message.reject(requeue=False)
                 return
+            # Shielded: a claimed delivery is always sent and recorded, even
+            # when the broker connection drops (aio-pika cancels consumer
+            # callbacks then) or shutdown begins. Its message is redelivered
+            # and the conditional claim turns the redelivery into a no-op.
+            work = asyncio.ensure_future(handler(delivery_id))
+            self._in_flight.add(work)
+            work.add_done_callback(self._in_flight.discard)
             try:
-                await handler(delivery_id)
+                await asyncio.shield(work)
             except asyncio.CancelledError:
-                # Shutting down mid-message: give it back, unrecorded.
-                await _quietly(message.nack(requeue=True))
                 raise
             except Exception:
                 log.exception("delivery %d: handler failed; message back to the queue", delivery_id)

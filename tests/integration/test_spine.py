@@ -71,10 +71,13 @@ async def test_three_alerts_to_two_chats_arrive_escaped(bridge_factory, telegram
     bridge = await bridge_factory(
         route={
             "chats": [-1001],
-            "routes": [{"matchers": ['severity="critical"'], "chats": [-1002], "continue": True}],
+            "routes": [
+                {"matchers": ['severity="critical"'], "chats": [-1002], "continue": True},
+                {"matchers": ['service="api"'], "chats": [-1003]},
+            ],
         }
     )
-    nasty = {"path": "<b>/api</b>", "query": 'a&b "quoted"'}
+    nasty = {"service": "api", "path": "<b>/api</b>", "query": 'a&b "quoted"'}
     payload = webhook(
         alert("ApiErrors", severity="critical", labels={**nasty, "pod": "api-1"}),
         alert("ApiErrors", severity="critical", labels={**nasty, "pod": "api-2"}),
@@ -84,9 +87,9 @@ async def test_three_alerts_to_two_chats_arrive_escaped(bridge_factory, telegram
     assert (await bridge.post("/alertmanager", payload)).status_code == 200
     assert await settled(database_url, 2) == {"delivered": 2}
 
-    # The default route and the critical route both match (continue: true).
+    # Both routes match: the first has continue: true, so the second is tried too.
     sent = telegram.sent_messages()
-    assert sorted(m.chat_id for m in sent) == [-1002, -1001]
+    assert sorted(m.chat_id for m in sent) == [-1003, -1002]
     for message in sent:
         # The double accepted the HTML; what a person sees is the raw label text.
         assert "<b>/api</b>" in message.text
@@ -164,14 +167,15 @@ async def test_html_telegram_refuses_is_resent_once_as_plain_text(
     await bridge.post("/alertmanager", webhook(alert("Plain")))
     await settled(database_url, 1)
     # Corrupt the stored text the way a broken custom template would.
-    await db.execute("UPDATE deliveries SET text = 'a <unknown> tag', state = 'retry'")
+    await db.execute("UPDATE deliveries SET text = '<b>Disk</b> full & more', state = 'retry'")
     await db.execute("UPDATE deliveries SET next_attempt_at = now(), republish_at = now()")
 
     await wait_until(lambda: len(telegram.sent_messages()) == 2)
     await settled(database_url, 1)
     row = await db.fetchrow("SELECT state, plain_text FROM deliveries")
     assert row["state"] == "delivered" and row["plain_text"]
-    assert telegram.sent_messages()[-1].text == "a <unknown> tag"
+    last = telegram.sent_messages()[-1]
+    assert (last.text, last.parse_mode) == ("Disk full & more", None)
 
 
 async def test_a_response_is_200_only_after_the_rows_are_committed(bridge, db) -> None:
