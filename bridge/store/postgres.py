@@ -38,6 +38,14 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _MIGRATION_LOCK = 0x616C6572
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Skip the pool's reset query on release: one round trip less per operation.
+
+    Safe because no query here leaves session state behind (no SET, LISTEN or
+    temporary tables; the migration lock is released in a finally).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
     chat_id: int
@@ -77,7 +85,12 @@ class PostgresStore:
     async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresStore:
         try:
             pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, command_timeout=30, timeout=10
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                command_timeout=30,
+                timeout=10,
+                reset=_keep_session,
             )
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(
@@ -156,38 +169,43 @@ class PostgresStore:
         occurrence starts and one row per destination is inserted (ON CONFLICT
         DO NOTHING: a concurrent identical request cannot double them).
         """
-        async with self._connection() as conn, conn.transaction():
-            occurrence = await conn.fetchval(
-                """INSERT INTO notifications AS n
-                       (key, occurrence, occurrence_at, source, receiver, group_key, status)
-                   VALUES ($1, 1, now(), $3, $4, $5, $6)
-                   ON CONFLICT (key) DO UPDATE
-                       SET occurrence = n.occurrence + 1, occurrence_at = now()
-                       WHERE n.occurrence_at <= now() - $2::interval
-                   RETURNING occurrence""",
+        # One statement, so one round trip and atomic without BEGIN/COMMIT:
+        # the occurrence upsert yields no row for a copy inside the window,
+        # and then nothing else is inserted.
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                """WITH occ AS (
+                       INSERT INTO notifications AS n
+                           (key, occurrence, occurrence_at, source, receiver, group_key, status)
+                       VALUES ($1, 1, now(), $3, $4, $5, $6)
+                       ON CONFLICT (key) DO UPDATE
+                           SET occurrence = n.occurrence + 1, occurrence_at = now()
+                           WHERE n.occurrence_at <= now() - $2::interval
+                       RETURNING occurrence
+                   ), ins AS (
+                       INSERT INTO deliveries AS d
+                           (notification_key, occurrence, chat_id, thread_id, silent, template,
+                            text, republish_at)
+                       SELECT $1, occ.occurrence, COALESCE(m.new_chat_id, t.chat_id), t.thread_id,
+                              t.silent, t.template, t.text, now() + $12::interval
+                       FROM occ
+                       CROSS JOIN unnest($7::bigint[], $8::bigint[], $9::bool[], $10::text[],
+                                         $11::text[])
+                            WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
+                       LEFT JOIN chat_migrations m ON m.old_chat_id = t.chat_id
+                       ORDER BY t.ord
+                       ON CONFLICT DO NOTHING
+                       RETURNING d.id, d.chat_id
+                   )
+                   SELECT occ.occurrence, ins.id, ins.chat_id
+                   FROM occ LEFT JOIN ins ON TRUE
+                   ORDER BY ins.id""",
                 key,
                 dedup_window,
                 notification.source,
                 notification.receiver,
                 notification.group_key,
                 notification.status.value,
-            )
-            if occurrence is None or not deliveries:
-                return Accepted(occurrence=occurrence, deliveries=[])
-            rows = await conn.fetch(
-                """INSERT INTO deliveries AS d
-                       (notification_key, occurrence, chat_id, thread_id, silent, template, text,
-                        republish_at)
-                   SELECT $1, $2, COALESCE(m.new_chat_id, t.chat_id), t.thread_id, t.silent,
-                          t.template, t.text, now() + $8::interval
-                   FROM unnest($3::bigint[], $4::bigint[], $5::bool[], $6::text[], $7::text[])
-                        WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
-                   LEFT JOIN chat_migrations m ON m.old_chat_id = t.chat_id
-                   ORDER BY t.ord
-                   ON CONFLICT DO NOTHING
-                   RETURNING d.id, d.chat_id""",
-                key,
-                occurrence,
                 [d.chat_id for d in deliveries],
                 [d.thread_id for d in deliveries],
                 [d.silent for d in deliveries],
@@ -195,7 +213,12 @@ class PostgresStore:
                 [d.text for d in deliveries],
                 republish_after,
             )
-        return Accepted(occurrence=occurrence, deliveries=[(r["id"], r["chat_id"]) for r in rows])
+        if not rows:
+            return Accepted(occurrence=None, deliveries=[])
+        return Accepted(
+            occurrence=rows[0]["occurrence"],
+            deliveries=[(r["id"], r["chat_id"]) for r in rows if r["id"] is not None],
+        )
 
     # -- worker ---------------------------------------------------------------
 
