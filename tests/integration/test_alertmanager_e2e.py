@@ -1,0 +1,58 @@
+"""End to end with the real Alertmanager: its webhooks, its retries, its HA copies."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.alertmanager import Alertmanager, am_alert
+from tests.conftest import states, wait_until
+from tests.telegram_double import TelegramDouble
+
+
+async def test_an_alert_fired_into_alertmanager_arrives_once_then_resolves(
+    bridge, telegram: TelegramDouble, database_url, tmp_path
+) -> None:
+    alertmanager = Alertmanager(tmp_path / "am", f"http://{bridge.config.listen}/alertmanager")
+    await alertmanager.start()
+    try:
+        await alertmanager.fire(am_alert("PaymentsDown", severity="critical"))
+        await telegram.wait_for_messages(1, timeout=30)
+        await alertmanager.fire(am_alert("PaymentsDown", severity="critical", resolved=True))
+        await telegram.wait_for_messages(2, timeout=30)
+    finally:
+        await alertmanager.stop()
+
+    firing, resolved = telegram.sent_messages()
+    assert "PaymentsDown" in firing.text and "<is> & firing" in firing.text
+    assert "PaymentsDown" in resolved.text
+    assert firing.text != resolved.text
+    assert await states(database_url) == {"delivered": 2}
+
+
+async def test_two_alertmanagers_without_gossip_yield_one_message(
+    bridge, telegram: TelegramDouble, database_url, tmp_path
+) -> None:
+    url = f"http://{bridge.config.listen}/alertmanager"
+    replicas = [Alertmanager(tmp_path / f"am{i}", url) for i in range(2)]
+    for replica in replicas:
+        await replica.start()
+    try:
+        alert = am_alert("DiskFull", severity="warning", instance="db-1")
+        await asyncio.gather(*(replica.fire(alert) for replica in replicas))
+
+        async def both_replicas_posted() -> bool:
+            received = bridge.metrics.webhooks
+            accepted = received.labels("alertmanager", "accepted")._value.get()
+            duplicate = received.labels("alertmanager", "duplicate")._value.get()
+            return accepted + duplicate >= 2
+
+        await wait_until(both_replicas_posted, timeout=30)
+        await telegram.wait_for_messages(1, timeout=30)
+        await asyncio.sleep(1.0)  # room for a wrong second message
+    finally:
+        for replica in replicas:
+            await replica.stop()
+
+    assert len(telegram.sent_messages()) == 1
+    assert bridge.metrics.webhooks.labels("alertmanager", "duplicate")._value.get() >= 1
+    assert await states(database_url) == {"delivered": 1}
