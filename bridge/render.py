@@ -19,6 +19,7 @@ Three promises to the rest of the bridge:
 
 from __future__ import annotations
 
+import importlib.resources
 import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -54,7 +55,16 @@ TELEGRAM_LIMIT = 4096
 
 #: The templates that ship with the bridge (``<repo>/templates``); the
 #: operator's ``template_dirs`` are searched before it.
-BUILTIN_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+def _builtin_templates() -> Path:
+    # A checkout (or an editable install) reads the repository's templates/;
+    # an installed wheel carries the same files as the bridge.templates package.
+    checkout = Path(__file__).resolve().parent.parent / "templates"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(importlib.resources.files("bridge"))) / "templates"
+
+
+BUILTIN_TEMPLATES = _builtin_templates()
 
 #: A route's ``template: foo`` is the file ``foo.html.j2``.
 TEMPLATE_SUFFIX = ".html.j2"
