@@ -1,0 +1,53 @@
+"""The alertbridge command: --help teaches, check-config reports and exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.unit.test_config import MINIMAL
+
+
+def alertbridge(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_help_names_every_command_and_the_environment() -> None:
+    out = alertbridge("--help").stdout
+    for word in ("serve", "receiver", "worker", "migrate", "check-config", "ALERTBRIDGE_CONFIG"):
+        assert word in out
+
+
+def test_check_config_prints_the_route_tree(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    result = alertbridge("check-config", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert 'severity="critical"' in result.stdout and "-1002" in result.stdout
+
+
+def test_check_config_reports_a_typo_with_its_line_and_fails(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL.replace("chats: [-1001]", "chat: [-1001]"))
+    result = alertbridge("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert f"{path}:7: route.chat: unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_config_says_how_to_give_one() -> None:
+    result = alertbridge("serve")
+    assert result.returncode == 2
+    assert "--config" in result.stderr and "ALERTBRIDGE_CONFIG" in result.stderr
+
+
+def test_serve_without_a_database_url_says_what_to_set(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(
+        MINIMAL.replace('database_url: "postgresql://postgres@127.0.0.1/alertbridge"\n', "")
+    )
+    result = alertbridge("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert "ALERTBRIDGE_DATABASE_URL" in result.stderr
