@@ -53,6 +53,7 @@ __all__ = [
 #: Telegram's limit on a message's text after entity parsing, in UTF-16 code units.
 TELEGRAM_LIMIT = 4096
 
+
 #: The templates that ship with the bridge (``<repo>/templates``); the
 #: operator's ``template_dirs`` are searched before it.
 def _builtin_templates() -> Path:

@@ -42,8 +42,18 @@ class Matcher:
         return found if self.op is Op.REGEX else not found
 
     def __str__(self) -> str:
-        escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.name}{self.op.value}"{escaped}"'
+        name = self.name if _PLAIN_NAME.fullmatch(self.name) else _quote(self.name)
+        return f"{name}{self.op.value}{_quote(self.value)}"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _quote(text: str) -> str:
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
 
 
 def make_matcher(name: str, op: Op, value: str) -> Matcher:
