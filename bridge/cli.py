@@ -101,9 +101,9 @@ async def _migrate(config: Config) -> None:
 
 def _check_config(config: Config, path: Path) -> None:
     from bridge.render import build_environment
-    from bridge.routing import build_route, describe
+    from bridge.routing import describe
 
-    tree = build_route(config.route.model_dump(by_alias=True, exclude_none=True))
+    tree = config.route_tree()
     env = build_environment(config.template_dirs)
     env.get_template("default.html.j2")
     print(f"{path}: ok")

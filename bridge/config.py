@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from bridge.errors import ConfigError
-from bridge.routing import parse_matchers
+from bridge.routing import Route, build_route, parse_matchers
 
 TELEGRAM_API_URL = "https://api.telegram.org"
 
@@ -190,6 +190,10 @@ class Config(_Strict):
                 f"telegram.request_timeout ({self.telegram.request_timeout})"
             )
         return self
+
+    def route_tree(self) -> Route:
+        """The validated route section as the routing stage's tree."""
+        return build_route(self.route.model_dump(by_alias=True, exclude_none=True))
 
     @property
     def listen_host(self) -> str:

@@ -21,7 +21,6 @@ from bridge.metrics import Metrics
 from bridge.queue.amqp import AmqpQueue
 from bridge.receiver import ReceiverDeps, create_app
 from bridge.render import build_environment
-from bridge.routing import build_route
 from bridge.scheduler import Scheduler
 from bridge.store import PostgresStore
 from bridge.telegram import TelegramSender, create_bot
@@ -90,7 +89,7 @@ async def run(
         if receiver:
             deps = ReceiverDeps(
                 config=config,
-                routes=build_route(config.route.model_dump(by_alias=True, exclude_none=True)),
+                routes=config.route_tree(),
                 templates=build_environment(config.template_dirs),
                 store=store,
                 publisher=queue,

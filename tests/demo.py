@@ -12,24 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
 import asyncpg
 import httpx
-import yaml
 
-from tests.conftest import AMQP_URL, PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
+from tests.conftest import PG_ADMIN_URL, TOKEN
+from tests.processes import bridge_process, local_config
 from tests.telegram_double import TelegramDouble
 
 DATABASE = "alertbridge_demo"
 CHAT = -1001
-PAYLOADS = REPO / "alertmanager-examples" / "payloads"
+PAYLOADS = Path(__file__).resolve().parent.parent / "alertmanager-examples" / "payloads"
 
 
 def step(text: str) -> None:
@@ -50,30 +45,10 @@ async def main() -> None:
     telegram = TelegramDouble(token=TOKEN)
     await telegram.start()
     database_url = await fresh_database()
-    listen = f"127.0.0.1:{free_port()}"
-    config = {
-        "telegram": {"token": TOKEN, "api_url": telegram.url},
-        "database_url": database_url,
-        "amqp_url": AMQP_URL,
-        "listen": listen,
-        "amqp": {"exchange": "alertbridge-demo", "queue": "alertbridge-demo"},
-        "route": {"chats": [CHAT]},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        config_path = Path(tmp) / "alertbridge.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        step(f"alertbridge serve --config {config_path}  (Bot API: {telegram.url})")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "serve", "--config", str(config_path)],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            await wait_http(f"http://{listen}/healthz", timeout=30)
-            await fire(listen, telegram)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
+    config = local_config(database_url, telegram.url, "alertbridge-demo", CHAT)
+    step(f"alertbridge serve  (Bot API: {telegram.url})")
+    async with bridge_process(config):
+        await fire(config["listen"], telegram)
     await telegram.stop()
 
 

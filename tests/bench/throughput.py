@@ -14,23 +14,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import aiohttp
 import asyncpg
-import yaml
 
-from tests.conftest import AMQP_URL, PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
+from tests.conftest import PG_ADMIN_URL, TOKEN
 from tests.payloads import alert, webhook
+from tests.processes import bridge_process, local_config
 from tests.telegram_double import TelegramDouble
 
 
@@ -48,25 +43,10 @@ async def run(webhooks: int, concurrency: int, command: str) -> None:
     database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     telegram = TelegramDouble(token=TOKEN)
     await telegram.start()
-    listen = f"127.0.0.1:{free_port()}"
-    config = {
-        "telegram": {"token": TOKEN, "api_url": telegram.url},
-        "database_url": database_url,
-        "amqp_url": AMQP_URL,
-        "listen": listen,
-        "amqp": {"exchange": name, "queue": name},
-        "route": {"chats": [-1001]},
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "c.yml"
-        path.write_text(yaml.safe_dump(config))
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bridge", command, "-c", str(path), "--log-level", "warning"],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            await wait_http(f"http://{listen}/healthz")
+    config = local_config(database_url, telegram.url, name, -1001)
+    listen = config["listen"]
+    try:
+        async with bridge_process(config, command, log_level="warning") as server:
             rss_rest = rss_mb(server.pid)
             latencies: list[float] = []
             # Bodies are encoded up front and sent with aiohttp: the load
@@ -93,12 +73,10 @@ async def run(webhooks: int, concurrency: int, command: str) -> None:
                 await telegram.wait_for_messages(expected, timeout=600)
                 delivered_in = time.perf_counter() - t0
             rss_after = rss_mb(server.pid)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-            await telegram.stop()
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+    finally:
+        await telegram.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
     latencies.sort()
     rows = [

@@ -1,0 +1,50 @@
+"""`alertbridge` as a real subprocess, for the demo and the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.conftest import AMQP_URL, REPO, TOKEN, free_port, wait_http
+
+
+def local_config(database_url: str, telegram_url: str, name: str, chat: int) -> dict[str, Any]:
+    """A config against this machine's PostgreSQL and RabbitMQ and a Telegram double."""
+    return {
+        "telegram": {"token": TOKEN, "api_url": telegram_url},
+        "database_url": database_url,
+        "amqp_url": AMQP_URL,
+        "listen": f"127.0.0.1:{free_port()}",
+        "amqp": {"exchange": name, "queue": name},
+        "route": {"chats": [chat]},
+    }
+
+
+@asynccontextmanager
+async def bridge_process(
+    config: dict[str, Any], command: str = "serve", log_level: str = "info"
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """Start `alertbridge COMMAND`, wait until it serves, SIGTERM it afterwards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "alertbridge.yml"
+        path.write_text(yaml.safe_dump(config))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", command, "-c", str(path), "--log-level", log_level],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            await wait_http(f"http://{config['listen']}/healthz", timeout=30)
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=30)
