@@ -37,3 +37,9 @@ def notification_key(notification: Notification) -> uuid.UUID:
     # NUL cannot occur in any of the parts' JSON-decoded text in practice and
     # keeps ("a", "bc") and ("ab", "c") apart.
     return uuid.uuid5(NAMESPACE, "\x00".join(parts))
+
+
+def group_ref(notification: Notification) -> uuid.UUID:
+    """The alert group's identity: its thread in Telegram, and its ordering line."""
+    parts = (notification.source, notification.receiver, notification.group_key)
+    return uuid.uuid5(NAMESPACE, "\x00".join(("group", *parts)))

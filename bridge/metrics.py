@@ -50,6 +50,18 @@ class Metrics:
             "Queue messages whose delivery was already taken or finished (redeliveries).",
             registry=r,
         )
+        self.claims_deferred = Counter(
+            "alertbridge_claims_deferred_total",
+            "Queue messages whose delivery must wait (not due, or behind an older one "
+            "of its alert group in the same chat).",
+            registry=r,
+        )
+        self.thread_edits = Counter(
+            "alertbridge_thread_edits_total",
+            "Edits of a group's first message to show its current state, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
         self.republished = Counter(
             "alertbridge_deliveries_republished_total",
             "Rows the scheduler published again (broker was down, retry due, or message lost).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,3 +82,7 @@ class Delivery:
     text: str
     attempts: int
     plain_text: bool = False
+    # The alert group this belongs to, and its open thread in this chat.
+    group_ref: uuid.UUID | None = None
+    resolves_group: bool = False
+    anchor_message_id: int | None = None

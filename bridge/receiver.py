@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from bridge.config import Config
-from bridge.dedup import notification_key
+from bridge.dedup import group_ref, notification_key
 from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
@@ -134,6 +134,7 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
     try:
         accepted = await deps.store.accept(
             key,
+            group_ref(notification),
             notification,
             deliveries,
             dedup_window=settings.dedup_window,

@@ -24,6 +24,7 @@ from aiogram.exceptions import (
     TelegramNetworkError,
     TelegramRetryAfter,
 )
+from aiogram.types import ReplyParameters
 from aiohttp import ClientConnectorError
 
 from bridge.config import TelegramConfig
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 class Sent:
     message_id: int
     plain_text: bool = False
+    # The message it replies to; None for a stand-alone message (which then
+    # becomes its group's thread anchor).
+    reply_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +91,28 @@ class TelegramSender:
         self._bot = bot
 
     async def send(self, delivery: Delivery) -> Outcome:
+        """Send as a reply to the group's thread anchor when there is one."""
+        outcome = await self._send_formatted(delivery, delivery.anchor_message_id)
+        if (
+            delivery.anchor_message_id is not None
+            and isinstance(outcome, Failed)
+            and "message to be replied not found" in outcome.reason
+        ):
+            # Someone deleted the group's first message: Telegram refused the
+            # reply outright, so a stand-alone send is safe and opens a new thread.
+            log.warning(
+                "delivery %d chat %d: thread message %d is gone; sending stand-alone",
+                delivery.id,
+                delivery.chat_id,
+                delivery.anchor_message_id,
+            )
+            return await self._send_formatted(delivery, None)
+        return outcome
+
+    async def _send_formatted(self, delivery: Delivery, reply_to: int | None) -> Outcome:
         if delivery.plain_text:
-            return await self._attempt(delivery, plain=True)
-        outcome = await self._attempt(delivery, plain=False)
+            return await self._attempt(delivery, plain=True, reply_to=reply_to)
+        outcome = await self._attempt(delivery, plain=False, reply_to=reply_to)
         if isinstance(outcome, Failed) and outcome.reason.startswith("can't parse"):
             # The rendered HTML was refused outright, so nothing was sent:
             # resending the visible text once is safe and loses no alert.
@@ -99,10 +122,10 @@ class TelegramSender:
                 delivery.chat_id,
                 outcome.reason,
             )
-            return await self._attempt(delivery, plain=True)
+            return await self._attempt(delivery, plain=True, reply_to=reply_to)
         return outcome
 
-    async def _attempt(self, delivery: Delivery, *, plain: bool) -> Outcome:
+    async def _attempt(self, delivery: Delivery, *, plain: bool, reply_to: int | None) -> Outcome:
         text = html_to_plain(delivery.text) if plain else delivery.text
         try:
             message = await self._bot.send_message(
@@ -111,10 +134,30 @@ class TelegramSender:
                 parse_mode=None if plain else "HTML",
                 message_thread_id=delivery.thread_id,
                 disable_notification=delivery.silent or None,
+                reply_parameters=None if reply_to is None else ReplyParameters(message_id=reply_to),
             )
         except Exception as exc:  # noqa: BLE001 - classify() decides; nothing escapes unclassified
             return classify(exc)
-        return Sent(message_id=message.message_id, plain_text=plain)
+        return Sent(message_id=message.message_id, plain_text=plain, reply_to=reply_to)
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> bool:
+        """Show the group's current state on its thread anchor; idempotent.
+
+        "message is not modified" is success: the anchor already shows it.
+        """
+        try:
+            await self._bot.edit_message_text(
+                text=text, chat_id=chat_id, message_id=message_id, parse_mode="HTML"
+            )
+        except TelegramBadRequest as exc:
+            if "message is not modified" in exc.message:
+                return True
+            log.warning("chat %d: cannot edit thread message %d: %s", chat_id, message_id, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 - an edit is cosmetic; the delivery stands
+            log.warning("chat %d: cannot edit thread message %d: %s", chat_id, message_id, exc)
+            return False
+        return True
 
     async def close(self) -> None:
         await self._bot.session.close()

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
 
+    async def edit(self, chat_id: int, message_id: int, text: str) -> bool: ...
+
 
 def backoff(attempt: int, settings: DeliveryConfig) -> timedelta:
     """Exponential backoff with equal jitter: spreads a fleet's retries after an outage."""
@@ -50,7 +52,11 @@ class Worker:
     async def handle(self, delivery_id: int) -> None:
         delivery = await self._store.claim(delivery_id, lease=self._settings.lease)
         if delivery is None:
-            self._metrics.claims_missed.inc()
+            # Done, taken, not due, or behind an unfinished one of its group.
+            if await self._store.defer(delivery_id, republish_after=self._settings.republish_after):
+                self._metrics.claims_deferred.inc()
+            else:
+                self._metrics.claims_missed.inc()
             return
         started = time.monotonic()
         outcome = await self._sender.send(delivery)
@@ -58,6 +64,10 @@ class Worker:
             time.monotonic() - started
         )
         await self._record_until_lease_ends(delivery, outcome)
+        if isinstance(outcome, Sent) and outcome.reply_to is not None:
+            # The thread's first message shows the group's current state.
+            edited = await self._sender.edit(delivery.chat_id, outcome.reply_to, delivery.text)
+            self._metrics.thread_edits.labels("ok" if edited else "failed").inc()
 
     async def _record_until_lease_ends(self, delivery: Delivery, outcome: Outcome) -> None:
         # Telegram's answer is known now; losing it to a database blip would
@@ -86,10 +96,13 @@ class Worker:
         store, metrics, settings = self._store, self._metrics, self._settings
         where = f"delivery {delivery.id} chat {delivery.chat_id} attempt {delivery.attempts}"
         match outcome:
-            case Sent(message_id=message_id, plain_text=plain):
-                await store.mark_delivered(delivery.id, message_id, plain_text=plain)
+            case Sent(message_id=message_id, plain_text=plain, reply_to=reply_to):
+                await store.mark_delivered(
+                    delivery.id, message_id, plain_text=plain, reply_to=reply_to
+                )
                 metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
-                log.info("%s: delivered as message %d", where, message_id)
+                thread = f" in reply to {reply_to}" if reply_to else ""
+                log.info("%s: delivered as message %d%s", where, message_id, thread)
             case Retry(reason=reason, delay=delay):
                 if reason.startswith("429"):
                     metrics.telegram_rate_limited.inc()

@@ -18,7 +18,7 @@ from importlib import resources
 import asyncpg
 
 from bridge.errors import StoreUnavailable
-from bridge.models import Delivery, DeliveryState, Notification
+from bridge.models import Delivery, DeliveryState, Notification, Status
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,19 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     Safe because no query here leaves session state behind (no SET, LISTEN or
     temporary tables; the migration lock is released in a finally).
     """
+
+
+# Appended to a CTE named `done` (the row that just finished): makes the next
+# waiting delivery of the same group and chat due for publishing at once.
+_WAKE_NEXT = """, woken AS (
+        UPDATE deliveries n SET republish_at = now()
+        WHERE n.id = (
+            SELECT e.id FROM deliveries e JOIN done
+              ON e.group_ref = done.group_ref AND e.chat_id = done.chat_id
+             AND COALESCE(e.thread_id, 0) = done.thread_key
+            WHERE e.state IN ('queued', 'retry') AND e.id > done.id
+            ORDER BY e.id LIMIT 1)
+    )"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +170,7 @@ class PostgresStore:
     async def accept(
         self,
         key: uuid.UUID,
+        group: uuid.UUID,
         notification: Notification,
         deliveries: Sequence[NewDelivery],
         *,
@@ -185,9 +199,9 @@ class PostgresStore:
                    ), ins AS (
                        INSERT INTO deliveries AS d
                            (notification_key, occurrence, chat_id, thread_id, silent, template,
-                            text, republish_at)
+                            text, republish_at, group_ref, resolves_group)
                        SELECT $1, occ.occurrence, COALESCE(m.new_chat_id, t.chat_id), t.thread_id,
-                              t.silent, t.template, t.text, now() + $12::interval
+                              t.silent, t.template, t.text, now() + $12::interval, $13, $14
                        FROM occ
                        CROSS JOIN unnest($7::bigint[], $8::bigint[], $9::bool[], $10::text[],
                                          $11::text[])
@@ -212,6 +226,8 @@ class PostgresStore:
                 [d.template for d in deliveries],
                 [d.text for d in deliveries],
                 republish_after,
+                group,
+                notification.status is Status.RESOLVED,
             )
         if not rows:
             return Accepted(occurrence=None, deliveries=[])
@@ -223,14 +239,34 @@ class PostgresStore:
     # -- worker ---------------------------------------------------------------
 
     async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None:
-        """queued|retry (and due) → sending, or None if someone else has it or it is done."""
+        """queued|retry (due, and first in its group's line) → sending; else None.
+
+        None means someone else has it, it is done, it is not due yet, or an
+        older delivery of its group to the same chat is unfinished: "resolved"
+        never overtakes the "firing" it resolves. The row's open thread anchor
+        comes back with it, in the same round trip.
+        """
         async with self._connection() as conn:
             row = await conn.fetchrow(
-                """UPDATE deliveries
-                   SET state = 'sending', attempts = attempts + 1, last_attempt_at = now(),
-                       lease_until = now() + $2::interval
-                   WHERE id = $1 AND state IN ('queued', 'retry') AND next_attempt_at <= now()
-                   RETURNING id, chat_id, thread_id, silent, text, attempts, plain_text""",
+                """WITH claimed AS (
+                       UPDATE deliveries d
+                       SET state = 'sending', attempts = attempts + 1, last_attempt_at = now(),
+                           lease_until = now() + $2::interval
+                       WHERE d.id = $1 AND d.state IN ('queued', 'retry')
+                         AND d.next_attempt_at <= now()
+                         AND NOT EXISTS (
+                             SELECT 1 FROM deliveries e
+                             WHERE e.group_ref = d.group_ref AND e.chat_id = d.chat_id
+                               AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
+                               AND e.id < d.id AND e.state IN ('queued', 'sending', 'retry'))
+                       RETURNING d.id, d.chat_id, d.thread_id, d.silent, d.text, d.attempts,
+                                 d.plain_text, d.group_ref, d.resolves_group
+                   )
+                   SELECT c.*, g.message_id AS anchor
+                   FROM claimed c
+                   LEFT JOIN group_threads g
+                       ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
+                      AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL""",
                 delivery_id,
                 lease,
             )
@@ -244,35 +280,89 @@ class PostgresStore:
             text=row["text"],
             attempts=row["attempts"],
             plain_text=row["plain_text"],
+            group_ref=row["group_ref"],
+            resolves_group=row["resolves_group"],
+            anchor_message_id=row["anchor"],
         )
 
-    async def _finish(self, delivery_id: int, sql_set: str, *args: object) -> bool:
-        # Only the lease holder may record an outcome: a row the scheduler
-        # already declared ambiguous keeps that verdict unless the send is
-        # now known to have succeeded (see mark_delivered).
+    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:
+        """A claim missed a row that still waits (not due, or behind its group): park it.
+
+        The scheduler publishes it again when it is due, or sooner when the
+        delivery ahead of it finishes (see _WAKE_NEXT).
+        """
         async with self._connection() as conn:
             result = await conn.execute(
-                f"UPDATE deliveries SET {sql_set}, lease_until = NULL "
-                "WHERE id = $1 AND state = 'sending'",
+                """UPDATE deliveries
+                   SET republish_at = GREATEST(next_attempt_at, now() + $2::interval)
+                   WHERE id = $1 AND state IN ('queued', 'retry')""",
+                delivery_id,
+                republish_after,
+            )
+        return bool(result.endswith(" 1"))
+
+    async def _finish(
+        self, delivery_id: int, sql_set: str, *args: object, terminal: bool = True
+    ) -> bool:
+        # Only the lease holder may record an outcome: a row the scheduler
+        # already declared ambiguous keeps that verdict unless the send is
+        # now known to have succeeded (see mark_delivered). A terminal outcome
+        # lets the next delivery of the same group and chat go at once.
+        wake = _WAKE_NEXT if terminal else ""
+        async with self._connection() as conn:
+            finished = await conn.fetchval(
+                f"""WITH done AS (
+                        UPDATE deliveries SET {sql_set}, lease_until = NULL
+                        WHERE id = $1 AND state = 'sending'
+                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key
+                    ){wake}
+                    SELECT count(*) FROM done""",
                 delivery_id,
                 *args,
             )
-        return bool(result.endswith(" 1"))
+        return bool(finished)
 
-    async def mark_delivered(self, delivery_id: int, message_id: int, *, plain_text: bool) -> bool:
+    async def mark_delivered(
+        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
+    ) -> bool:
+        """Record the send; open the group's thread (a stand-alone message) or close it (resolved).
+
+        'ambiguous' too: an answer that arrives after the lease expired settles
+        the question, so the row stops counting as unknown.
+        """
         async with self._connection() as conn:
-            # 'ambiguous' too: an answer that arrives after the lease expired
-            # settles the question, so the row stops counting as unknown.
-            result = await conn.execute(
-                """UPDATE deliveries
-                   SET state = 'delivered', telegram_message_id = $2, plain_text = $3,
-                       finished_at = now(), lease_until = NULL, last_error = NULL
-                   WHERE id = $1 AND state IN ('sending', 'ambiguous')""",
+            finished = await conn.fetchval(
+                f"""WITH done AS (
+                        UPDATE deliveries
+                        SET state = 'delivered', telegram_message_id = $2, plain_text = $3,
+                            reply_to_message_id = $4, finished_at = now(), lease_until = NULL,
+                            last_error = NULL
+                        WHERE id = $1 AND state IN ('sending', 'ambiguous')
+                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key,
+                                  resolves_group
+                    ), opened AS (
+                        INSERT INTO group_threads AS g
+                            (group_ref, chat_id, thread_key, message_id, closed_at)
+                        SELECT group_ref, chat_id, thread_key, $2,
+                               CASE WHEN resolves_group THEN now() END
+                        FROM done WHERE group_ref IS NOT NULL AND $4::bigint IS NULL
+                        ON CONFLICT (group_ref, chat_id, thread_key) DO UPDATE
+                            SET message_id = EXCLUDED.message_id, opened_at = now(),
+                                closed_at = EXCLUDED.closed_at
+                    ), closed AS (
+                        UPDATE group_threads g SET closed_at = now()
+                        FROM done
+                        WHERE $4::bigint IS NOT NULL AND done.resolves_group
+                          AND g.group_ref = done.group_ref AND g.chat_id = done.chat_id
+                          AND g.thread_key = done.thread_key
+                    ){_WAKE_NEXT}
+                    SELECT count(*) FROM done""",
                 delivery_id,
                 message_id,
                 plain_text,
+                reply_to,
             )
-        return bool(result.endswith(" 1"))
+        return bool(finished)
 
     async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool:
         return await self._finish(
@@ -281,6 +371,7 @@ class PostgresStore:
             "republish_at = now() + $3::interval",
             error,
             delay,
+            terminal=False,
         )
 
     async def mark_failed(self, delivery_id: int, *, error: str) -> bool:
@@ -295,6 +386,7 @@ class PostgresStore:
                 "state = 'retry', was_ambiguous = TRUE, last_error = $2, "
                 "next_attempt_at = now(), republish_at = now()",
                 error,
+                terminal=False,
             )
         return await self._finish(
             delivery_id,
@@ -318,6 +410,13 @@ class PostgresStore:
                        last_error = 'chat migrated to ' || $2::text
                    WHERE id = $1 AND state = 'sending'""",
                 delivery_id,
+                new_chat_id,
+            )
+            # Everything else still waiting for the old id goes there too.
+            await conn.execute(
+                """UPDATE deliveries SET chat_id = $2
+                   WHERE chat_id = $1 AND state IN ('queued', 'retry')""",
+                old_chat_id,
                 new_chat_id,
             )
         return bool(result.endswith(" 1"))
@@ -352,15 +451,26 @@ class PostgresStore:
             else "state = 'ambiguous', finished_at = now()"
         )
         async with self._connection() as conn:
+            # The deliveries waiting behind an expired one in its group may go now.
             rows = await conn.fetch(
-                f"""UPDATE deliveries
-                    SET {target}, was_ambiguous = TRUE, lease_until = NULL,
-                        last_error = 'lease expired while sending: Telegram may or may not have it'
-                    WHERE id IN (
-                        SELECT id FROM deliveries
-                        WHERE state = 'sending' AND lease_until < now()
-                        FOR UPDATE SKIP LOCKED)
-                    RETURNING id"""
+                f"""WITH expired AS (
+                        UPDATE deliveries
+                        SET {target}, was_ambiguous = TRUE, lease_until = NULL,
+                            last_error = 'lease expired while sending: '
+                                         'Telegram may or may not have it'
+                        WHERE id IN (
+                            SELECT id FROM deliveries
+                            WHERE state = 'sending' AND lease_until < now()
+                            FOR UPDATE SKIP LOCKED)
+                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key
+                    ), woken AS (
+                        UPDATE deliveries n SET republish_at = now()
+                        FROM expired x
+                        WHERE n.group_ref = x.group_ref AND n.chat_id = x.chat_id
+                          AND COALESCE(n.thread_id, 0) = x.thread_key
+                          AND n.state IN ('queued', 'retry') AND n.id <> x.id
+                    )
+                    SELECT id FROM expired"""
             )
         return [r["id"] for r in rows]
 

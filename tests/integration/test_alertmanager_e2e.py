@@ -9,7 +9,7 @@ from tests.conftest import states, wait_until
 from tests.telegram_double import TelegramDouble
 
 
-async def test_an_alert_fired_into_alertmanager_arrives_once_then_resolves(
+async def test_firing_then_resolved_is_one_message_and_one_reply_the_first_edited(
     bridge, telegram: TelegramDouble, database_url, tmp_path
 ) -> None:
     alertmanager = Alertmanager(tmp_path / "am", f"http://{bridge.config.listen}/alertmanager")
@@ -17,15 +17,19 @@ async def test_an_alert_fired_into_alertmanager_arrives_once_then_resolves(
     try:
         await alertmanager.fire(am_alert("PaymentsDown", severity="critical"))
         await telegram.wait_for_messages(1, timeout=30)
+        first_text = telegram.sent_messages()[0].text
         await alertmanager.fire(am_alert("PaymentsDown", severity="critical", resolved=True))
         await telegram.wait_for_messages(2, timeout=30)
     finally:
         await alertmanager.stop()
 
-    firing, resolved = telegram.sent_messages()
-    assert "PaymentsDown" in firing.text and "<is> & firing" in firing.text
-    assert "PaymentsDown" in resolved.text
-    assert firing.text != resolved.text
+    first, reply = telegram.sent_messages()
+    assert "PaymentsDown" in first_text and "<is> & firing" in first_text
+    assert "FIRING" in first_text
+    # The resolution is a reply in the group's thread ...
+    assert reply.reply_to == first.message_id and "RESOLVED" in reply.text
+    # ... and the first message now shows the group's current state.
+    assert first.edits == 1 and first.text == reply.text
     assert await states(database_url) == {"delivered": 2}
 
 
