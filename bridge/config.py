@@ -129,6 +129,24 @@ class AmqpConfig(_Strict):
     prefetch: int = Field(default=32, ge=1)
 
 
+class GenericSourceConfig(_Strict):
+    """How to read one tool's JSON: dotted paths into each alert object."""
+
+    alerts: str | None = None  # path to the list of alerts; None: the body is one alert
+    status: str = "status"
+    firing_values: list[str] = Field(default_factory=lambda: ["firing"], min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)  # label name -> path
+    labels_from: str | None = None  # path to a mapping whose entries all become labels
+    annotations: dict[str, str] = Field(default_factory=dict)  # annotation name -> path
+    fingerprint: str | None = None  # default: a hash of the labels
+    starts_at: str | None = None
+    url: str | None = None  # becomes the alert's link (generatorURL)
+    group_by: list[str] = Field(default_factory=lambda: ["alertname"])
+
+
+_BUILTIN_SOURCES = {"alertmanager", "grafana"}
+
+
 def _matchers(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of matcher strings, like ['severity=\"critical\"']")
@@ -164,7 +182,21 @@ class Config(_Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     amqp: AmqpConfig = AmqpConfig()
     template_dirs: list[Path] = Field(default_factory=list)
+    sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
     route: RouteConfig
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(
+        cls, sources: dict[str, GenericSourceConfig]
+    ) -> dict[str, GenericSourceConfig]:
+        for name in sources:
+            if name in _BUILTIN_SOURCES or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                raise ValueError(
+                    f"source name {name!r} must be lowercase letters, digits, - and _ "
+                    f"(it is the URL path /webhook/{name}), and not {sorted(_BUILTIN_SOURCES)}"
+                )
+        return sources
 
     @field_validator("listen")
     @classmethod

@@ -13,6 +13,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import jinja2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +30,7 @@ from bridge.models import Destination, Notification
 from bridge.render import render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
-from bridge.sources import alertmanager
+from bridge.sources import alertmanager, generic, grafana
 from bridge.store import NewDelivery, PostgresStore
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,18 @@ def create_app(deps: ReceiverDeps) -> Starlette:
     async def alertmanager_webhook(request: Request) -> Response:
         return await _ingest(request, deps, alertmanager.SOURCE, alertmanager.parse)
 
+    async def other_webhook(request: Request) -> Response:
+        name = request.path_params["source"]
+        if name == grafana.SOURCE:
+            return await _ingest(request, deps, grafana.SOURCE, grafana.parse)
+        settings = deps.config.sources.get(name)
+        if settings is None:
+            known = ", ".join(["grafana", *sorted(deps.config.sources)])
+            return _error(404, f"no source named {name!r}; configured: {known}")
+        return await _ingest(
+            request, deps, name, partial(generic.parse, settings=settings, name=name)
+        )
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -191,6 +204,7 @@ def create_app(deps: ReceiverDeps) -> Starlette:
     return Starlette(
         routes=[
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
+            HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
             HttpRoute("/metrics", metrics, methods=["GET"]),
         ]

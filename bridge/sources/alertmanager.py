@@ -71,9 +71,13 @@ def parse(body: bytes) -> Notification:
     try:
         payload = AlertmanagerWebhook.model_validate_json(body)
     except ValidationError as exc:
-        raise _payload_error(exc) from exc
+        raise payload_error(exc, "Alertmanager webhook v4") from exc
+    return to_notification(payload, SOURCE)
+
+
+def to_notification(payload: AlertmanagerWebhook, source: str) -> Notification:
     return Notification(
-        source=SOURCE,
+        source=source,
         receiver=payload.receiver,
         group_key=payload.group_key,
         status=payload.status,
@@ -97,12 +101,13 @@ def parse(body: bytes) -> Notification:
     )
 
 
-def _payload_error(exc: ValidationError) -> PayloadError:
+def payload_error(exc: ValidationError, kind: str) -> PayloadError:
+    """The first problem, named by its field: what the sender's operator needs to fix it."""
     first = exc.errors()[0]
     if first["type"] == "json_invalid":
         return PayloadError(f"body is not valid JSON: {first['msg']}", status=400)
     if first["type"] == "model_type" and not first["loc"]:
-        return PayloadError("body must be a JSON object (Alertmanager webhook v4)", status=422)
+        return PayloadError(f"body must be a JSON object ({kind})", status=422)
     field = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     more = len(exc.errors()) - 1

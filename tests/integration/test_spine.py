@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+import yaml
 
 from tests.conftest import states, wait_until
 from tests.payloads import alert, webhook
@@ -258,3 +259,28 @@ async def test_graceful_stop_leaves_nothing_half_done(bridge, telegram, database
     assert sum(counts.values()) == 30
     # Whatever was delivered was sent once; the rest is still queued for the next start.
     assert counts.get("delivered", 0) == len(telegram.sent_messages())
+
+
+async def test_grafana_and_generic_sources_are_delivered_like_alertmanager(
+    bridge_factory, telegram, database_url
+) -> None:
+    from tests.conftest import REPO
+
+    examples = REPO / "alertmanager-examples"
+    sources = yaml.safe_load((examples / "generic-source.yml").read_text())["sources"]
+    bridge = await bridge_factory(sources=sources)
+    headers = {"content-type": "application/json"}
+    for path, sample in (
+        ("/webhook/grafana", "grafana-firing.json"),
+        ("/webhook/uptime", "generic-uptime.json"),
+    ):
+        body = (examples / "payloads" / sample).read_bytes()
+        answer = await bridge.post(path, content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+    unknown = await bridge.post("/webhook/nagios", content=b"{}", headers=headers)
+    assert unknown.status_code == 404 and "uptime" in unknown.json()["error"]
+
+    assert await settled(database_url, 2) == {"delivered": 2}
+    texts = [m.text for m in telegram.sent_messages()]
+    assert any("High memory usage" in t and "<node-7>" in t for t in texts)
+    assert any("CheckoutHomepage" in t and "<Service Unavailable>" in t for t in texts)
