@@ -35,6 +35,7 @@ commands:
   worker        only the delivery side: claim, send, record (scale it out)
   migrate       apply database migrations and exit (serve does it too)
   check-config  validate the config file, print the route tree, exit
+  render        show what a payload becomes in each chat, without sending
 
 The config file comes from --config or $ALERTBRIDGE_CONFIG. These variables
 override it: ALERTBRIDGE_DATABASE_URL, ALERTBRIDGE_AMQP_URL,
@@ -42,6 +43,7 @@ ALERTBRIDGE_TELEGRAM_TOKEN, ALERTBRIDGE_TELEGRAM_API_URL, ALERTBRIDGE_LISTEN.
 
 examples:
   alertbridge check-config --config alertbridge.yml
+  alertbridge render --config alertbridge.yml alertmanager-examples/payloads/firing.json
   alertbridge serve --config alertbridge.yml
 """
 
@@ -77,6 +79,24 @@ def _parser() -> argparse.ArgumentParser:
         ("check-config", "validate the config and print the route tree"),
     ):
         commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+    render = commands.add_parser(
+        "render",
+        parents=[common],
+        help="show what a payload becomes in each chat, without sending",
+        description="Route and render a webhook payload exactly as the receiver would, and "
+        "print, per destination, the text that would be sent and its length. Needs no "
+        "database, broker or Telegram.",
+    )
+    render.add_argument("payload", type=Path, help="a webhook body (JSON file), or - for stdin")
+    render.add_argument(
+        "--source",
+        default="auto",
+        help="alertmanager, grafana or a configured source name "
+        "(default: by the payload's version field)",
+    )
+    render.add_argument(
+        "--visible", action="store_true", help="print the text as Telegram shows it, not the HTML"
+    )
     return parser
 
 
@@ -117,6 +137,53 @@ def _check_config(config: Config, path: Path) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _render(config: Config, payload_path: Path, source: str, visible: bool) -> None:
+    from functools import partial
+
+    from bridge.receiver import route_and_render
+    from bridge.render import TELEGRAM_LIMIT, build_environment, utf16_len, visible_text
+    from bridge.sources import alertmanager, generic, grafana
+
+    try:
+        body = sys.stdin.buffer.read() if str(payload_path) == "-" else payload_path.read_bytes()
+    except OSError as exc:
+        raise BridgeError(f"cannot read the payload {payload_path}: {exc.strerror}") from exc
+    if source == "auto":
+        try:
+            version = json.loads(body).get("version")
+        except (ValueError, AttributeError):
+            version = None
+        source = {"4": "alertmanager", "1": "grafana"}.get(str(version), "")
+        if not source:
+            raise BridgeError("cannot tell the payload's source from its version; pass --source")
+    if source == "alertmanager":
+        parse = alertmanager.parse
+    elif source == "grafana":
+        parse = grafana.parse
+    elif source in config.sources:
+        parse = partial(generic.parse, settings=config.sources[source], name=source)
+    else:
+        raise BridgeError(f"unknown source {source!r}: alertmanager, grafana or one in sources:")
+    notification = parse(body)
+    deliveries = route_and_render(
+        config.route_tree(), build_environment(config.template_dirs), notification
+    )
+    if not deliveries:
+        print("no destination: the route tree sends this nowhere")
+    for delivery in deliveries:
+        shown = visible_text(delivery.text)
+        where = f"chat {delivery.chat_id}"
+        if delivery.thread_id is not None:
+            where += f" topic {delivery.thread_id}"
+        print(
+            f"== {where} · template {delivery.template}"
+            f"{' · silent' if delivery.silent else ''}"
+            f" · {utf16_len(shown)}/{TELEGRAM_LIMIT} UTF-16 units visible"
+        )
+        print(shown if visible else delivery.text)
+        print()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -130,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(args)
         if args.command == "check-config":
             _check_config(config, args.config)
+        elif args.command == "render":
+            _render(config, args.payload, args.source, args.visible)
         elif args.command == "migrate":
             asyncio.run(_migrate(config))
         else:

@@ -86,23 +86,27 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _render_all(deps: ReceiverDeps, notification: Notification) -> list[NewDelivery]:
-    destinations = resolve(deps.routes, notification.common_labels)
+def route_and_render(
+    routes: Route, templates: jinja2.Environment, notification: Notification
+) -> list[NewDelivery]:
+    """route → render: one delivery per destination, with the text sent on every attempt."""
     return [
         NewDelivery(
             chat_id=d.chat_id,
             thread_id=d.thread_id,
             silent=d.silent,
             template=d.template,
-            text=_render_one(deps, notification, d),
+            text=_render_one(templates, notification, d),
         )
-        for d in destinations
+        for d in resolve(routes, notification.common_labels)
     ]
 
 
-def _render_one(deps: ReceiverDeps, notification: Notification, destination: Destination) -> str:
+def _render_one(
+    templates: jinja2.Environment, notification: Notification, destination: Destination
+) -> str:
     try:
-        return render(deps.templates, destination.template, notification, destination)
+        return render(templates, destination.template, notification, destination)
     except TemplateError as exc:
         if destination.template == "default":
             raise
@@ -113,7 +117,7 @@ def _render_one(deps: ReceiverDeps, notification: Notification, destination: Des
             destination.template,
             exc,
         )
-        return render(deps.templates, "default", notification, destination)
+        return render(templates, "default", notification, destination)
 
 
 async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Parser) -> Response:
@@ -130,7 +134,7 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         return _error(exc.status, str(exc), field=exc.field)
 
     key = notification_key(notification)
-    deliveries = _render_all(deps, notification)
+    deliveries = route_and_render(deps.routes, deps.templates, notification)
     settings = deps.config.delivery
     try:
         accepted = await deps.store.accept(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.unit.test_config import MINIMAL
 
@@ -51,3 +52,31 @@ def test_serve_without_a_database_url_says_what_to_set(tmp_path) -> None:
     result = alertbridge("serve", "--config", str(path))
     assert result.returncode == 2
     assert "ALERTBRIDGE_DATABASE_URL" in result.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "alertmanager-examples"
+
+
+def test_render_shows_each_destination_and_its_length(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    result = alertbridge(
+        "render", "-c", str(path), str(EXAMPLES / "payloads/firing.json"), "--visible"
+    )
+    assert result.returncode == 0, result.stderr
+    # The sample is critical: the critical route's chat, with the label text as people see it.
+    assert "== chat -1002 · template default" in result.stdout
+    assert "/4096 UTF-16 units visible" in result.stdout
+    assert "<502 Bad Gateway> & retries" in result.stdout
+
+
+def test_render_reports_a_bad_payload_without_a_traceback(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"version": "4", "alerts": []}')
+    result = alertbridge("render", "-c", str(path), str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "groupKey" in result.stderr or "alerts" in result.stderr
+    missing = alertbridge("render", "-c", str(path), str(tmp_path / "nope.json"))
+    assert missing.returncode == 2 and "cannot read the payload" in missing.stderr
