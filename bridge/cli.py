@@ -120,14 +120,12 @@ async def _migrate(config: Config) -> None:
 
 
 def _check_config(config: Config, path: Path) -> None:
-    from bridge.render import build_environment
+    from bridge.receiver import Rules
     from bridge.routing import describe
 
-    tree = config.route_tree()
-    env = build_environment(config.template_dirs)
-    env.get_template("default.html.j2")
-    print(f"{path}: ok")
-    print(describe(tree))
+    rules = Rules.from_config(config)  # raises on a broken template, naming it and the line
+    print(f"{path}: ok (templates: {', '.join(sorted(rules.templates.list_templates()))})")
+    print(describe(rules.routes))
     summary = {
         "database_url": bool(config.database_url),
         "amqp_url": bool(config.amqp_url),
@@ -209,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                     config,
                     receiver=args.command in ("serve", "receiver"),
                     worker=args.command in ("serve", "worker"),
+                    config_path=args.config,
                 )
             )
     except BridgeError as exc:

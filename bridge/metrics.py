@@ -6,7 +6,7 @@ fingerprints or chat ids, so a storm cannot blow up the time series count.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -77,6 +77,17 @@ class Metrics:
             "Bot API sendMessage latency, by outcome.",
             ["outcome"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "alertbridge_queue_depth",
+            "Deliveries not finished yet (queued, sending or waiting to retry); "
+            "updated by the scheduler, so exported by worker processes.",
+            registry=r,
+        )
+        self.oldest_queued = Gauge(
+            "alertbridge_oldest_queued_seconds",
+            "Age of the oldest unfinished delivery; 0 when there is none.",
             registry=r,
         )
         self.telegram_rate_limited = Counter(

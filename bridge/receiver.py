@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,10 +24,16 @@ from starlette.routing import Route as HttpRoute
 
 from bridge.config import Config
 from bridge.dedup import group_ref, notification_key
-from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
+from bridge.errors import (
+    BridgeError,
+    PayloadError,
+    QueueUnavailable,
+    StoreUnavailable,
+    TemplateError,
+)
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
-from bridge.render import render
+from bridge.render import build_environment, check_templates, render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
 from bridge.sources import alertmanager, generic, grafana
@@ -39,15 +45,32 @@ Parser = Callable[[bytes], Notification]
 
 
 @dataclass(frozen=True)
-class ReceiverDeps:
-    """Everything the receiver touches, passed in: no module-level state."""
+class Rules:
+    """What a config reload replaces, as one value: a request sees one version."""
 
     config: Config
     routes: Route
     templates: jinja2.Environment
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        templates = build_environment(config.template_dirs)
+        problems = check_templates(templates)
+        if problems:
+            raise TemplateError("; ".join(problems))
+        return cls(config, config.route_tree(), templates)
+
+
+@dataclass
+class ReceiverDeps:
+    """Everything the receiver touches, passed in: no module-level state."""
+
+    rules: Rules
     store: PostgresStore
     publisher: Publisher
     metrics: Metrics
+    # Re-reads the config file and swaps `rules`; None when there is no file.
+    reload: Callable[[], Awaitable[str]] | None = None
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -122,11 +145,12 @@ def _render_one(
 
 async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Parser) -> Response:
     metrics = deps.metrics.webhooks
-    if not _authorized(request, deps.config):
+    rules = deps.rules
+    if not _authorized(request, rules.config):
         metrics.labels(source, "unauthorized").inc()
         return _error(401, "missing or wrong credentials", hint="see receiver.auth in the config")
     try:
-        body = await _read_body(request, deps.config.receiver.max_body_bytes)
+        body = await _read_body(request, rules.config.receiver.max_body_bytes)
         notification = parse(body)
     except PayloadError as exc:
         metrics.labels(source, f"rejected_{exc.status}").inc()
@@ -134,8 +158,8 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         return _error(exc.status, str(exc), field=exc.field)
 
     key = notification_key(notification)
-    deliveries = route_and_render(deps.routes, deps.templates, notification)
-    settings = deps.config.delivery
+    deliveries = route_and_render(rules.routes, rules.templates, notification)
+    settings = rules.config.delivery
     try:
         accepted = await deps.store.accept(
             key,
@@ -191,9 +215,10 @@ def create_app(deps: ReceiverDeps) -> Starlette:
         name = request.path_params["source"]
         if name == grafana.SOURCE:
             return await _ingest(request, deps, grafana.SOURCE, grafana.parse)
-        settings = deps.config.sources.get(name)
+        sources = deps.rules.config.sources
+        settings = sources.get(name)
         if settings is None:
-            known = ", ".join(["grafana", *sorted(deps.config.sources)])
+            known = ", ".join(["grafana", *sorted(sources)])
             return _error(404, f"no source named {name!r}; configured: {known}")
         return await _ingest(
             request, deps, name, partial(generic.parse, settings=settings, name=name)
@@ -201,6 +226,35 @@ def create_app(deps: ReceiverDeps) -> Starlette:
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        # Ready means a webhook would be stored now: the database answers with
+        # the schema this version expects. A broker outage does not make the
+        # receiver unready (the scheduler publishes later), but it is reported.
+        problems: list[str] = []
+        try:
+            pending = await deps.store.pending_migrations()
+            if pending:
+                problems.append(f"migrations not applied: {', '.join(pending)}")
+        except StoreUnavailable as exc:
+            problems.append(str(exc))
+        body = {
+            "status": "not ready" if problems else "ready",
+            "problems": problems,
+            "broker_connected": deps.publisher.connected,
+        }
+        return JSONResponse(body, status_code=503 if problems else 200)
+
+    async def reload(request: Request) -> Response:
+        # Alertmanager's convention: POST /-/reload, 200 when the new config is
+        # in force, 500 (old config kept) when it is not.
+        if deps.reload is None:
+            return _error(500, "started without a config file; nothing to reload")
+        try:
+            summary = await deps.reload()
+        except BridgeError as exc:
+            return _error(500, f"reload failed, the previous config stays in force: {exc}")
+        return JSONResponse({"status": "ok", "reloaded": summary})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -210,6 +264,8 @@ def create_app(deps: ReceiverDeps) -> Starlette:
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
             HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
             HttpRoute("/healthz", healthz, methods=["GET"]),
+            HttpRoute("/readyz", readyz, methods=["GET"]),
+            HttpRoute("/-/reload", reload, methods=["POST"]),
             HttpRoute("/metrics", metrics, methods=["GET"]),
         ]
     )

@@ -33,7 +33,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from bridge.errors import ConfigError, TemplateError
-from bridge.models import Destination, Notification, Status
+from bridge.models import Alert, Destination, Notification, Status
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -521,3 +521,61 @@ def render(
     if best is not None and visible_text(best).strip():
         return best
     return minimal_message(notification, limit)
+
+
+# ------------------------------------------------------------------------- checks
+
+
+def _sample_notifications() -> list[Notification]:
+    """A firing single alert, a firing group and a resolved group: what every template meets."""
+    started = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+
+    def alert(name: str, status: Status, instance: str) -> Alert:
+        return Alert(
+            fingerprint=f"{name}-{instance}",
+            status=status,
+            labels={"alertname": name, "severity": "critical", "instance": instance},
+            annotations={"summary": f"{name} on {instance}", "description": "<&> check"},
+            starts_at=started,
+            ends_at=None if status is Status.FIRING else started + timedelta(minutes=5),
+            generator_url="http://prometheus.example/graph",
+        )
+
+    def notification(status: Status, *instances: str) -> Notification:
+        alerts = tuple(alert("SampleAlert", status, i) for i in instances)
+        return Notification(
+            source="alertmanager",
+            receiver="check",
+            group_key='{}:{alertname="SampleAlert"}',
+            status=status,
+            alerts=alerts,
+            group_labels={"alertname": "SampleAlert"},
+            common_labels={"alertname": "SampleAlert", "severity": "critical"},
+            external_url="http://alertmanager.example:9093",
+        )
+
+    return [
+        notification(Status.FIRING, "a"),
+        notification(Status.FIRING, "a", "b", "c"),
+        notification(Status.RESOLVED, "a", "b"),
+    ]
+
+
+def check_templates(env: jinja2.Environment) -> list[str]:
+    """Render every template the environment can find against sample notifications.
+
+    Returns the problems (template name, line, what is wrong): a broken
+    template fails `check-config` and start-up, not a 3 a.m. alert.
+    """
+    problems: list[str] = []
+    names = sorted(
+        {n.removesuffix(TEMPLATE_SUFFIX) for n in env.list_templates() if n.endswith(".j2")}
+    )
+    for name in names:
+        for sample in _sample_notifications():
+            try:
+                render(env, name, sample, Destination(chat_id=0, template=name))
+            except TemplateError as exc:
+                problems.append(str(exc))
+                break
+    return problems

@@ -26,6 +26,9 @@ BATCH = 500
 class Publisher(Protocol):
     async def publish(self, deliveries: list[tuple[int, int]]) -> None: ...
 
+    @property
+    def connected(self) -> bool: ...
+
 
 class Scheduler:
     def __init__(
@@ -54,6 +57,9 @@ class Scheduler:
                 delivery_id,
                 self._settings.on_ambiguous,
             )
+        depth, oldest = await self._store.backlog()
+        self._metrics.queue_depth.set(depth)
+        self._metrics.oldest_queued.set(oldest)
         published = 0
         while True:
             due = await self._store.take_due(limit=BATCH, republish_after=self.republish_after)

@@ -11,16 +11,16 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
-from bridge.config import Config
-from bridge.errors import ConfigError
+from bridge.config import Config, load_config
+from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
 from bridge.queue.amqp import AmqpQueue
-from bridge.receiver import ReceiverDeps, create_app
-from bridge.render import build_environment
+from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
 from bridge.store import PostgresStore
 from bridge.telegram import TelegramSender, create_bot
@@ -46,13 +46,49 @@ def _require_infrastructure(config: Config) -> tuple[str, str]:
     return config.database_url, config.amqp_url
 
 
-async def run_until_signalled(config: Config, *, receiver: bool, worker: bool) -> None:
-    """The CLI's entry: run until SIGTERM or SIGINT."""
+# Settings a running process cannot swap: connections and the worker's own
+# delivery settings are built once at start.
+_NEEDS_RESTART = ("telegram", "database_url", "amqp_url", "amqp", "listen")
+
+
+def reloader(path: Path, deps: ReceiverDeps) -> Callable[[], Awaitable[str]]:
+    """Re-read the config file and swap the receiver's rules, or keep the old ones."""
+
+    async def reload() -> str:
+        try:
+            config = load_config(path)
+            rules = Rules.from_config(config)
+        except BridgeError as exc:
+            log.error("config reload failed; the previous config stays in force: %s", exc)
+            raise
+        old = deps.rules.config
+        deps.rules = rules
+        later = [key for key in _NEEDS_RESTART if getattr(config, key) != getattr(old, key)]
+        if config.delivery != old.delivery:
+            later.append("delivery (worker side)")
+        summary = "routes, templates, sources and receiver settings reloaded"
+        if later:
+            summary += f"; changes to {', '.join(later)} take effect at the next restart"
+        log.info("config reloaded from %s: %s", path, summary)
+        return summary
+
+    return reload
+
+
+async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
+    with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
+        await reload()
+
+
+async def run_until_signalled(
+    config: Config, *, receiver: bool, worker: bool, config_path: Path | None = None
+) -> None:
+    """The CLI's entry: run until SIGTERM or SIGINT; SIGHUP reloads the config."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(config, receiver=receiver, worker=worker, stop=stop)
+    await run(config, receiver=receiver, worker=worker, stop=stop, config_path=config_path)
 
 
 async def run(
@@ -62,6 +98,7 @@ async def run(
     worker: bool,
     stop: asyncio.Event,
     metrics: Metrics | None = None,
+    config_path: Path | None = None,
 ) -> None:
     """Run until ``stop`` is set, then shut down without losing what is in hand."""
     database_url, amqp_url = _require_infrastructure(config)
@@ -76,6 +113,7 @@ async def run(
             log.info("database schema: applied %s", ", ".join(applied))
         queue = await AmqpQueue.connect(amqp_url, config.amqp)
         tasks: list[asyncio.Task[None]] = []
+        background: set[asyncio.Task[None]] = set()
         server: _Server | None = None
 
         if worker:
@@ -88,13 +126,18 @@ async def run(
 
         if receiver:
             deps = ReceiverDeps(
-                config=config,
-                routes=config.route_tree(),
-                templates=build_environment(config.template_dirs),
-                store=store,
-                publisher=queue,
-                metrics=metrics,
+                rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
             )
+            if config_path is not None:
+                deps.reload = reloader(config_path, deps)
+                reload = deps.reload
+
+                def on_sighup() -> None:
+                    task = asyncio.create_task(_quiet_reload(reload))
+                    background.add(task)
+                    task.add_done_callback(background.discard)
+
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
             server = _Server(
                 uvicorn.Config(
                     create_app(deps),

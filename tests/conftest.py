@@ -151,12 +151,19 @@ async def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 async def start_bridge(
-    config: Config, *, receiver: bool = True, worker: bool = True
+    config: Config, *, receiver: bool = True, worker: bool = True, config_path: Path | None = None
 ) -> RunningBridge:
     stop = asyncio.Event()
     metrics = Metrics()
     task = asyncio.create_task(
-        run(config, receiver=receiver, worker=worker, stop=stop, metrics=metrics)
+        run(
+            config,
+            receiver=receiver,
+            worker=worker,
+            stop=stop,
+            metrics=metrics,
+            config_path=config_path,
+        )
     )
     bridge = RunningBridge(config, metrics, stop, task)
     if receiver:

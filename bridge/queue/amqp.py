@@ -152,6 +152,14 @@ class AmqpQueue:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
 
+    @property
+    def connected(self) -> bool:
+        return (
+            not self._connection.is_closed
+            and self._channel is not None
+            and not (self._channel.is_closed)
+        )
+
     async def close(self) -> None:
         await self._connection.close()
 

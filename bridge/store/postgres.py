@@ -474,6 +474,16 @@ class PostgresStore:
             )
         return [r["id"] for r in rows]
 
+    async def backlog(self) -> tuple[int, float]:
+        """Deliveries not yet finished, and the age in seconds of the oldest of them."""
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                """SELECT count(*) AS n,
+                          COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age
+                   FROM deliveries WHERE state IN ('queued', 'sending', 'retry')"""
+            )
+        return int(row["n"]), float(row["age"])
+
     async def state_counts(self) -> dict[DeliveryState, int]:
         async with self._connection() as conn:
             rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")

@@ -284,3 +284,23 @@ async def test_grafana_and_generic_sources_are_delivered_like_alertmanager(
     texts = [m.text for m in telegram.sent_messages()]
     assert any("High memory usage" in t and "<node-7>" in t for t in texts)
     assert any("CheckoutHomepage" in t and "<Service Unavailable>" in t for t in texts)
+
+
+async def test_a_template_failing_at_run_time_falls_back_to_the_default(
+    bridge_factory, telegram, database_url, tmp_path
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    # Fine for most alerts (check-config passes), broken for one with label boom.
+    (templates / "fragile.html.j2").write_text(
+        '{% if common_labels.get("boom") %}{{ missing.value }}{% endif %}<b>{{ status }}</b>'
+    )
+    bridge = await bridge_factory(
+        template_dirs=[str(templates)], route={"chats": [-1001], "template": "fragile"}
+    )
+    await bridge.post("/alertmanager", webhook(alert("Normal")))
+    await bridge.post("/alertmanager", webhook(alert("Boom", labels={"boom": "yes"})))
+    assert await settled(database_url, 2) == {"delivered": 2}
+    normal, boom = telegram.sent_messages()
+    assert normal.text == "firing"
+    assert "Boom" in boom.text  # the default template, not lost

@@ -80,3 +80,14 @@ def test_render_reports_a_bad_payload_without_a_traceback(tmp_path) -> None:
     assert "groupKey" in result.stderr or "alerts" in result.stderr
     missing = alertbridge("render", "-c", str(path), str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "cannot read the payload" in missing.stderr
+
+
+def test_check_config_fails_on_a_broken_template_naming_it_and_the_line(tmp_path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "ops.html.j2").write_text("<b>{{ status }}</b>\n{{ no_such_thing.x }}\n")
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL + f"template_dirs: [{templates}]\n")
+    result = alertbridge("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "'ops'" in result.stderr and "line 2" in result.stderr

@@ -1,0 +1,143 @@
+"""What an operator relies on: readiness, reload, metrics that count exactly,
+and a SIGTERM that loses and doubles nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import re
+import signal
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import build_config, config_dict, start_bridge, states, wait_until
+from tests.payloads import alert, webhook
+from tests.processes import bridge_process
+from tests.tcp_proxy import TcpProxy
+from tests.telegram_double import TelegramDouble
+
+
+async def test_readyz_follows_the_database(database_url, amqp_names, telegram) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    proxied = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    bridge = await start_bridge(build_config(config_dict(proxied, amqp_names, telegram.url)))
+    try:
+        ready = await bridge.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["broker_connected"]
+        await proxy.cut()
+        unready = await bridge.client.get("/readyz")
+        assert unready.status_code == 503 and unready.json()["problems"]
+        assert (await bridge.client.get("/healthz")).status_code == 200  # alive all the same
+        await proxy.restore()
+        await wait_until(lambda: _status(bridge.client, "/readyz"), timeout=15, interval=0.2)
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+
+
+async def _status(client: httpx.AsyncClient, path: str) -> bool:
+    return (await client.get(path)).status_code == 200
+
+
+async def test_reload_swaps_routes_and_keeps_the_old_config_on_error(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    data = config_dict(database_url, amqp_names, telegram.url)
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    bridge = await start_bridge(build_config(data), config_path=path)
+    try:
+        data["route"] = {"chats": [-2002]}
+        path.write_text(yaml.safe_dump(data))
+        answer = await bridge.post("/-/reload")
+        assert answer.status_code == 200, answer.text
+
+        path.write_text(yaml.safe_dump(data) + "route_typo: 1\n")
+        broken = await bridge.post("/-/reload")
+        assert broken.status_code == 500
+        assert "route_typo: unknown setting" in broken.json()["error"]
+
+        await bridge.post("/alertmanager", webhook(alert("AfterReload")))
+        await telegram.wait_for_messages(1)
+    finally:
+        await bridge.shutdown()
+    assert [m.chat_id for m in telegram.sent_messages()] == [-2002]
+
+
+def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("alertbridge_") and not sample.name.endswith("_created"):
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+async def test_metrics_count_a_known_sequence_exactly(
+    bridge, telegram: TelegramDouble, database_url
+) -> None:
+    telegram.block_chat(-1001)
+    await bridge.post("/alertmanager", webhook(alert("Blocked")))
+    await wait_until(lambda: len(telegram.calls) >= 1)
+    await wait_until(lambda: _done(database_url, 1))
+    telegram._blocked.clear()
+
+    telegram.fail_next(1)
+    await bridge.post("/alertmanager", webhook(alert("Flaky")))
+    await bridge.post("/alertmanager", webhook(alert("Flaky")))  # duplicate
+    await bridge.post("/alertmanager", content=b"{", headers={"content-type": "application/json"})
+    await wait_until(lambda: _done(database_url, 2))
+
+    m = scrape((await bridge.client.get("/metrics")).text)
+    source = (("source", "alertmanager"),)
+    assert m[("alertbridge_webhooks_received_total", (("outcome", "accepted"), *source))] == 2
+    assert m[("alertbridge_webhooks_received_total", (("outcome", "duplicate"), *source))] == 1
+    assert m[("alertbridge_webhooks_received_total", (("outcome", "rejected_400"), *source))] == 1
+    assert m[("alertbridge_deliveries_created_total", ())] == 2
+    finished = "alertbridge_deliveries_finished_total"
+    assert m[(finished, (("reason", "forbidden"), ("state", "failed")))] == 1
+    assert m[(finished, (("reason", "ok"), ("state", "delivered")))] == 1
+    assert m[("alertbridge_delivery_retries_total", (("reason", "server_error"),))] == 1
+    assert m[("alertbridge_telegram_request_seconds_count", (("outcome", "sent"),))] == 1
+
+
+async def _done(database_url: str, total: int) -> bool:
+    counts = await states(database_url)
+    return sum(counts.values()) == total and not {"queued", "sending", "retry"} & set(counts)
+
+
+async def test_sigterm_mid_stream_loses_nothing_and_doubles_nothing(
+    database_url, amqp_names, telegram: TelegramDouble
+) -> None:
+    telegram.latency = 0.05
+    data = config_dict(database_url, amqp_names, telegram.url)
+    data["amqp"]["prefetch"] = 2  # about 40 sends/s: the stream outlasts the posting
+    total = 200
+    async with bridge_process(data, log_level="warning") as server:
+        async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/alertmanager", json=webhook(alert(f"Term{i:04d}")))
+                    for i in range(total)
+                )
+            )
+            assert {a.status_code for a in answers} == {200}
+        await wait_until(lambda: len(telegram.sent_messages()) >= 20)
+        server.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(server.wait, 30) == 0
+    stopped_with = len(telegram.sent_messages())
+    assert stopped_with < total, "the stream ended before SIGTERM; the test proves nothing"
+    counts = await states(database_url)
+    assert counts.get("sending", 0) == 0 and "ambiguous" not in counts
+
+    async with bridge_process(data, log_level="warning"):
+        await telegram.wait_for_messages(total, timeout=60)
+        await asyncio.sleep(0.5)
+    assert await states(database_url) == {"delivered": total}
+    names = collections.Counter(
+        m.group(0) for msg in telegram.sent_messages() if (m := re.search(r"Term\d{4}", msg.text))
+    )
+    assert len(names) == total and set(names.values()) == {1}
