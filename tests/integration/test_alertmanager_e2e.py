@@ -20,6 +20,12 @@ async def test_firing_then_resolved_is_one_message_and_one_reply_the_first_edite
         first_text = telegram.sent_messages()[0].text
         await alertmanager.fire(am_alert("PaymentsDown", severity="critical", resolved=True))
         await telegram.wait_for_messages(2, timeout=30)
+
+        # The first message is edited once the reply is sent and recorded.
+        async def first_edited() -> bool:
+            return telegram.sent_messages()[0].edits >= 1
+
+        await wait_until(first_edited, timeout=30)
     finally:
         await alertmanager.stop()
 

@@ -24,6 +24,15 @@ async def settled(database_url: str, total: int) -> None:
     await wait_until(done)
 
 
+async def edits_done(bridge, count: int) -> None:
+    """Wait for ``count`` successful edits: a reply's edit follows its recording."""
+
+    async def done() -> bool:
+        return bridge.metrics.thread_edits.labels("ok")._value.get() == count
+
+    await wait_until(done)
+
+
 async def test_a_group_growing_and_resolving_is_one_thread(
     bridge, telegram: TelegramDouble, database_url
 ) -> None:
@@ -42,6 +51,7 @@ async def test_a_group_growing_and_resolving_is_one_thread(
         await asyncio.sleep(0.05)
     await settled(database_url, 4)
 
+    await edits_done(bridge, 3)
     first, *replies = telegram.sent_messages()
     assert first.reply_to is None
     assert [r.reply_to for r in replies] == [first.message_id] * 3
@@ -73,7 +83,7 @@ async def test_a_repeat_reminder_is_a_reply(bridge_factory, telegram, database_u
     first, reminder = telegram.sent_messages()
     assert reminder.reply_to == first.message_id
     # Same content: the edit of the first message is "not modified", which is fine.
-    assert bridge.metrics.thread_edits.labels("ok")._value.get() == 1
+    await edits_done(bridge, 1)
 
 
 async def test_a_deleted_first_message_is_replaced_and_remapped(
