@@ -138,8 +138,8 @@ def _check_config(config: Config, path: Path) -> None:
 def _render(config: Config, payload_path: Path, source: str, visible: bool) -> None:
     from functools import partial
 
-    from bridge.receiver import route_and_render
-    from bridge.render import TELEGRAM_LIMIT, build_environment, utf16_len, visible_text
+    from bridge.receiver import Rules, route_and_render
+    from bridge.render import TELEGRAM_LIMIT, utf16_len, visible_text
     from bridge.sources import alertmanager, generic, grafana
 
     try:
@@ -163,9 +163,8 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
     else:
         raise BridgeError(f"unknown source {source!r}: alertmanager, grafana or one in sources:")
     notification = parse(body)
-    deliveries = route_and_render(
-        config.route_tree(), build_environment(config.template_dirs), notification
-    )
+    rules = Rules.from_config(config)
+    deliveries = route_and_render(rules, notification)
     if not deliveries:
         print("no destination: the route tree sends this nowhere")
     for delivery in deliveries:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -182,6 +183,8 @@ class Config(_Strict):
     delivery: DeliveryConfig = DeliveryConfig()
     amqp: AmqpConfig = AmqpConfig()
     template_dirs: list[Path] = Field(default_factory=list)
+    # The zone templates show times in (the `datetime` filter's default).
+    timezone: str = "UTC"
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
     route: RouteConfig
 
@@ -197,6 +200,17 @@ class Config(_Strict):
                     f"(it is the URL path /webhook/{name}), and not {sorted(_BUILTIN_SOURCES)}"
                 )
         return sources
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ValueError, KeyError) as exc:  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(
+                f'{zone!r} is not a known time zone; use an IANA name like "Europe/Berlin"'
+            ) from exc
+        return zone
 
     @field_validator("listen")
     @classmethod

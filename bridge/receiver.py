@@ -33,7 +33,7 @@ from bridge.errors import (
 )
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
-from bridge.render import build_environment, check_templates, render
+from bridge.render import build_environment, check_templates, minimal_message, render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
 from bridge.sources import alertmanager, generic, grafana
@@ -51,14 +51,18 @@ class Rules:
     config: Config
     routes: Route
     templates: jinja2.Environment
+    # The bridge's own templates alone: what a message falls back to when an
+    # operator's template (even one named "default") fails at run time.
+    builtin: jinja2.Environment
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
-        templates = build_environment(config.template_dirs)
+        templates = build_environment(config.template_dirs, timezone=config.timezone)
         problems = check_templates(templates)
         if problems:
             raise TemplateError("; ".join(problems))
-        return cls(config, config.route_tree(), templates)
+        builtin = build_environment(timezone=config.timezone)
+        return cls(config, config.route_tree(), templates, builtin)
 
 
 @dataclass
@@ -109,9 +113,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def route_and_render(
-    routes: Route, templates: jinja2.Environment, notification: Notification
-) -> list[NewDelivery]:
+def route_and_render(rules: Rules, notification: Notification) -> list[NewDelivery]:
     """route → render: one delivery per destination, with the text sent on every attempt."""
     return [
         NewDelivery(
@@ -119,28 +121,29 @@ def route_and_render(
             thread_id=d.thread_id,
             silent=d.silent,
             template=d.template,
-            text=_render_one(templates, notification, d),
+            text=_render_one(rules, notification, d),
         )
-        for d in resolve(routes, notification.common_labels)
+        for d in resolve(rules.routes, notification.common_labels)
     ]
 
 
-def _render_one(
-    templates: jinja2.Environment, notification: Notification, destination: Destination
-) -> str:
+def _render_one(rules: Rules, notification: Notification, destination: Destination) -> str:
     try:
-        return render(templates, destination.template, notification, destination)
+        return render(rules.templates, destination.template, notification, destination)
     except TemplateError as exc:
-        if destination.template == "default":
-            raise
-        # A broken custom template must not lose the alert: say why, send the default.
+        # A template that passed the start-up check can still fail on a payload
+        # nobody foresaw. The alert must not be lost: say why, send the built-in.
         log.error(
-            "chat %d: template %r failed (%s); using the default template",
+            "chat %d: template %r failed (%s); using the built-in default template",
             destination.chat_id,
             destination.template,
             exc,
         )
-        return render(templates, "default", notification, destination)
+        try:
+            return render(rules.builtin, "default", notification, destination)
+        except TemplateError as builtin_exc:  # a bug of ours; still deliver something
+            log.error("chat %d: built-in template failed too: %s", destination.chat_id, builtin_exc)
+            return minimal_message(notification)
 
 
 async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Parser) -> Response:
@@ -158,7 +161,7 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         return _error(exc.status, str(exc), field=exc.field)
 
     key = notification_key(notification)
-    deliveries = route_and_render(rules.routes, rules.templates, notification)
+    deliveries = route_and_render(rules, notification)
     settings = rules.config.delivery
     try:
         accepted = await deps.store.accept(

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -44,6 +45,7 @@ __all__ = [
     "html_to_plain",
     "minimal_message",
     "render",
+    "silence_url",
     "telegram_escape",
     "template_file",
     "utf16_len",
@@ -226,15 +228,20 @@ def _duration_filter(value: timedelta | float | int | None) -> str:
     return "" if value is None else duration(value)
 
 
+@jinja2.pass_environment
 def _datetime_filter(
-    value: datetime | str | None, fmt: str = "%Y-%m-%d %H:%M:%S %Z", tz: str = "UTC"
+    env: jinja2.Environment,
+    value: datetime | str | None,
+    fmt: str = "%Y-%m-%d %H:%M:%S %Z",
+    tz: str | None = None,
 ) -> str:
-    """Format a datetime, in UTC unless ``tz`` names another zone (``"Europe/Berlin"``)."""
+    """Format a datetime in ``tz`` (``"Europe/Berlin"``), by default the config's ``timezone``."""
     if value is None:
         return ""
+    zone = tz if tz is not None else str(env.globals.get("timezone", "UTC"))
     moment = _as_datetime(value)
-    if tz != "UTC":
-        moment = moment.astimezone(ZoneInfo(tz))
+    if zone != "UTC":
+        moment = moment.astimezone(ZoneInfo(zone))
     return moment.strftime(fmt)
 
 
@@ -308,12 +315,16 @@ def template_file(name: str) -> str:
 
 
 def build_environment(
-    template_dirs: Sequence[Path] = (), *, builtin_dir: Path | None = BUILTIN_TEMPLATES
+    template_dirs: Sequence[Path] = (),
+    *,
+    timezone: str = "UTC",
+    builtin_dir: Path | None = BUILTIN_TEMPLATES,
 ) -> SandboxedEnvironment:
     """The sandboxed, autoescaping, strict environment every message is rendered in.
 
     ``template_dirs`` are searched first, in order, then ``builtin_dir`` (the
-    bridge's own templates; ``None`` to leave them out).
+    bridge's own templates; ``None`` to leave them out). ``timezone`` is the
+    zone the ``datetime`` filter shows times in unless a template names one.
     """
     search: list[Path] = []
     for directory in template_dirs:
@@ -336,6 +347,7 @@ def build_environment(
         finalize=_finalize,
     )
     env.filters.update(FILTERS)
+    env.globals["timezone"] = timezone
     return env
 
 
@@ -398,7 +410,8 @@ def _context(
     ``firing``/``resolved`` split the alerts shown; ``omitted`` counts the
     alerts left out (here, and by Alertmanager's ``truncatedAlerts``);
     ``total``, ``firing_count`` and ``resolved_count`` describe the whole
-    notification.
+    notification; ``silence_url`` opens the sender's silence form (Alertmanager
+    or Grafana) for the group's common labels.
     """
     alerts = list(notification.alerts[:shown])
     return {
@@ -411,6 +424,9 @@ def _context(
         "common_annotations": notification.common_annotations,
         "group_labels": notification.group_labels,
         "external_url": notification.external_url,
+        "silence_url": silence_url(
+            notification.source, notification.external_url, notification.common_labels
+        ),
         "omitted": len(notification.alerts) - len(alerts) + notification.truncated_alerts,
         "total": len(notification.alerts) + notification.truncated_alerts,
         "firing_count": sum(a.status == Status.FIRING for a in notification.alerts),
@@ -418,6 +434,31 @@ def _context(
         "now": now,
         "destination": destination,
     }
+
+
+def silence_url(source: str, external_url: str, labels: Mapping[str, str]) -> str:
+    """The "new silence" form of the tool that sent the alert, prefilled with ``labels``.
+
+    Alertmanager's UI takes one ``filter`` of matchers, Grafana's takes one
+    ``matcher`` parameter per label. Empty for other sources, and unless
+    ``external_url`` is an http(s) URL: the link must never point anywhere a
+    label could choose.
+    """
+    if not external_url.startswith(("https://", "http://")) or not labels:
+        return ""
+    base = external_url.rstrip("/")
+    pairs = sorted(labels.items())
+    if source == "grafana":
+        query = "&".join(f"matcher={quote(f'{name}={value}')}" for name, value in pairs)
+        return f"{base}/alerting/silence/new?alertmanager=grafana&{query}"
+    if source != "alertmanager":
+        return ""
+
+    def quoted(value: str) -> str:  # Alertmanager's matcher string escaping
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    matchers = ",".join(f"{name}={quoted(value)}" for name, value in pairs)
+    return f"{base}/#/silences/new?filter={quote('{' + matchers + '}')}"
 
 
 def _render_once(template: jinja2.Template, name: str, context: dict[str, Any]) -> str:

@@ -142,3 +142,11 @@ def test_bad_durations(text) -> None:
 def test_load_reports_an_unreadable_file(tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "missing.yml")
+
+
+def test_an_unknown_timezone_is_reported_with_its_line() -> None:
+    text = MINIMAL.replace("route:\n", "timezone: Europe/Berlln\nroute:\n")
+    with pytest.raises(ConfigError) as error:
+        parse_config(text, source="c.yml", environ={})
+    assert "c.yml:6: timezone: " in str(error.value)
+    assert "Europe/Berlln" in str(error.value)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings
@@ -27,78 +28,28 @@ from bridge.render import (
     duration,
     html_to_plain,
     render,
+    silence_url,
     utf16_len,
     visible_text,
 )
+from tests.telegram_double import parse_telegram_html
 
 NOW = datetime(2026, 11, 20, 11, 5, tzinfo=UTC)
 STARTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 DEST = Destination(chat_id=-100123)
 
 
-# ------------------------------------------------------------ a strict checker
-
-ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del",
-    "a", "code", "pre", "blockquote", "tg-spoiler", "span",
-}  # fmt: skip
-ENTITY = re.compile(r"&(?:lt|gt|amp|quot|#[0-9]+|#x[0-9a-fA-F]+);")
-TAG = re.compile(r"<(/?)([a-z][a-z-]*)((?:\s+[a-z-]+=\"[^\"<]*\")*)\s*>")
-ATTRIBUTE = re.compile(r"([a-z-]+)=\"([^\"<]*)\"")
-
-
-class InvalidTelegramHtml(AssertionError):
-    pass
-
-
-def _check_entities(text: str, where: int) -> None:
-    for match in re.finditer("&", text):
-        if not ENTITY.match(text, match.start()):
-            raise InvalidTelegramHtml(f"bare '&' at {where + match.start()}: {text[:40]!r}")
-    if ">" in text:
-        raise InvalidTelegramHtml(f"bare '>' at {where + text.index('>')}")
+# ---------------------------------------------------- what Telegram accepts
 
 
 def check_telegram_html(html: str) -> str:
-    """Fail unless ``html`` is what Telegram's HTML parse mode accepts.
+    """The visible text, or EntityParseError where Telegram would refuse ``html``.
 
-    Only Telegram's tags, properly nested, ``<a>`` with an href,
-    ``<span>`` only as ``class="tg-spoiler"``; ``&`` only in an entity;
-    no bare ``<`` or ``>``. Returns the visible text.
+    The Telegram double's parser is the one judge of what Telegram accepts,
+    so these tests and the integration tests cannot disagree.
     """
-    stack: list[str] = []
-    visible: list[str] = []
-    position = 0
-    while True:
-        lt = html.find("<", position)
-        chunk = html[position:] if lt < 0 else html[position:lt]
-        _check_entities(chunk, position)
-        visible.append(chunk)
-        if lt < 0:
-            break
-        tag = TAG.match(html, lt)
-        if tag is None:
-            raise InvalidTelegramHtml(f"bare '<' or malformed tag at {lt}: {html[lt : lt + 40]!r}")
-        closing, name, attributes = tag.groups()
-        if name not in ALLOWED_TAGS:
-            raise InvalidTelegramHtml(f"unsupported tag <{name}> at {lt}")
-        attrs = dict(ATTRIBUTE.findall(attributes))
-        for value in attrs.values():
-            _check_entities(value, lt)
-        if closing:
-            if attrs or not stack or stack[-1] != name:
-                raise InvalidTelegramHtml(f"</{name}> at {lt} does not close {stack[-1:]}")
-            stack.pop()
-        else:
-            if name == "a" and not attrs.get("href"):
-                raise InvalidTelegramHtml(f"<a> without href at {lt}")
-            if name == "span" and attrs != {"class": "tg-spoiler"}:
-                raise InvalidTelegramHtml(f"<span> is only for class=tg-spoiler, at {lt}")
-            stack.append(name)
-        position = tag.end()
-    if stack:
-        raise InvalidTelegramHtml(f"unclosed tags {stack}")
-    return ENTITY.sub(lambda m: visible_text(m.group(0)), "".join(visible))
+    shown, _entities = parse_telegram_html(html)
+    return shown
 
 
 def assert_sendable(html: str) -> str:
@@ -108,15 +59,6 @@ def assert_sendable(html: str) -> str:
     assert shown.strip(), "Telegram refuses an empty message"
     assert utf16_len(shown) <= TELEGRAM_LIMIT
     return shown
-
-
-def test_the_checker_itself_rejects_what_telegram_rejects() -> None:
-    for bad in ["a < b", "a & b", "<b>x", "<b><i>x</b></i>", "<br>", "<a>x</a>",
-                "<span>x</span>", "a > b", '<a href="x&y">z</a>']:  # fmt: skip
-        with pytest.raises(InvalidTelegramHtml):
-            check_telegram_html(bad)
-    good = '<b>a &lt;&amp;&gt; &quot;&#39;&#x1F600;</b> <a href="https://x/?a=1&amp;b=2">l</a>'
-    assert check_telegram_html(good) == "a <&> \"'\U0001f600 l"
 
 
 # -------------------------------------------------------------------- builders
@@ -502,6 +444,7 @@ def alerts(draw: st.DrawFn) -> Alert:
     )
 
 
+@pytest.mark.parametrize("template", ["default", "compact", "detailed"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     alert_list=st.lists(alerts(), min_size=1, max_size=20),
@@ -511,6 +454,7 @@ def alerts(draw: st.DrawFn) -> Alert:
     external_url=TEXT,
 )
 def test_any_notification_renders_to_sendable_html(
+    template: str,
     alert_list: list[Alert],
     common: dict[str, str],
     common_annotations: dict[str, str],
@@ -529,10 +473,10 @@ def test_any_notification_renders_to_sendable_html(
         external_url=external_url,
         truncated_alerts=truncated,
     )
-    html = render(build_environment(), "default", notification, DEST, now=NOW)
+    html = render(build_environment(), template, notification, DEST, now=NOW)
     shown = assert_sendable(html)
     assert html_to_plain(html) == visible_text(html).strip()
-    event("cut to fit" if "more alert" in shown else "whole")
+    event("cut to fit" if "more" in shown else "whole")
 
 
 def test_the_cut_keeps_as_many_leading_alerts_as_fit(tmp_path: Path) -> None:
@@ -555,3 +499,31 @@ def test_the_cut_keeps_as_many_leading_alerts_as_fit(tmp_path: Path) -> None:
         else:
             assert html == lines_for(expected), limit
         assert utf16_len(visible_text(html)) <= limit
+
+
+# ---------------------------------------------------- time zones and silences
+
+
+def test_times_are_shown_in_the_configured_timezone() -> None:
+    notification = make_notification(make_alert())
+    berlin = render(
+        build_environment(timezone="Europe/Berlin"), "default", notification, DEST, now=NOW
+    )
+    tokyo = render(build_environment(timezone="Asia/Tokyo"), "default", notification, DEST, now=NOW)
+    assert "Since 2026-11-20 11:00 CET" in berlin  # STARTED is 10:00 UTC
+    assert "Since 2026-11-20 19:00 JST" in tokyo
+    env = build_environment(timezone="Asia/Tokyo")
+    explicit = env.from_string("{{ t | datetime('%H:%M %Z', tz='UTC') }}").render(t=STARTED)
+    assert explicit == "10:00 UTC"  # a template may still name its own zone
+
+
+def test_the_silence_link_opens_the_senders_form_with_the_group_labels() -> None:
+    labels = {"alertname": "Disk", "path": 'C:\\ "x"'}
+    am = silence_url("alertmanager", "http://am:9093/", labels)
+    assert am.startswith("http://am:9093/#/silences/new?filter=")
+    assert unquote(am.split("filter=")[1]) == '{alertname="Disk",path="C:\\\\ \\"x\\""}'
+    grafana = silence_url("grafana", "https://g.example/", labels)
+    assert grafana.startswith("https://g.example/alerting/silence/new?alertmanager=grafana&")
+    assert parse_qs(urlsplit(grafana).query)["matcher"] == ["alertname=Disk", 'path=C:\\ "x"']
+    assert silence_url("uptime", "http://am:9093", labels) == ""
+    assert silence_url("alertmanager", "javascript:alert(1)", labels) == ""
