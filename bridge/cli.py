@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
-from bridge import __version__
+from bridge import __version__, logs
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError
 
@@ -69,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ALERTBRIDGE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
         help="how much to log (default: info)",
+    )
+    common.add_argument(
+        "--log-format",
+        default=os.environ.get("ALERTBRIDGE_LOG_FORMAT", "text"),
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line with delivery_id, chat_id and "
+        "group_key fields (default: text; $ALERTBRIDGE_LOG_FORMAT)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in (
@@ -183,15 +189,11 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiogram logs every failed request itself; the worker already says what
-    # happened with the delivery id and chat.
-    logging.getLogger("aiogram").setLevel(logging.WARNING)
+    logs.configure(args.log_level, args.log_format)
     try:
         config = _load(args)
+        # Now that the secrets are known, no record may show them.
+        logs.configure(args.log_level, args.log_format, logs.config_secrets(config))
         if args.command == "check-config":
             _check_config(config, args.config)
         elif args.command == "render":

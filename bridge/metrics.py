@@ -79,6 +79,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.delivered_latency = Histogram(
+            "alertbridge_webhook_to_delivered_seconds",
+            "From the webhook's acceptance to Telegram's answer for the delivered message.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "alertbridge_queue_depth",
             "Deliveries not finished yet (queued, sending or waiting to retry); "

@@ -86,3 +86,6 @@ class Delivery:
     group_ref: uuid.UUID | None = None
     resolves_group: bool = False
     anchor_message_id: int | None = None
+    # For logs and the webhook-to-delivered latency.
+    group_key: str = ""
+    accepted_at: datetime | None = None

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 
 import jinja2
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -33,6 +32,7 @@ from bridge.errors import (
 )
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
+from bridge.ops import ops_routes
 from bridge.render import build_environment, check_templates, minimal_message, render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
@@ -161,6 +161,7 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         return _error(exc.status, str(exc), field=exc.field)
 
     key = notification_key(notification)
+    fields = {"source": source, "notification": str(key), "group_key": notification.group_key}
     deliveries = route_and_render(rules, notification)
     settings = rules.config.delivery
     try:
@@ -174,13 +175,18 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         )
     except StoreUnavailable as exc:
         metrics.labels(source, "store_unavailable").inc()
-        log.error("%s webhook %s not stored: %s", source, key, exc)
+        log.error("%s webhook %s not stored: %s", source, key, exc, extra=fields)
         # 503, never 4xx: the sender keeps the notification and retries.
         return _error(503, "the database is unavailable; retry later", key=str(key))
 
     if accepted.duplicate:
         metrics.labels(source, "duplicate").inc()
-        log.info("%s notification %s: duplicate inside the dedup window, dropped", source, key)
+        log.info(
+            "%s notification %s: duplicate inside the dedup window, dropped",
+            source,
+            key,
+            extra=fields,
+        )
     else:
         metrics.labels(source, "accepted").inc()
         deps.metrics.deliveries_created.inc(len(accepted.deliveries))
@@ -192,13 +198,14 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
             notification.group_key,
             len(accepted.deliveries),
             sorted({chat for _, chat in accepted.deliveries}),
+            extra=fields,
         )
         try:
             await deps.publisher.publish(accepted.deliveries)
         except QueueUnavailable as exc:
             # Committed already: the scheduler publishes these rows later.
             deps.metrics.publish_failures.inc(len(accepted.deliveries))
-            log.warning("notification %s stored but not published yet: %s", key, exc)
+            log.warning("notification %s stored but not published yet: %s", key, exc, extra=fields)
     return JSONResponse(
         {
             "status": "ok",
@@ -227,27 +234,6 @@ def create_app(deps: ReceiverDeps) -> Starlette:
             request, deps, name, partial(generic.parse, settings=settings, name=name)
         )
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        # Ready means a webhook would be stored now: the database answers with
-        # the schema this version expects. A broker outage does not make the
-        # receiver unready (the scheduler publishes later), but it is reported.
-        problems: list[str] = []
-        try:
-            pending = await deps.store.pending_migrations()
-            if pending:
-                problems.append(f"migrations not applied: {', '.join(pending)}")
-        except StoreUnavailable as exc:
-            problems.append(str(exc))
-        body = {
-            "status": "not ready" if problems else "ready",
-            "problems": problems,
-            "broker_connected": deps.publisher.connected,
-        }
-        return JSONResponse(body, status_code=503 if problems else 200)
-
     async def reload(request: Request) -> Response:
         # Alertmanager's convention: POST /-/reload, 200 when the new config is
         # in force, 500 (old config kept) when it is not.
@@ -259,16 +245,16 @@ def create_app(deps: ReceiverDeps) -> Starlette:
             return _error(500, f"reload failed, the previous config stays in force: {exc}")
         return JSONResponse({"status": "ok", "reloaded": summary})
 
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(deps.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     return Starlette(
         routes=[
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
             HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
-            HttpRoute("/healthz", healthz, methods=["GET"]),
-            HttpRoute("/readyz", readyz, methods=["GET"]),
             HttpRoute("/-/reload", reload, methods=["POST"]),
-            HttpRoute("/metrics", metrics, methods=["GET"]),
+            *ops_routes(
+                deps.store,
+                lambda: deps.publisher.connected,
+                deps.metrics,
+                broker_required=False,
+            ),
         ]
     )

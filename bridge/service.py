@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import uvicorn
+from starlette.applications import Starlette
 
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
+from bridge.ops import create_ops_app
 from bridge.queue.amqp import AmqpQueue
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
@@ -114,7 +116,6 @@ async def run(
         queue = await AmqpQueue.connect(amqp_url, config.amqp)
         tasks: list[asyncio.Task[None]] = []
         background: set[asyncio.Task[None]] = set()
-        server: _Server | None = None
 
         if worker:
             sender = TelegramSender(create_bot(config.telegram))
@@ -124,6 +125,7 @@ async def run(
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             log.info("worker consuming %s", config.amqp.queue)
 
+        app: Starlette
         if receiver:
             deps = ReceiverDeps(
                 rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
@@ -138,23 +140,26 @@ async def run(
                     task.add_done_callback(background.discard)
 
                 asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
-            server = _Server(
-                uvicorn.Config(
-                    create_app(deps),
-                    host=config.listen_host,
-                    port=config.listen_port,
-                    log_config=None,
-                    access_log=False,
-                    lifespan="off",
-                )
+            app = create_app(deps)
+        else:  # a worker alone still answers probes and scrapes
+            app = create_ops_app(store, lambda: queue.connected, metrics)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=config.listen_host,
+                port=config.listen_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
             )
-            tasks.append(asyncio.create_task(server.serve(), name="http"))
-            log.info("receiver listening on %s", config.listen)
+        )
+        tasks.append(asyncio.create_task(server.serve(), name="http"))
+        role = "receiver" if receiver else "worker /healthz /readyz /metrics"
+        log.info("%s listening on %s", role, config.listen)
 
         await stop.wait()
         log.info("shutting down: finishing deliveries in hand")
-        if server is not None:
-            server.should_exit = True
+        server.should_exit = True
         if worker:
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)

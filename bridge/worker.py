@@ -12,11 +12,12 @@ import asyncio
 import logging
 import random
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bridge.config import DeliveryConfig
 from bridge.errors import StoreUnavailable
+from bridge.logs import delivery_fields
 from bridge.metrics import Metrics
 from bridge.models import Delivery
 from bridge.store import PostgresStore
@@ -88,6 +89,7 @@ class Worker:
                     delivery.chat_id,
                     type(outcome).__name__,
                     exc,
+                    extra=delivery_fields(delivery),
                 )
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -95,6 +97,7 @@ class Worker:
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
         store, metrics, settings = self._store, self._metrics, self._settings
         where = f"delivery {delivery.id} chat {delivery.chat_id} attempt {delivery.attempts}"
+        fields = delivery_fields(delivery)
         match outcome:
             case Sent(message_id=message_id, plain_text=plain, reply_to=reply_to):
                 await store.mark_delivered(
@@ -102,7 +105,11 @@ class Worker:
                 )
                 metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
                 thread = f" in reply to {reply_to}" if reply_to else ""
-                log.info("%s: delivered as message %d%s", where, message_id, thread)
+                log.info("%s: delivered as message %d%s", where, message_id, thread, extra=fields)
+                if delivery.accepted_at is not None:
+                    metrics.delivered_latency.observe(
+                        (datetime.now(UTC) - delivery.accepted_at).total_seconds()
+                    )
             case Retry(reason=reason, delay=delay):
                 if reason.startswith("429"):
                     metrics.telegram_rate_limited.inc()
@@ -111,16 +118,18 @@ class Worker:
                         delivery.id, error=f"gave up after {delivery.attempts} attempts: {reason}"
                     )
                     metrics.deliveries_finished.labels("failed", "attempts_exhausted").inc()
-                    log.error("%s: gave up: %s", where, reason)
+                    log.error("%s: gave up: %s", where, reason, extra=fields)
                     return
                 wait = delay if delay is not None else backoff(delivery.attempts, settings)
                 await store.mark_retry(delivery.id, delay=wait, error=reason)
                 metrics.retries.labels(_reason_class(reason)).inc()
-                log.warning("%s: retry in %.1fs: %s", where, wait.total_seconds(), reason)
+                log.warning(
+                    "%s: retry in %.1fs: %s", where, wait.total_seconds(), reason, extra=fields
+                )
             case Failed(reason=reason):
                 await store.mark_failed(delivery.id, error=reason)
                 metrics.deliveries_finished.labels("failed", _reason_class(reason)).inc()
-                log.error("%s: failed: %s", where, reason)
+                log.error("%s: failed: %s", where, reason, extra=fields)
             case Ambiguous(reason=reason):
                 resend = settings.on_ambiguous == "resend"
                 await store.mark_ambiguous(delivery.id, error=reason, resend=resend)
@@ -130,10 +139,13 @@ class Worker:
                     where,
                     reason,
                     settings.on_ambiguous,
+                    extra=fields,
                 )
             case Migrated(new_chat_id=new_chat_id):
                 await store.follow_migration(delivery.id, delivery.chat_id, new_chat_id)
-                log.warning("%s: chat migrated to %d; following it", where, new_chat_id)
+                log.warning(
+                    "%s: chat migrated to %d; following it", where, new_chat_id, extra=fields
+                )
 
 
 def _reason_class(reason: str) -> str:

@@ -166,13 +166,13 @@ async def start_bridge(
         )
     )
     bridge = RunningBridge(config, metrics, stop, task)
-    if receiver:
-        waiter = asyncio.create_task(wait_http(f"http://{config.listen}/healthz"))
-        done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            waiter.cancel()
-            task.result()  # raises what made the bridge stop
-            raise RuntimeError("the bridge stopped before it served")
+    # Every process serves /healthz, a worker alone too.
+    waiter = asyncio.create_task(wait_http(f"http://{config.listen}/healthz"))
+    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()  # raises what made the bridge stop
+        raise RuntimeError("the bridge stopped before it served")
     return bridge
 
 

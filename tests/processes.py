@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -31,16 +31,26 @@ def local_config(database_url: str, telegram_url: str, name: str, chat: int) -> 
 
 @asynccontextmanager
 async def bridge_process(
-    config: dict[str, Any], command: str = "serve", log_level: str = "info"
+    config: dict[str, Any],
+    command: str = "serve",
+    log_level: str = "info",
+    *,
+    log_format: str = "text",
+    stderr: IO[bytes] | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """Start `alertbridge COMMAND`, wait until it serves, SIGTERM it afterwards."""
+    """Start `alertbridge COMMAND`, wait until it serves, SIGTERM it afterwards.
+
+    Its log goes to ``stderr`` (a file), or to the test's own stderr.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "alertbridge.yml"
         path.write_text(yaml.safe_dump(config))
+        arguments = ["-c", str(path), "--log-level", log_level, "--log-format", log_format]
         process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", command, "-c", str(path), "--log-level", log_level],
+            [sys.executable, "-m", "bridge", command, *arguments],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=stderr,
         )
         try:
             await wait_http(f"http://{config['listen']}/healthz", timeout=30)

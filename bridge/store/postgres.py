@@ -260,10 +260,12 @@ class PostgresStore:
                                AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
                                AND e.id < d.id AND e.state IN ('queued', 'sending', 'retry'))
                        RETURNING d.id, d.chat_id, d.thread_id, d.silent, d.text, d.attempts,
-                                 d.plain_text, d.group_ref, d.resolves_group
+                                 d.plain_text, d.group_ref, d.resolves_group, d.created_at,
+                                 d.notification_key
                    )
-                   SELECT c.*, g.message_id AS anchor
+                   SELECT c.*, g.message_id AS anchor, n.group_key
                    FROM claimed c
+                   JOIN notifications n ON n.key = c.notification_key
                    LEFT JOIN group_threads g
                        ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
                       AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL""",
@@ -283,6 +285,8 @@ class PostgresStore:
             group_ref=row["group_ref"],
             resolves_group=row["resolves_group"],
             anchor_message_id=row["anchor"],
+            group_key=row["group_key"],
+            accepted_at=row["created_at"],
         )
 
     async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:

@@ -23,6 +23,7 @@ from tests.conftest import (
     REPO,
     build_config,
     config_dict,
+    free_port,
     start_bridge,
     states,
     wait_until,
@@ -57,7 +58,12 @@ def start_worker_process(config_path: str) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # Its own port for /healthz and /metrics: the receiver has the config's.
+        env={
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "ALERTBRIDGE_LISTEN": f"127.0.0.1:{free_port()}",
+        },
     )
 
 

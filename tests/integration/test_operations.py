@@ -1,10 +1,11 @@
 """What an operator relies on: readiness, reload, metrics that count exactly,
-and a SIGTERM that loses and doubles nothing."""
+a SIGTERM that loses and doubles nothing, and logs a machine can read."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import re
 import signal
 
@@ -12,7 +13,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import build_config, config_dict, start_bridge, states, wait_until
+from tests.conftest import TOKEN, build_config, config_dict, start_bridge, states, wait_until
 from tests.payloads import alert, webhook
 from tests.processes import bridge_process
 from tests.tcp_proxy import TcpProxy
@@ -102,6 +103,7 @@ async def test_metrics_count_a_known_sequence_exactly(
     assert m[(finished, (("reason", "ok"), ("state", "delivered")))] == 1
     assert m[("alertbridge_delivery_retries_total", (("reason", "server_error"),))] == 1
     assert m[("alertbridge_telegram_request_seconds_count", (("outcome", "sent"),))] == 1
+    assert m[("alertbridge_webhook_to_delivered_seconds_count", ())] == 1
 
 
 async def _done(database_url: str, total: int) -> bool:
@@ -141,3 +143,68 @@ async def test_sigterm_mid_stream_loses_nothing_and_doubles_nothing(
         m.group(0) for msg in telegram.sent_messages() if (m := re.search(r"Term\d{4}", msg.text))
     )
     assert len(names) == total and set(names.values()) == {1}
+
+
+async def test_json_logs_name_the_delivery_and_chat_and_no_secret(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    # Trust auth accepts any password, so a real one can be in the URL and must not be logged.
+    data = config_dict(
+        database_url.replace("postgres@", "postgres:pg-pw-4242@"), amqp_names, telegram.url
+    )
+    telegram.block_chat(-1001)  # the delivery fails: an error line about it
+    log_file = tmp_path / "bridge.log"
+    with log_file.open("wb") as stderr:
+        async with bridge_process(data, log_format="json", stderr=stderr):
+            async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+                answer = await client.post("/alertmanager", json=webhook(alert("Logged")))
+                assert answer.status_code == 200
+            await wait_until(lambda: _done(database_url, 1))
+    text = log_file.read_text()
+    records = [json.loads(line) for line in text.splitlines()]  # every line is JSON
+    [failed] = [r for r in records if r.get("delivery_id") and r["level"] == "error"]
+    assert failed["chat_id"] == -1001
+    assert failed["group_key"] == webhook(alert("Logged"))["groupKey"]
+    assert "403" in failed["message"]
+    assert any(r.get("notification") and r.get("source") == "alertmanager" for r in records)
+    assert "pg-pw-4242" not in text and TOKEN not in text
+
+
+async def test_backlog_gauges_follow_the_store(bridge, telegram: TelegramDouble, database_url):
+    telegram.fail_next(10_000)  # Telegram is down: everything waits to be retried
+    for name in ("Backlog1", "Backlog2", "Backlog3"):
+        await bridge.post("/alertmanager", webhook(alert(name)))
+
+    async def gauges() -> tuple[float, float]:
+        m = scrape((await bridge.client.get("/metrics")).text)
+        return m[("alertbridge_queue_depth", ())], m[("alertbridge_oldest_queued_seconds", ())]
+
+    async def backed_up() -> bool:
+        depth, oldest = await gauges()
+        return depth == 3 and oldest >= 1.0
+
+    await wait_until(backed_up, timeout=15)
+    telegram._faults.clear()  # Telegram is back
+
+    async def drained() -> bool:
+        return await gauges() == (0, 0)
+
+    await wait_until(drained, timeout=15)
+    assert len(telegram.sent_messages()) == 3
+
+
+async def test_a_worker_alone_serves_probes_and_metrics(
+    database_url, amqp_names, telegram: TelegramDouble
+) -> None:
+    worker = await start_bridge(
+        build_config(config_dict(database_url, amqp_names, telegram.url)), receiver=False
+    )
+    try:
+        assert (await worker.client.get("/healthz")).status_code == 200
+        ready = await worker.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["broker_connected"] is True
+        assert "alertbridge_queue_depth" in (await worker.client.get("/metrics")).text
+        # Probes and metrics only: a worker takes no webhooks.
+        assert (await worker.post("/alertmanager", webhook(alert("Nope")))).status_code == 404
+    finally:
+        await worker.shutdown()
