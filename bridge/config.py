@@ -89,12 +89,13 @@ class TelegramConfig(_Strict):
 
 
 class BasicAuth(_Strict):
-    username: str
-    password: str
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
 
 
 class AuthConfig(_Strict):
-    bearer_token: str | None = None
+    # An empty token would let "Authorization: Bearer " through: refuse it.
+    bearer_token: str | None = Field(default=None, min_length=1)
     basic: BasicAuth | None = None
 
 

@@ -150,3 +150,11 @@ def test_an_unknown_timezone_is_reported_with_its_line() -> None:
         parse_config(text, source="c.yml", environ={})
     assert "c.yml:6: timezone: " in str(error.value)
     assert "Europe/Berlln" in str(error.value)
+
+
+def test_empty_webhook_credentials_are_refused() -> None:
+    # An empty bearer token would accept "Authorization: Bearer " from anyone.
+    for auth in ('{bearer_token: ""}', '{basic: {username: am, password: ""}}'):
+        text = MINIMAL.replace("route:\n", f"receiver:\n  auth: {auth}\nroute:\n")
+        with pytest.raises(ConfigError, match=r"c.yml:7: receiver.auth"):
+            parse_config(text, source="c.yml", environ={})
