@@ -163,6 +163,64 @@ def _matchers(value: object) -> list[str]:
 MatcherList = Annotated[list[str], BeforeValidator(_matchers)]
 
 
+class AllowList(_Strict):
+    """Who may: a Telegram user id in ``users``, or anyone in a chat in ``chats``."""
+
+    users: list[int] = Field(default_factory=list)
+    chats: list[int] = Field(default_factory=list)
+
+    def allows(self, user_id: int, chat_id: int) -> bool:
+        return user_id in self.users or chat_id in self.chats
+
+
+class BotPermissions(_Strict):
+    # /alerts, /silences. /chatid and /help are open to all: they are how
+    # an operator finds the ids to put here.
+    read: AllowList = AllowList()
+    ack: AllowList = AllowList()
+    silence: AllowList = AllowList()  # /silence, /unsilence, the Silence and Undo buttons
+
+
+class BotConfig(_Strict):
+    # How updates arrive: Telegram POSTs them to /telegram/webhook, or the
+    # bridge long-polls getUpdates (one poller per bot, by a database lock).
+    updates: Literal["webhook", "polling"] = "polling"
+    # webhook: the public URL Telegram posts to (setWebhook at start), and
+    # the secret it sends in X-Telegram-Bot-Api-Secret-Token.
+    webhook_url: str | None = None
+    webhook_secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,256}$")
+    set_commands: bool = True
+    # Inline Ack / Silence 1h / Silence 1d buttons on firing alert messages.
+    buttons: bool = True
+    allow: BotPermissions = BotPermissions()
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> BotConfig:
+        if self.updates == "webhook" and not self.webhook_secret:
+            raise ValueError(
+                "updates: webhook needs webhook_secret, or anyone could post updates to the bridge"
+            )
+        return self
+
+
+class AlertmanagerApiConfig(_Strict):
+    # One or more (an HA pair): a silence is created on the first that answers.
+    urls: list[str] = Field(min_length=1)
+    bearer_token: str | None = Field(default=None, min_length=1)
+    basic: BasicAuth | None = None
+    timeout: Duration = timedelta(seconds=10)
+    # Which labels identify an alert for /silence; empty: all its labels.
+    silence_labels: list[str] = Field(default_factory=list)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in urls]
+
+
 class RouteConfig(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -187,6 +245,10 @@ class Config(_Strict):
     # The zone templates show times in (the `datetime` filter's default).
     timezone: str = "UTC"
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
+    # Telegram commands and buttons; without it the bridge only sends.
+    bot: BotConfig | None = None
+    # Alertmanager's API, for /alerts, /silences and silences from Telegram.
+    alertmanager: AlertmanagerApiConfig | None = None
     route: RouteConfig
 
     @field_validator("sources")

@@ -38,3 +38,7 @@ class StoreUnavailable(BridgeError):
 
 class QueueUnavailable(BridgeError):
     """The broker cannot be reached; the scheduler republishes from the store later."""
+
+
+class AlertmanagerError(BridgeError):
+    """Alertmanager's API refused a call, or no configured Alertmanager answered."""

@@ -50,12 +50,14 @@ def config_secrets(config: Config) -> list[str]:
             password = urlsplit(url).password
             if password:
                 secrets.append(password)
-    auth = config.receiver.auth
-    if auth is not None:
-        if auth.bearer_token:
-            secrets.append(auth.bearer_token)
-        if auth.basic is not None:
-            secrets.append(auth.basic.password)
+    for auth in (config.receiver.auth, config.alertmanager):
+        if auth is not None:
+            if auth.bearer_token:
+                secrets.append(auth.bearer_token)
+            if auth.basic is not None:
+                secrets.append(auth.basic.password)
+    if config.bot is not None and config.bot.webhook_secret:
+        secrets.append(config.bot.webhook_secret)
     # Longest first, so a secret that contains another is replaced whole.
     return sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
 

@@ -96,6 +96,12 @@ class Metrics:
             "Age of the oldest unfinished delivery; 0 when there is none.",
             registry=r,
         )
+        self.bot_commands = Counter(
+            "alertbridge_bot_commands_total",
+            "Bot commands and button presses, by command and outcome (ok, denied, invalid, error).",
+            ["command", "outcome"],
+            registry=r,
+        )
         self.telegram_rate_limited = Counter(
             "alertbridge_telegram_rate_limited_total",
             "429 answers from Telegram.",

@@ -12,7 +12,7 @@ import binascii
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jinja2
@@ -75,6 +75,8 @@ class ReceiverDeps:
     metrics: Metrics
     # Re-reads the config file and swaps `rules`; None when there is no file.
     reload: Callable[[], Awaitable[str]] | None = None
+    # More endpoints served beside the webhooks (the bot's Telegram webhook).
+    extra_routes: list[HttpRoute] = field(default_factory=list)
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -189,7 +191,15 @@ async def _ingest(request: Request, deps: ReceiverDeps, source: str, parse: Pars
         )
     else:
         metrics.labels(source, "accepted").inc()
-        deps.metrics.deliveries_created.inc(len(accepted.deliveries))
+        deps.metrics.deliveries_created.inc(len(accepted.deliveries) + accepted.suppressed)
+        if accepted.suppressed:
+            deps.metrics.deliveries_finished.labels("suppressed", "acked").inc(accepted.suppressed)
+            log.info(
+                "notification %s: reminder suppressed in %d acked chat(s)",
+                key,
+                accepted.suppressed,
+                extra=fields,
+            )
         log.info(
             "%s notification %s occurrence %d group %s: %d deliveries to chats %s",
             source,
@@ -250,6 +260,7 @@ def create_app(deps: ReceiverDeps) -> Starlette:
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
             HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
             HttpRoute("/-/reload", reload, methods=["POST"]),
+            *deps.extra_routes,
             *ops_routes(
                 deps.store,
                 lambda: deps.publisher.connected,

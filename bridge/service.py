@@ -12,11 +12,19 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import uvicorn
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import BotCommand
 from starlette.applications import Starlette
+from starlette.routing import Route as HttpRoute
 
+from bridge.alertmanager_api import AlertmanagerClient
+from bridge.bot.commands import COMMANDS, BotHandler
+from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
@@ -25,6 +33,7 @@ from bridge.queue.amqp import AmqpQueue
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
 from bridge.store import PostgresStore
+from bridge.store.interactions import InteractionStore
 from bridge.telegram import TelegramSender, create_bot
 from bridge.worker import Worker
 
@@ -82,6 +91,53 @@ async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
         await reload()
 
 
+@dataclass
+class _BotParts:
+    """The bot's running pieces, to serve and to close."""
+
+    routes: list[HttpRoute]
+    tasks: list[asyncio.Task[None]]
+    closers: list[Callable[[], Awaitable[None]]]
+
+
+async def _start_bot(
+    config: Config, store: PostgresStore, metrics: Metrics, stop: asyncio.Event
+) -> _BotParts:
+    """Commands and buttons: the Telegram webhook route, or a poller task."""
+    assert config.bot is not None
+    settings = config.bot
+    bot = create_bot(config.telegram)
+    http = aiohttp.ClientSession()
+    parts = _BotParts([], [], [bot.session.close, http.close])
+    alertmanager = (
+        AlertmanagerClient(config.alertmanager, http) if config.alertmanager is not None else None
+    )
+    interactions = InteractionStore(store)
+    handler = BotHandler(bot, interactions, alertmanager, settings, config.alertmanager, metrics)
+    try:
+        if settings.set_commands:
+            await bot.set_my_commands(
+                [BotCommand(command=name, description=what) for name, what in COMMANDS]
+            )
+        if settings.updates == "webhook":
+            assert settings.webhook_secret is not None  # the config requires it
+            parts.routes.append(webhook_route(bot, handler, interactions, settings.webhook_secret))
+            if settings.webhook_url:
+                await bot.set_webhook(
+                    settings.webhook_url,
+                    secret_token=settings.webhook_secret,
+                    allowed_updates=ALLOWED_UPDATES,
+                )
+    except TelegramAPIError as exc:  # the bridge still delivers; commands may not work
+        log.error("bot setup at Telegram failed (commands may not work): %s", exc)
+    if settings.updates == "polling":
+        parts.tasks.append(
+            asyncio.create_task(poll(bot, handler, interactions, store, stop), name="bot-poller")
+        )
+    log.info("bot: updates by %s", settings.updates)
+    return parts
+
+
 async def run_until_signalled(
     config: Config, *, receiver: bool, worker: bool, config_path: Path | None = None
 ) -> None:
@@ -109,6 +165,7 @@ async def run(
     store = await PostgresStore.connect(database_url)
     queue: AmqpQueue | None = None
     sender: TelegramSender | None = None
+    bot_parts: _BotParts | None = None
     try:
         applied = await store.migrate()
         if applied:
@@ -118,7 +175,8 @@ async def run(
         background: set[asyncio.Task[None]] = set()
 
         if worker:
-            sender = TelegramSender(create_bot(config.telegram))
+            buttons = config.bot is not None and config.bot.buttons
+            sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
             handler = Worker(store, sender, config.delivery, metrics)
             scheduler = Scheduler(store, queue, config.delivery, metrics)
             await queue.consume(handler.handle)
@@ -130,6 +188,10 @@ async def run(
             deps = ReceiverDeps(
                 rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
             )
+            if config.bot is not None:
+                bot_parts = await _start_bot(config, store, metrics, stop)
+                deps.extra_routes = bot_parts.routes
+                tasks.extend(bot_parts.tasks)
             if config_path is not None:
                 deps.reload = reloader(config_path, deps)
                 reload = deps.reload
@@ -164,6 +226,9 @@ async def run(
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        if bot_parts is not None:
+            for close in bot_parts.closers:
+                await close()
         if sender is not None:
             await sender.close()
         if queue is not None:

@@ -24,9 +24,10 @@ from aiogram.exceptions import (
     TelegramNetworkError,
     TelegramRetryAfter,
 )
-from aiogram.types import ReplyParameters
+from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 from aiohttp import ClientConnectorError
 
+from bridge.bot.keyboards import alert_keyboard
 from bridge.config import TelegramConfig
 from bridge.models import Delivery
 from bridge.render import html_to_plain
@@ -87,8 +88,15 @@ def _is_parse_error(error: TelegramBadRequest) -> bool:
 
 
 class TelegramSender:
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, *, buttons: bool = False) -> None:
         self._bot = bot
+        self._buttons = buttons
+
+    def _keyboard(self, delivery: Delivery) -> InlineKeyboardMarkup | None:
+        """Ack and Silence buttons while the group fires (when the bot is on)."""
+        if not self._buttons or delivery.resolves_group:
+            return None
+        return alert_keyboard(delivery.id)
 
     async def send(self, delivery: Delivery) -> Outcome:
         """Send as a reply to the group's thread anchor when there is one."""
@@ -135,19 +143,26 @@ class TelegramSender:
                 message_thread_id=delivery.thread_id,
                 disable_notification=delivery.silent or None,
                 reply_parameters=None if reply_to is None else ReplyParameters(message_id=reply_to),
+                reply_markup=self._keyboard(delivery),
             )
         except Exception as exc:  # noqa: BLE001 - classify() decides; nothing escapes unclassified
             return classify(exc)
         return Sent(message_id=message.message_id, plain_text=plain, reply_to=reply_to)
 
-    async def edit(self, chat_id: int, message_id: int, text: str) -> bool:
-        """Show the group's current state on its thread anchor; idempotent.
+    async def edit_anchor(self, delivery: Delivery, message_id: int) -> bool:
+        """Show the group's current state (``delivery``) on its thread anchor; idempotent.
 
         "message is not modified" is success: the anchor already shows it.
+        The buttons act on the latest state, and go when the group resolves.
         """
+        chat_id = delivery.chat_id
         try:
             await self._bot.edit_message_text(
-                text=text, chat_id=chat_id, message_id=message_id, parse_mode="HTML"
+                text=delivery.text,
+                chat_id=chat_id,
+                message_id=message_id,
+                parse_mode="HTML",
+                reply_markup=self._keyboard(delivery),
             )
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
 
-    async def edit(self, chat_id: int, message_id: int, text: str) -> bool: ...
+    async def edit_anchor(self, delivery: Delivery, message_id: int) -> bool: ...
 
 
 def backoff(attempt: int, settings: DeliveryConfig) -> timedelta:
@@ -67,7 +67,7 @@ class Worker:
         await self._record_until_lease_ends(delivery, outcome)
         if isinstance(outcome, Sent) and outcome.reply_to is not None:
             # The thread's first message shows the group's current state.
-            edited = await self._sender.edit(delivery.chat_id, outcome.reply_to, delivery.text)
+            edited = await self._sender.edit_anchor(delivery, outcome.reply_to)
             self._metrics.thread_edits.labels("ok" if edited else "failed").inc()
 
     async def _record_until_lease_ends(self, delivery: Delivery, outcome: Outcome) -> None:

@@ -42,6 +42,10 @@ class Alertmanager:
         }
         self._process: subprocess.Popen[bytes] | None = None
 
+    def use_receiver(self, settings: dict[str, Any]) -> None:
+        """Notify through ``settings`` (say, telegram_configs) instead of the bridge."""
+        self._config["receivers"] = [{"name": "bridge", **settings}]
+
     async def start(self) -> None:
         self._dir.mkdir(parents=True, exist_ok=True)
         config = self._dir / "alertmanager.yml"

@@ -193,6 +193,8 @@ class TelegramDouble:
         self._missing: set[int] = set()
         self._migrated: dict[int, int] = {}
         self._updates: list[dict[str, Any]] = []
+        self._new_update = asyncio.Event()
+        self._last_update_id = 100
         self._sent_times: dict[int, deque[float]] = defaultdict(deque)
         self._bot_times: deque[float] = deque()
         self._new_message = asyncio.Event()
@@ -220,7 +222,8 @@ class TelegramDouble:
     def sent_messages(self, chat_id: int | None = None) -> list[StoredMessage]:
         return [m for m in self._sent if chat_id is None or m.chat_id == chat_id]
 
-    async def wait_for_messages(self, n: int, timeout: float = 30.0) -> None:
+    async def wait_for_messages(self, n: int, timeout: float = 30.0) -> list[StoredMessage]:
+        """Wait until ``n`` messages were sent; returns every message sent so far."""
         deadline = time.monotonic() + timeout
         while len(self._sent) < n:
             remaining = deadline - time.monotonic()
@@ -229,6 +232,7 @@ class TelegramDouble:
             self._new_message.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_message.wait(), timeout=remaining)
+        return list(self._sent)
 
     # -- fault injection -------------------------------------------------------
 
@@ -271,6 +275,80 @@ class TelegramDouble:
 
     def push_update(self, update: dict[str, Any]) -> None:
         self._updates.append(update)
+        self._new_update.set()
+
+    # -- people in the chats (updates, for getUpdates or a webhook) ----------------
+
+    def _update_id(self) -> int:
+        self._last_update_id += 1
+        return self._last_update_id
+
+    @staticmethod
+    def _user(user_id: int, username: str | None) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": f"User {user_id}"}
+        if username:
+            user["username"] = username
+        return user
+
+    def user_message(
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int = 1001,
+        username: str | None = "oncall",
+        reply_to: int | None = None,
+        push: bool = True,
+    ) -> dict[str, Any]:
+        """A person writes ``text`` (a reply to message ``reply_to``): the update."""
+        self._next_id[chat_id] += 1
+        chat = {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"}
+        message: dict[str, Any] = {
+            "message_id": self._next_id[chat_id],
+            "date": int(time.time()),
+            "chat": chat,
+            "from": self._user(user_id, username),
+            "text": text,
+        }
+        if text.startswith("/"):
+            command = text.split()[0]
+            message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        if reply_to is not None:
+            original = self.messages.get((chat_id, reply_to))
+            message["reply_to_message"] = (
+                self._message_json(original)
+                if original is not None
+                else {"message_id": reply_to, "date": int(time.time()), "chat": chat}
+            )
+        update = {"update_id": self._update_id(), "message": message}
+        if push:
+            self.push_update(update)
+        return update
+
+    def press_button(
+        self,
+        chat_id: int,
+        message_id: int,
+        callback_data: str,
+        *,
+        user_id: int = 1001,
+        username: str | None = "oncall",
+        push: bool = True,
+    ) -> dict[str, Any]:
+        """A person presses an inline button under message ``message_id``: the update."""
+        update = {
+            "update_id": self._update_id(),
+            "callback_query": {
+                "id": f"cq{self._last_update_id}",
+                "from": self._user(user_id, username),
+                "chat_instance": str(chat_id),
+                "message": self._message_json(self.messages[(chat_id, message_id)]),
+                "data": callback_data,
+            },
+        }
+        if push:
+            self.push_update(update)
+        return update
 
     # -- HTTP ------------------------------------------------------------------
 
@@ -295,6 +373,8 @@ class TelegramDouble:
         fault = self._faults[method].popleft() if self._faults[method] else None
         if fault is not None and fault.kind == "error":
             return self._answer(call, _Reply(fault.status, fault.description, fault.parameters))
+        if method == "getUpdates":
+            await self._wait_for_updates(params)
         handler = getattr(self, "_m_" + method, None)
         if handler is None:
             return self._answer(call, _Reply(404, "Not Found: method not found"))
@@ -514,6 +594,18 @@ class TelegramDouble:
 
     def _m_deleteWebhook(self, params: dict[str, Any]) -> bool:
         return True
+
+    async def _wait_for_updates(self, params: dict[str, Any]) -> None:
+        """Long polling: hold the request until an update comes or ``timeout`` passes."""
+        offset = int(params.get("offset") or 0)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        while not any(u["update_id"] >= offset for u in self._updates):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._new_update.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._new_update.wait(), timeout=remaining)
 
     def _m_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         offset = int(params.get("offset") or 0)

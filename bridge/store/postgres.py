@@ -7,6 +7,7 @@ one of them act on it.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -73,7 +74,9 @@ class Accepted:
     """What the receiver stored: ``occurrence`` is None for a copy inside the dedup window."""
 
     occurrence: int | None
-    deliveries: list[tuple[int, int]]  # (delivery id, chat id) of the rows just created
+    deliveries: list[tuple[int, int]]  # (delivery id, chat id) of the rows to deliver
+    # Rows created already finished: reminders of a notification acked in that chat.
+    suppressed: int = 0
 
     @property
     def duplicate(self) -> bool:
@@ -116,7 +119,8 @@ class PostgresStore:
         await self._pool.close()
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; a lost database becomes StoreUnavailable."""
         try:
             async with self._pool.acquire(timeout=10) as connection:
                 yield connection
@@ -128,7 +132,7 @@ class PostgresStore:
     async def migrate(self) -> list[str]:
         """Apply pending migrations; safe when several processes start at once."""
         applied: list[str] = []
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
             try:
                 await conn.execute(
@@ -156,7 +160,7 @@ class PostgresStore:
         return applied
 
     async def pending_migrations(self) -> list[str]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
             done = (
                 {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
@@ -186,12 +190,13 @@ class PostgresStore:
         # One statement, so one round trip and atomic without BEGIN/COMMIT:
         # the occurrence upsert yields no row for a copy inside the window,
         # and then nothing else is inserted.
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(
                 """WITH occ AS (
                        INSERT INTO notifications AS n
-                           (key, occurrence, occurrence_at, source, receiver, group_key, status)
-                       VALUES ($1, 1, now(), $3, $4, $5, $6)
+                           (key, occurrence, occurrence_at, source, receiver, group_key, status,
+                            common_labels, external_url)
+                       VALUES ($1, 1, now(), $3, $4, $5, $6, $15::jsonb, $16)
                        ON CONFLICT (key) DO UPDATE
                            SET occurrence = n.occurrence + 1, occurrence_at = now()
                            WHERE n.occurrence_at <= now() - $2::interval
@@ -199,19 +204,26 @@ class PostgresStore:
                    ), ins AS (
                        INSERT INTO deliveries AS d
                            (notification_key, occurrence, chat_id, thread_id, silent, template,
-                            text, republish_at, group_ref, resolves_group)
+                            text, republish_at, group_ref, resolves_group,
+                            state, finished_at, last_error)
                        SELECT $1, occ.occurrence, COALESCE(m.new_chat_id, t.chat_id), t.thread_id,
-                              t.silent, t.template, t.text, now() + $12::interval, $13, $14
+                              t.silent, t.template, t.text, now() + $12::interval, $13, $14,
+                              CASE WHEN a.user_name IS NULL THEN 'queued' ELSE 'suppressed' END,
+                              CASE WHEN a.user_name IS NULL THEN NULL ELSE now() END,
+                              'acked by ' || a.user_name
                        FROM occ
                        CROSS JOIN unnest($7::bigint[], $8::bigint[], $9::bool[], $10::text[],
                                          $11::text[])
                             WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
                        LEFT JOIN chat_migrations m ON m.old_chat_id = t.chat_id
+                       -- An acked notification's reminders in that chat are suppressed.
+                       LEFT JOIN acks a ON a.notification_key = $1
+                            AND a.chat_id = COALESCE(m.new_chat_id, t.chat_id)
                        ORDER BY t.ord
                        ON CONFLICT DO NOTHING
-                       RETURNING d.id, d.chat_id
+                       RETURNING d.id, d.chat_id, d.state
                    )
-                   SELECT occ.occurrence, ins.id, ins.chat_id
+                   SELECT occ.occurrence, ins.id, ins.chat_id, ins.state
                    FROM occ LEFT JOIN ins ON TRUE
                    ORDER BY ins.id""",
                 key,
@@ -228,12 +240,15 @@ class PostgresStore:
                 republish_after,
                 group,
                 notification.status is Status.RESOLVED,
+                json.dumps(dict(notification.common_labels)),
+                notification.external_url,
             )
         if not rows:
             return Accepted(occurrence=None, deliveries=[])
         return Accepted(
             occurrence=rows[0]["occurrence"],
-            deliveries=[(r["id"], r["chat_id"]) for r in rows if r["id"] is not None],
+            deliveries=[(r["id"], r["chat_id"]) for r in rows if r["state"] == "queued"],
+            suppressed=sum(r["state"] == "suppressed" for r in rows),
         )
 
     # -- worker ---------------------------------------------------------------
@@ -246,7 +261,7 @@ class PostgresStore:
         never overtakes the "firing" it resolves. The row's open thread anchor
         comes back with it, in the same round trip.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(
                 """WITH claimed AS (
                        UPDATE deliveries d
@@ -295,7 +310,7 @@ class PostgresStore:
         The scheduler publishes it again when it is due, or sooner when the
         delivery ahead of it finishes (see _WAKE_NEXT).
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             result = await conn.execute(
                 """UPDATE deliveries
                    SET republish_at = GREATEST(next_attempt_at, now() + $2::interval)
@@ -313,7 +328,7 @@ class PostgresStore:
         # now known to have succeeded (see mark_delivered). A terminal outcome
         # lets the next delivery of the same group and chat go at once.
         wake = _WAKE_NEXT if terminal else ""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             finished = await conn.fetchval(
                 f"""WITH done AS (
                         UPDATE deliveries SET {sql_set}, lease_until = NULL
@@ -334,7 +349,7 @@ class PostgresStore:
         'ambiguous' too: an answer that arrives after the lease expired settles
         the question, so the row stops counting as unknown.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             finished = await conn.fetchval(
                 f"""WITH done AS (
                         UPDATE deliveries
@@ -400,7 +415,7 @@ class PostgresStore:
 
     async def follow_migration(self, delivery_id: int, old_chat_id: int, new_chat_id: int) -> bool:
         """Remember the chat's new id and send this delivery there, at once."""
-        async with self._connection() as conn, conn.transaction():
+        async with self.connection() as conn, conn.transaction():
             await conn.execute(
                 """INSERT INTO chat_migrations (old_chat_id, new_chat_id) VALUES ($1, $2)
                    ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = EXCLUDED.new_chat_id""",
@@ -432,7 +447,7 @@ class PostgresStore:
 
         SKIP LOCKED lets several schedulers (one per process) run side by side.
         """
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch(
                 """UPDATE deliveries SET republish_at = now() + $2::interval
                    WHERE id IN (
@@ -454,7 +469,7 @@ class PostgresStore:
             if resend
             else "state = 'ambiguous', finished_at = now()"
         )
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             # The deliveries waiting behind an expired one in its group may go now.
             rows = await conn.fetch(
                 f"""WITH expired AS (
@@ -480,7 +495,7 @@ class PostgresStore:
 
     async def backlog(self) -> tuple[int, float]:
         """Deliveries not yet finished, and the age in seconds of the oldest of them."""
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             row = await conn.fetchrow(
                 """SELECT count(*) AS n,
                           COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age
@@ -489,10 +504,10 @@ class PostgresStore:
         return int(row["n"]), float(row["age"])
 
     async def state_counts(self) -> dict[DeliveryState, int]:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
         return {DeliveryState(r["state"]): r["n"] for r in rows}
 
     async def ping(self) -> None:
-        async with self._connection() as conn:
+        async with self.connection() as conn:
             await conn.fetchval("SELECT 1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.alertmanager import Alertmanager, am_alert
-from tests.conftest import states, wait_until
+from tests.conftest import TOKEN, states, wait_until
 from tests.telegram_double import TelegramDouble
 
 
@@ -66,3 +66,34 @@ async def test_two_alertmanagers_without_gossip_yield_one_message(
     assert len(telegram.sent_messages()) == 1
     assert bridge.metrics.webhooks.labels("alertmanager", "duplicate")._value.get() >= 1
     assert await states(database_url) == {"delivered": 1}
+
+
+async def test_alertmanagers_own_telegram_configs_duplicate_without_gossip(
+    telegram: TelegramDouble, tmp_path
+) -> None:
+    """The problem the bridge solves, measured: the same broken HA pair using
+    Alertmanager's own telegram_configs sends every notification twice."""
+    replicas = [Alertmanager(tmp_path / f"am{i}", "http://127.0.0.1:9/unused") for i in range(2)]
+    for replica in replicas:
+        replica.use_receiver(
+            {
+                "telegram_configs": [
+                    {
+                        "api_url": telegram.url,
+                        "bot_token": TOKEN,
+                        "chat_id": -1001,
+                        "send_resolved": True,
+                    }
+                ]
+            }
+        )
+        await replica.start()
+    try:
+        alert = am_alert("DiskFull", severity="warning", instance="db-1")
+        await asyncio.gather(*(replica.fire(alert) for replica in replicas))
+        await telegram.wait_for_messages(2, timeout=30)
+        await asyncio.sleep(1.0)
+    finally:
+        for replica in replicas:
+            await replica.stop()
+    assert len(telegram.sent_messages()) == 2  # one notification, two messages

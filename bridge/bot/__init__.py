@@ -1,0 +1,1 @@
+"""Telegram → Alertmanager: commands and buttons people use where the alert is."""

@@ -1,0 +1,157 @@
+"""What the bot records: updates seen, acks, silences made from Telegram.
+
+Kept beside the delivery store (same pool, same error mapping), apart from
+it: the delivery path never reads these tables except for acks at accept.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from bridge.store.postgres import PostgresStore
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """A message the bridge sent, with what the bot needs to act on it."""
+
+    delivery_id: int
+    chat_id: int
+    message_id: int
+    notification_key: uuid.UUID
+    text: str
+    common_labels: dict[str, str]
+    resolved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BotSilence:
+    id: int
+    silence_id: str
+    alertmanager_url: str
+    delivery_id: int | None
+    chat_id: int
+    expired: bool
+
+
+_ALERT_MESSAGE = """
+    SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
+           n.common_labels, n.status
+    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+"""
+
+
+def _alert_message(row: asyncpg.Record | None) -> AlertMessage | None:
+    if row is None:
+        return None
+    return AlertMessage(
+        delivery_id=row["id"],
+        chat_id=row["chat_id"],
+        message_id=row["telegram_message_id"],
+        notification_key=row["notification_key"],
+        text=row["text"],
+        common_labels=json.loads(row["common_labels"]),  # asyncpg returns JSONB as text
+        resolved=row["status"] == "resolved",
+    )
+
+
+class InteractionStore:
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+
+    async def first_sight(self, update_id: int) -> bool:
+        """True the first time ``update_id`` is seen: act on it. False: a repeat."""
+        async with self._store.connection() as conn:
+            status = await conn.execute(
+                "INSERT INTO telegram_updates (update_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                update_id,
+            )
+        return bool(status.endswith(" 1"))
+
+    async def forget_update(self, update_id: int) -> None:
+        """Handling failed before anything changed: let Telegram's retry be acted on."""
+        async with self._store.connection() as conn:
+            await conn.execute("DELETE FROM telegram_updates WHERE update_id = $1", update_id)
+
+    async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
+        """The delivered alert message ``message_id`` in ``chat_id``, if the bridge sent it."""
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow(
+                _ALERT_MESSAGE + " WHERE d.chat_id = $1 AND d.telegram_message_id = $2"
+                " AND d.state = 'delivered'",
+                chat_id,
+                message_id,
+            )
+        return _alert_message(row)
+
+    async def delivery(self, delivery_id: int) -> AlertMessage | None:
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow(
+                _ALERT_MESSAGE + " WHERE d.id = $1 AND d.telegram_message_id IS NOT NULL",
+                delivery_id,
+            )
+        return _alert_message(row)
+
+    async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:
+        """Record an ack; False if this notification was already acked in this chat."""
+        async with self._store.connection() as conn:
+            status = await conn.execute(
+                """INSERT INTO acks (notification_key, chat_id, user_id, user_name)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                message.notification_key,
+                message.chat_id,
+                user_id,
+                user_name,
+            )
+        return bool(status.endswith(" 1"))
+
+    async def record_silence(
+        self,
+        *,
+        silence_id: str,
+        alertmanager_url: str,
+        delivery_id: int | None,
+        chat_id: int,
+        created_by: str,
+        ends_at: datetime,
+    ) -> int:
+        async with self._store.connection() as conn:
+            row_id = await conn.fetchval(
+                """INSERT INTO bot_silences
+                       (silence_id, alertmanager_url, delivery_id, chat_id, created_by, ends_at)
+                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+                silence_id,
+                alertmanager_url,
+                delivery_id,
+                chat_id,
+                created_by,
+                ends_at,
+            )
+        return int(row_id)
+
+    async def silence(self, row_id: int) -> BotSilence | None:
+        async with self._store.connection() as conn:
+            row = await conn.fetchrow("SELECT * FROM bot_silences WHERE id = $1", row_id)
+        if row is None:
+            return None
+        return BotSilence(
+            id=row["id"],
+            silence_id=row["silence_id"],
+            alertmanager_url=row["alertmanager_url"],
+            delivery_id=row["delivery_id"],
+            chat_id=row["chat_id"],
+            expired=row["expired_at"] is not None,
+        )
+
+    async def mark_silence_expired(self, silence_id: str) -> None:
+        async with self._store.connection() as conn:
+            await conn.execute(
+                "UPDATE bot_silences SET expired_at = now() WHERE silence_id = $1"
+                " AND expired_at IS NULL",
+                silence_id,
+            )
