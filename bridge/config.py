@@ -122,6 +122,19 @@ class DeliveryConfig(_Strict):
     republish_after: Duration = timedelta(seconds=30)
 
 
+class RateLimitConfig(_Strict):
+    """Telegram's limits, kept by waiting for a slot instead of collecting 429s."""
+
+    enabled: bool = True
+    per_chat_per_second: float = Field(default=1.0, gt=0)
+    per_group_per_minute: int = Field(default=20, ge=1)
+    # Telegram allows about 30; the rest is headroom for the bot's replies.
+    per_bot_per_second: float = Field(default=25.0, ge=1)
+    # A delivery whose slot is further off than this is parked in the store
+    # until then, freeing the worker for other chats.
+    max_inline_wait: Duration = timedelta(seconds=1)
+
+
 class AmqpConfig(_Strict):
     exchange: str = "alertbridge"
     queue: str = "alertbridge.deliveries"
@@ -241,6 +254,7 @@ class Config(_Strict):
     receiver: ReceiverConfig = ReceiverConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     amqp: AmqpConfig = AmqpConfig()
+    rate_limits: RateLimitConfig = RateLimitConfig()
     template_dirs: list[Path] = Field(default_factory=list)
     # The zone templates show times in (the `datetime` filter's default).
     timezone: str = "UTC"

@@ -102,6 +102,17 @@ class Metrics:
             ["command", "outcome"],
             registry=r,
         )
+        self.rate_limit_wait = Histogram(
+            "alertbridge_rate_limit_wait_seconds",
+            "Time a send waited for its chat's and the bot's limits, right before sending.",
+            buckets=(0, 0.05, 0.1, 0.25, 0.5, 1, 2, 5),
+            registry=r,
+        )
+        self.rate_limit_parked = Counter(
+            "alertbridge_rate_limit_parked_total",
+            "Deliveries parked in the store until their chat's next free slot.",
+            registry=r,
+        )
         self.telegram_rate_limited = Counter(
             "alertbridge_telegram_rate_limited_total",
             "429 answers from Telegram.",

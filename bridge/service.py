@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
 from bridge.ops import create_ops_app
 from bridge.queue.amqp import AmqpQueue
+from bridge.ratelimit import RateLimiter
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
 from bridge.store import PostgresStore
@@ -177,7 +179,15 @@ async def run(
         if worker:
             buttons = config.bot is not None and config.bot.buttons
             sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
-            handler = Worker(store, sender, config.delivery, metrics)
+            limits = config.rate_limits
+            handler = Worker(
+                store,
+                sender,
+                config.delivery,
+                metrics,
+                limiter=RateLimiter(limits, time.monotonic) if limits.enabled else None,
+                max_inline_wait=limits.max_inline_wait,
+            )
             scheduler = Scheduler(store, queue, config.delivery, metrics)
             await queue.consume(handler.handle)
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))

@@ -50,6 +50,7 @@ class Retry:
 
     reason: str
     delay: timedelta | None = None
+    rate_limited: bool = False  # a 429: ``delay`` is Telegram's retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,9 @@ class TelegramSender:
 def classify(exc: BaseException) -> Outcome:
     """Map an exception from a send to what the worker must do next."""
     if isinstance(exc, TelegramRetryAfter):
-        return Retry(f"429 {exc.message}", delay=timedelta(seconds=exc.retry_after))
+        return Retry(
+            f"429 {exc.message}", delay=timedelta(seconds=exc.retry_after), rate_limited=True
+        )
     if isinstance(exc, TelegramMigrateToChat):
         return Migrated(new_chat_id=exc.migrate_to_chat_id)
     if isinstance(exc, TelegramForbiddenError):

@@ -20,6 +20,7 @@ from bridge.errors import StoreUnavailable
 from bridge.logs import delivery_fields
 from bridge.metrics import Metrics
 from bridge.models import Delivery
+from bridge.ratelimit import RateLimiter
 from bridge.store import PostgresStore
 from bridge.telegram import Ambiguous, Failed, Migrated, Outcome, Retry, Sent
 
@@ -43,14 +44,28 @@ def backoff(attempt: int, settings: DeliveryConfig) -> timedelta:
 
 class Worker:
     def __init__(
-        self, store: PostgresStore, sender: Sender, settings: DeliveryConfig, metrics: Metrics
+        self,
+        store: PostgresStore,
+        sender: Sender,
+        settings: DeliveryConfig,
+        metrics: Metrics,
+        *,
+        limiter: RateLimiter | None = None,
+        max_inline_wait: timedelta = timedelta(seconds=1),
     ) -> None:
         self._store = store
         self._sender = sender
         self._settings = settings
         self._metrics = metrics
+        self._limiter = limiter
+        self._max_inline_wait = max_inline_wait.total_seconds()
+        # Slots reserved for parked deliveries: a delivery keeps its place in
+        # its chat's calendar when it comes back.
+        self._slots: dict[int, float] = {}
 
-    async def handle(self, delivery_id: int) -> None:
+    async def handle(self, delivery_id: int, chat_id: int) -> None:
+        if self._limiter is not None and not await self._park_until_slot(delivery_id, chat_id):
+            return
         delivery = await self._store.claim(delivery_id, lease=self._settings.lease)
         if delivery is None:
             # Done, taken, not due, or behind an unfinished one of its group.
@@ -59,8 +74,13 @@ class Worker:
             else:
                 self._metrics.claims_missed.inc()
             return
+        if self._limiter is not None:
+            await self._wait_to_send(self._limiter, delivery.chat_id)
         started = time.monotonic()
         outcome = await self._sender.send(delivery)
+        if self._limiter is not None and isinstance(outcome, Retry) and outcome.rate_limited:
+            assert outcome.delay is not None
+            self._limiter.penalize(delivery.chat_id, outcome.delay.total_seconds())
         self._metrics.telegram_latency.labels(type(outcome).__name__.lower()).observe(
             time.monotonic() - started
         )
@@ -69,6 +89,27 @@ class Worker:
             # The thread's first message shows the group's current state.
             edited = await self._sender.edit_anchor(delivery, outcome.reply_to)
             self._metrics.thread_edits.labels("ok" if edited else "failed").inc()
+
+    async def _park_until_slot(self, delivery_id: int, chat_id: int) -> bool:
+        """False when the chat's next slot is far off: the row is parked until then."""
+        assert self._limiter is not None
+        slot = self._slots.pop(delivery_id, None)
+        if slot is None:
+            slot = self._limiter.plan(chat_id)
+        delay = slot - time.monotonic()
+        if delay <= self._max_inline_wait:
+            return True
+        if await self._store.postpone(delivery_id, timedelta(seconds=delay)):
+            self._slots[delivery_id] = slot
+            self._metrics.rate_limit_parked.inc()
+        return False
+
+    async def _wait_to_send(self, limiter: RateLimiter, chat_id: int) -> None:
+        waited = 0.0
+        while (wait := limiter.wait_to_send(chat_id)) > 0:
+            waited += wait
+            await asyncio.sleep(wait)
+        self._metrics.rate_limit_wait.observe(waited)
 
     async def _record_until_lease_ends(self, delivery: Delivery, outcome: Outcome) -> None:
         # Telegram's answer is known now; losing it to a database blip would

@@ -106,6 +106,8 @@ def config_dict(
             **(delivery or {}),
         },
         "route": route or {"chats": [-1001]},
+        # Off unless a test is about them: most tests send bursts to one chat.
+        "rate_limits": {"enabled": False},
         **extra,
     }
 

@@ -26,7 +26,7 @@ from bridge.errors import QueueUnavailable
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[int], Awaitable[None]]
+Handler = Callable[[int, int], Awaitable[None]]  # (delivery id, chat id)
 
 ROUTING_KEY = "delivery"
 
@@ -121,6 +121,10 @@ class AmqpQueue:
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
                 delivery_id = int(message.body)
+                chat_header = (message.headers or {}).get("chat_id", 0)
+                if not isinstance(chat_header, int):
+                    raise ValueError(f"chat_id header {chat_header!r}")
+                chat_id = chat_header
             except ValueError:
                 log.error("dropping a malformed queue message: %r", message.body[:64])
                 await message.reject(requeue=False)
@@ -129,7 +133,7 @@ class AmqpQueue:
             # when the broker connection drops (aio-pika cancels consumer
             # callbacks then) or shutdown begins. Its message is redelivered
             # and the conditional claim turns the redelivery into a no-op.
-            work = asyncio.ensure_future(handler(delivery_id))
+            work = asyncio.ensure_future(handler(delivery_id, chat_id))
             self._in_flight.add(work)
             work.add_done_callback(self._in_flight.discard)
             try:

@@ -304,6 +304,19 @@ class PostgresStore:
             accepted_at=row["created_at"],
         )
 
+    async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
+        """Park an unclaimed row until its rate-limit slot: not claimable, republished then."""
+        async with self.connection() as conn:
+            result = await conn.execute(
+                """UPDATE deliveries
+                   SET next_attempt_at = GREATEST(next_attempt_at, now() + $2::interval),
+                       republish_at = GREATEST(next_attempt_at, now() + $2::interval)
+                   WHERE id = $1 AND state IN ('queued', 'retry')""",
+                delivery_id,
+                delay,
+            )
+        return bool(result.endswith(" 1"))
+
     async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:
         """A claim missed a row that still waits (not due, or behind its group): park it.
 
