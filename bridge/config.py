@@ -142,6 +142,10 @@ class AmqpConfig(_Strict):
     # poison message cannot spin forever. The row stays in the store.
     delivery_limit: int = Field(default=20, ge=1)
     prefetch: int = Field(default=32, ge=1)
+    # Work is split by chat into this many queues (QUEUE.00, QUEUE.01, ...),
+    # each with one active consumer: one worker owns a chat at a time, and
+    # several workers share the shards. Changing it re-routes chats.
+    shards: int = Field(default=16, ge=1, le=256)
 
 
 class GenericSourceConfig(_Strict):

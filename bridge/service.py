@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ from bridge.queue.amqp import AmqpQueue
 from bridge.ratelimit import RateLimiter
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
+from bridge.shards import Rebalancer
 from bridge.store import PostgresStore
 from bridge.store.interactions import InteractionStore
 from bridge.telegram import TelegramSender, create_bot
@@ -180,16 +184,20 @@ async def run(
             buttons = config.bot is not None and config.bot.buttons
             sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
             limits = config.rate_limits
+            limiter = RateLimiter(limits, time.monotonic) if limits.enabled else None
             handler = Worker(
                 store,
                 sender,
                 config.delivery,
                 metrics,
-                limiter=RateLimiter(limits, time.monotonic) if limits.enabled else None,
+                limiter=limiter,
                 max_inline_wait=limits.max_inline_wait,
             )
             scheduler = Scheduler(store, queue, config.delivery, metrics)
-            await queue.consume(handler.handle)
+            worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+            rebalancer = Rebalancer(worker_id, config.amqp.shards, store, queue, limiter)
+            await queue.consume(handler.handle, first=await rebalancer.first_share())
+            tasks.append(asyncio.create_task(rebalancer.run(stop), name="shards"))
             tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
             log.info("worker consuming %s", config.amqp.queue)
 

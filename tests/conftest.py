@@ -19,8 +19,9 @@ import httpx
 import pytest
 import yaml
 
-from bridge.config import Config, parse_config
+from bridge.config import AmqpConfig, Config, parse_config
 from bridge.metrics import Metrics
+from bridge.queue.amqp import shard_queue
 from bridge.service import run
 from tests.telegram_double import TelegramDouble
 
@@ -67,7 +68,8 @@ async def amqp_names() -> AsyncIterator[dict[str, str]]:
         return
     async with connection:
         channel = await connection.channel()
-        for queue in (names["queue"], f"{names['queue']}.dead"):
+        shards = [shard_queue(names["queue"], i) for i in range(AmqpConfig().shards)]
+        for queue in (*shards, f"{names['queue']}.dead"):
             await channel.queue_delete(queue)
         for exchange in (names["exchange"], f"{names['exchange']}.dead"):
             await channel.exchange_delete(exchange)

@@ -1,4 +1,11 @@
-"""RabbitMQ: a durable quorum queue of delivery ids, publisher confirms, manual acks.
+"""RabbitMQ: durable quorum queues of delivery ids, publisher confirms, manual acks.
+
+Work is split by chat id into ``amqp.shards`` queues, each declared with
+single-active-consumer: every worker subscribes to every shard, RabbitMQ
+lets one consumer per shard receive, and so one worker owns a chat at a
+time (per-chat order and rate limits stay local to it). Workers agree on
+who should own which shard (see ``bridge/shards.py``) and hand a shard over
+by re-subscribing, which puts them at the back of that shard's line.
 
 A message is only a hint that a delivery row may need work. Losing one is
 harmless (the scheduler republishes rows nobody claimed) and a duplicate is
@@ -10,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import aio_pika
 from aio_pika.abc import (
@@ -28,7 +35,13 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[int, int], Awaitable[None]]  # (delivery id, chat id)
 
-ROUTING_KEY = "delivery"
+
+def shard_of(chat_id: int, shards: int) -> int:
+    return chat_id % shards
+
+
+def shard_queue(queue: str, shard: int) -> str:
+    return f"{queue}.{shard:02d}"
 
 
 class AmqpQueue:
@@ -37,8 +50,9 @@ class AmqpQueue:
         self._settings = settings
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
-        self._queue: AbstractRobustQueue | None = None
-        self._consumer_tag: str | None = None
+        self._queues: list[AbstractRobustQueue] = []
+        self._tags: dict[int, str] = {}  # shard → consumer tag
+        self._handler: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None
         self._in_flight: set[asyncio.Future[None]] = set()
 
     @classmethod
@@ -69,17 +83,21 @@ class AmqpQueue:
         exchange = await channel.declare_exchange(
             s.exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        queue = await channel.declare_queue(
-            s.queue,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-dead-letter-exchange": f"{s.exchange}.dead",
-                "x-delivery-limit": s.delivery_limit,
-            },
-        )
-        await queue.bind(exchange, routing_key=ROUTING_KEY)
-        self._channel, self._exchange, self._queue = channel, exchange, queue
+        queues = []
+        for shard in range(s.shards):
+            queue = await channel.declare_queue(
+                shard_queue(s.queue, shard),
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-single-active-consumer": True,
+                    "x-dead-letter-exchange": f"{s.exchange}.dead",
+                    "x-delivery-limit": s.delivery_limit,
+                },
+            )
+            await queue.bind(exchange, routing_key=f"shard.{shard}")
+            queues.append(queue)
+        self._channel, self._exchange, self._queues = channel, exchange, queues
 
     async def publish(self, deliveries: Sequence[tuple[int, int]]) -> None:
         """Publish (delivery id, chat id) pairs; returns once the broker confirmed all of them."""
@@ -96,7 +114,7 @@ class AmqpQueue:
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             headers={"chat_id": chat_id},
                         ),
-                        routing_key=ROUTING_KEY,
+                        routing_key=f"shard.{shard_of(chat_id, self._settings.shards)}",
                         mandatory=True,
                         timeout=10,
                     )
@@ -109,14 +127,15 @@ class AmqpQueue:
                 f"{type(exc).__name__}: {exc}; the scheduler will republish them"
             ) from exc
 
-    async def consume(self, handler: Handler) -> None:
-        """Hand each delivery id to ``handler``; ack only after it returned.
+    async def consume(self, handler: Handler, first: Iterable[int] = ()) -> None:
+        """Hand each delivery to ``handler``; ack only after it returned.
 
-        If the handler raises, the message goes back to the queue; RabbitMQ's
-        delivery limit dead-letters one that keeps failing.
+        Subscribes to every shard, the ``first`` ones (this worker's share)
+        before the rest, so at a fresh start each worker tends to be the
+        active consumer of its own. If the handler raises, the message goes
+        back to the queue; RabbitMQ's delivery limit dead-letters one that
+        keeps failing.
         """
-        queue = self._queue
-        assert queue is not None, "declare() first"
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
@@ -146,13 +165,32 @@ class AmqpQueue:
             else:
                 await _quietly(message.ack())
 
-        self._consumer_tag = await queue.consume(on_message)
+        self._handler = on_message
+        preferred = [shard for shard in first if 0 <= shard < len(self._queues)]
+        for shard in [*preferred, *(i for i in range(len(self._queues)) if i not in preferred)]:
+            await self._subscribe(shard)
+
+    async def _subscribe(self, shard: int) -> None:
+        assert self._handler is not None, "consume() first"
+        self._tags[shard] = await self._queues[shard].consume(self._handler)
+
+    async def step_back(self, shards: Iterable[int]) -> None:
+        """Re-subscribe to ``shards``: at the back of their line, so their owner takes over.
+
+        Messages already in hand are still handled and acked; RabbitMQ hands
+        the rest of the shard to its next consumer.
+        """
+        for shard in shards:
+            tag = self._tags.pop(shard, None)
+            if tag is not None:
+                await _quietly(self._queues[shard].cancel(tag))
+            await self._subscribe(shard)
 
     async def stop_consuming(self) -> None:
         """Take no new messages, and wait for the ones in hand to be recorded and acked."""
-        if self._queue is not None and self._consumer_tag is not None:
-            await _quietly(self._queue.cancel(self._consumer_tag))
-            self._consumer_tag = None
+        for shard, tag in list(self._tags.items()):
+            await _quietly(self._queues[shard].cancel(tag))
+        self._tags.clear()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
 

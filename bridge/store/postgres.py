@@ -304,6 +304,28 @@ class PostgresStore:
             accepted_at=row["created_at"],
         )
 
+    async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]:
+        """Say ``worker_id`` is alive; returns every worker seen within ``ttl``, sorted."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                """WITH beat AS (
+                       INSERT INTO workers (worker_id) VALUES ($1)
+                       ON CONFLICT (worker_id) DO UPDATE SET seen_at = now()
+                   ), gone AS (
+                       DELETE FROM workers WHERE seen_at < now() - $2::interval * 10
+                   )
+                   SELECT worker_id FROM workers WHERE seen_at >= now() - $2::interval
+                   UNION SELECT $1""",
+                worker_id,
+                ttl,
+            )
+        return sorted(r["worker_id"] for r in rows)
+
+    async def leave(self, worker_id: str) -> None:
+        """A worker stopping: the others take its shards at their next heartbeat."""
+        async with self.connection() as conn:
+            await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
+
     async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
         """Park an unclaimed row until its rate-limit slot: not claimable, republished then."""
         async with self.connection() as conn:
