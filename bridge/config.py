@@ -133,6 +133,9 @@ class RateLimitConfig(_Strict):
     # A delivery whose slot is further off than this is parked in the store
     # until then, freeing the worker for other chats.
     max_inline_wait: Duration = timedelta(seconds=1)
+    # A storm: when this many deliveries wait for one chat, they go out as
+    # one digest message (counts by alert name); 0 turns digests off.
+    digest_after: int = Field(default=20, ge=0)
 
 
 class AmqpConfig(_Strict):

@@ -113,6 +113,12 @@ class Metrics:
             "Deliveries parked in the store until their chat's next free slot.",
             registry=r,
         )
+        self.digests = Counter(
+            "alertbridge_storm_digests_total",
+            "Storm digests sent: a chat's backlog folded into one message "
+            "(the folded deliveries count as finished, suppressed, reason digest).",
+            registry=r,
+        )
         self.telegram_rate_limited = Counter(
             "alertbridge_telegram_rate_limited_total",
             "429 answers from Telegram.",

@@ -89,3 +89,5 @@ class Delivery:
     # For logs and the webhook-to-delivered latency.
     group_key: str = ""
     accepted_at: datetime | None = None
+    # A storm digest: how many waiting deliveries this one carries.
+    coalesced: int = 0

@@ -102,6 +102,17 @@ class RateLimiter:
             window.add(slot)
         return slot
 
+    def planned_ahead(self, chat_id: int) -> float:
+        """How far ahead the chat's calendar is booked, in seconds: its backlog."""
+        windows = self._plan.get(chat_id)
+        if not windows or not windows[0].slots:
+            return 0.0
+        return max(windows[0].slots[-1] - self._clock(), 0.0)
+
+    def clear_plan(self, chat_id: int) -> None:
+        """The chat's backlog went into a digest: its booked slots are free again."""
+        self._plan.pop(chat_id, None)
+
     def wait_to_send(self, chat_id: int) -> float:
         """Seconds to wait before sending to ``chat_id`` now; 0 records the send."""
         now = self._clock()

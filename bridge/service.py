@@ -192,6 +192,7 @@ async def run(
                 metrics,
                 limiter=limiter,
                 max_inline_wait=limits.max_inline_wait,
+                digest_after=limits.digest_after,
             )
             scheduler = Scheduler(store, queue, config.delivery, metrics)
             worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -27,6 +27,11 @@ from bridge.telegram import Ambiguous, Failed, Migrated, Outcome, Retry, Sent
 log = logging.getLogger(__name__)
 
 
+#: How long a delivery waiting for its rate-limit slot is parked before it
+#: is looked at again (seconds).
+PARK_AT_MOST = 5.0
+
+
 class Sender(Protocol):
     async def send(self, delivery: Delivery) -> Outcome: ...
 
@@ -52,6 +57,7 @@ class Worker:
         *,
         limiter: RateLimiter | None = None,
         max_inline_wait: timedelta = timedelta(seconds=1),
+        digest_after: int = 0,
     ) -> None:
         self._store = store
         self._sender = sender
@@ -59,9 +65,10 @@ class Worker:
         self._metrics = metrics
         self._limiter = limiter
         self._max_inline_wait = max_inline_wait.total_seconds()
-        # Slots reserved for parked deliveries: a delivery keeps its place in
-        # its chat's calendar when it comes back.
-        self._slots: dict[int, float] = {}
+        self._digest_after = digest_after
+        # Slots reserved for parked deliveries (delivery id → chat, slot): a
+        # delivery keeps its place in its chat's calendar when it comes back.
+        self._slots: dict[int, tuple[int, float]] = {}
 
     async def handle(self, delivery_id: int, chat_id: int) -> None:
         if self._limiter is not None and not await self._park_until_slot(delivery_id, chat_id):
@@ -75,6 +82,7 @@ class Worker:
                 self._metrics.claims_missed.inc()
             return
         if self._limiter is not None:
+            delivery = await self._digest_if_storm(self._limiter, delivery)
             await self._wait_to_send(self._limiter, delivery.chat_id)
         started = time.monotonic()
         outcome = await self._sender.send(delivery)
@@ -93,16 +101,48 @@ class Worker:
     async def _park_until_slot(self, delivery_id: int, chat_id: int) -> bool:
         """False when the chat's next slot is far off: the row is parked until then."""
         assert self._limiter is not None
-        slot = self._slots.pop(delivery_id, None)
-        if slot is None:
-            slot = self._limiter.plan(chat_id)
-        delay = slot - time.monotonic()
+        booked = self._slots.pop(delivery_id, None)
+        slot = booked[1] if booked is not None else self._limiter.plan(chat_id)
+        now = time.monotonic()
+        delay = slot - now
+        if len(self._slots) > 10_000:  # handed over to another worker, say
+            self._slots = {d: b for d, b in self._slots.items() if b[1] > now - 300}
         if delay <= self._max_inline_wait:
             return True
-        if await self._store.postpone(delivery_id, timedelta(seconds=delay)):
-            self._slots[delivery_id] = slot
+        # Parked for at most PARK_AT_MOST at a time: a digest may free the
+        # chat's calendar meanwhile, and then the row plans afresh.
+        if await self._store.postpone(delivery_id, timedelta(seconds=min(delay, PARK_AT_MOST))):
+            self._slots[delivery_id] = (chat_id, slot)
             self._metrics.rate_limit_parked.inc()
         return False
+
+    async def _digest_if_storm(self, limiter: RateLimiter, delivery: Delivery) -> Delivery:
+        """A chat far behind gets its backlog as one digest instead of a long drip."""
+        # Only a chat booked more than a few seconds ahead can have a backlog
+        # worth a digest; the store is asked only then.
+        if not self._digest_after or limiter.planned_ahead(delivery.chat_id) < 3.0:
+            return delivery
+        try:
+            digest = await self._store.coalesce(delivery, threshold=self._digest_after)
+        except StoreUnavailable as exc:  # the digest is an optimisation; the delivery goes on
+            log.warning("delivery %d: no storm digest: %s", delivery.id, exc)
+            return delivery
+        if digest is None:
+            return delivery
+        # The chat's calendar is free again; a row the digest could not take
+        # (being republished at that instant) plans a fresh slot when it returns.
+        limiter.clear_plan(delivery.chat_id)
+        self._slots = {d: b for d, b in self._slots.items() if b[0] != delivery.chat_id}
+        self._metrics.deliveries_finished.labels("suppressed", "digest").inc(digest.coalesced)
+        self._metrics.digests.inc()
+        log.warning(
+            "delivery %d chat %d: storm, %d waiting deliveries folded into this digest",
+            delivery.id,
+            delivery.chat_id,
+            digest.coalesced,
+            extra=delivery_fields(delivery),
+        )
+        return digest
 
     async def _wait_to_send(self, limiter: RateLimiter, chat_id: int) -> None:
         waited = 0.0

@@ -12,12 +12,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from importlib import resources
 
 import asyncpg
 
+from bridge.digest import DigestItem, render_digest
 from bridge.errors import StoreUnavailable
 from bridge.models import Delivery, DeliveryState, Notification, Status
 
@@ -195,8 +196,8 @@ class PostgresStore:
                 """WITH occ AS (
                        INSERT INTO notifications AS n
                            (key, occurrence, occurrence_at, source, receiver, group_key, status,
-                            common_labels, external_url)
-                       VALUES ($1, 1, now(), $3, $4, $5, $6, $15::jsonb, $16)
+                            common_labels, external_url, alert_count)
+                       VALUES ($1, 1, now(), $3, $4, $5, $6, $15::jsonb, $16, $17)
                        ON CONFLICT (key) DO UPDATE
                            SET occurrence = n.occurrence + 1, occurrence_at = now()
                            WHERE n.occurrence_at <= now() - $2::interval
@@ -242,6 +243,7 @@ class PostgresStore:
                 notification.status is Status.RESOLVED,
                 json.dumps(dict(notification.common_labels)),
                 notification.external_url,
+                len(notification.alerts) + notification.truncated_alerts,
             )
         if not rows:
             return Accepted(occurrence=None, deliveries=[])
@@ -325,6 +327,68 @@ class PostgresStore:
         """A worker stopping: the others take its shards at their next heartbeat."""
         async with self.connection() as conn:
             await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
+
+    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None:
+        """A storm: if ``threshold`` or more deliveries wait for the carrier's chat (and
+        topic), fold them and the carrier into one digest message the carrier sends.
+
+        The waiting rows become ``suppressed`` with ``digest_id`` = the carrier:
+        accounted for, not lost. Returns the carrier with the digest text (stored,
+        so a retry sends the same), stand-alone; None when there is no storm.
+        """
+        async with self.connection() as conn, conn.transaction():
+            waiting = await conn.fetch(
+                """SELECT id FROM deliveries
+                   WHERE chat_id = $1 AND COALESCE(thread_id, 0) = COALESCE($2::bigint, 0)
+                     AND state IN ('queued', 'retry') AND id <> $3
+                   ORDER BY id
+                   FOR UPDATE SKIP LOCKED""",
+                carrier.chat_id,
+                carrier.thread_id,
+                carrier.id,
+            )
+            if len(waiting) < threshold:
+                return None
+            rows = await conn.fetch(
+                """WITH folded AS (
+                       UPDATE deliveries
+                       SET state = 'suppressed', finished_at = now(), digest_id = $1::bigint,
+                           last_error = 'in storm digest ' || $1::bigint::text
+                       WHERE id = ANY($2::bigint[])
+                       RETURNING notification_key
+                   )
+                   SELECT n.status, n.alert_count, n.common_labels
+                   FROM folded f JOIN notifications n ON n.key = f.notification_key
+                   UNION ALL
+                   SELECT n.status, n.alert_count, n.common_labels
+                   FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                   WHERE d.id = $1""",
+                carrier.id,
+                [r["id"] for r in waiting],
+            )
+            text = render_digest(
+                [
+                    DigestItem(r["status"], r["alert_count"], json.loads(r["common_labels"]))
+                    for r in rows
+                ]
+            )
+            # The digest is nobody's thread: it neither replies nor opens one.
+            await conn.execute(
+                """UPDATE deliveries SET text = $2, group_ref = NULL, resolves_group = FALSE,
+                                         plain_text = FALSE
+                   WHERE id = $1""",
+                carrier.id,
+                text,
+            )
+        return replace(
+            carrier,
+            text=text,
+            group_ref=None,
+            resolves_group=False,
+            anchor_message_id=None,
+            plain_text=False,
+            coalesced=len(waiting),
+        )
 
     async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
         """Park an unclaimed row until its rate-limit slot: not claimable, republished then."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+import asyncpg
 import pytest
 
 from tests.conftest import states, wait_until
@@ -56,3 +57,48 @@ async def test_a_storm_gets_no_429s_and_a_busy_chat_stalls_no_other(
         assert all(b - a >= 1.0 for a, b in itertools.pairwise(sends(chat))), chat
     assert await states(database_url) == {"delivered": 15}
     assert bridge.metrics.rate_limit_parked._value.get() > 0  # waited in the store, not a slot
+
+
+@pytest.mark.slow
+async def test_a_storm_becomes_a_digest_within_seconds_and_loses_nothing(
+    bridge_factory, strict_telegram: TelegramDouble, database_url
+) -> None:
+    bridge = await bridge_factory(route=ROUTE, rate_limits={"enabled": True, "digest_after": 5})
+    payloads = [
+        webhook(alert(f"Node{i % 3}", labels={"chat": chat, "dc": "dc1", "n": str(i)}))
+        for chat in ("a", "b")
+        for i in range(30)
+    ]
+    answers = await asyncio.gather(*(bridge.post("/alertmanager", p) for p in payloads))
+    assert {a.status_code for a in answers} == {200}
+
+    async def all_accounted() -> bool:
+        counts = await states(database_url)
+        return counts.get("delivered", 0) + counts.get("suppressed", 0) == 60
+
+    await wait_until(all_accounted, timeout=30)
+    assert strict_telegram.rate_limited == 0
+    for chat in (-1001, -1002):
+        sends = [
+            c
+            for c in strict_telegram.calls
+            if c.method == "sendMessage" and int(c.params["chat_id"]) == chat
+        ]
+        # The picture within seconds, in a few messages, not a 30-message drip. (Webhooks
+        # still being accepted while the digest goes out can make a second one.)
+        assert len(sends) <= 8, [c.params["text"][:40] for c in sends]
+        digests = [c for c in sends if c.params["text"].startswith("🌪")]
+        assert digests and digests[0].at - sends[0].at < 5.0
+        text = strict_telegram.sent_messages(chat)[sends.index(digests[0])].text
+        assert "dc=dc1" in text and "Node0: " in text
+    counts = await states(database_url)
+    suppressed = bridge.metrics.deliveries_finished.labels("suppressed", "digest")._value.get()
+    assert counts["suppressed"] == suppressed  # every folded row is counted ...
+    connection = await asyncpg.connect(database_url)
+    try:  # ... and points at the digest that carried it
+        orphans = await connection.fetchval(
+            "SELECT count(*) FROM deliveries WHERE state = 'suppressed' AND digest_id IS NULL"
+        )
+    finally:
+        await connection.close()
+    assert orphans == 0
