@@ -16,19 +16,12 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import uvicorn
-from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BotCommand
 from starlette.applications import Starlette
-from starlette.routing import Route as HttpRoute
 
-from bridge.alertmanager_api import AlertmanagerClient
-from bridge.bot.commands import COMMANDS, BotHandler
-from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
@@ -39,9 +32,14 @@ from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
 from bridge.shards import Rebalancer
 from bridge.store import PostgresStore
-from bridge.store.interactions import InteractionStore
-from bridge.telegram import TelegramSender, create_bot
-from bridge.worker import Worker
+
+if TYPE_CHECKING:
+    from bridge.bot.startup import BotParts
+    from bridge.telegram import TelegramSender
+
+# aiogram costs about 150 MB of RSS at import (its pydantic models), so the
+# modules that use it are imported only by processes that send or run the
+# bot: a receiver without a bot section stays small.
 
 log = logging.getLogger(__name__)
 
@@ -97,53 +95,6 @@ async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
         await reload()
 
 
-@dataclass
-class _BotParts:
-    """The bot's running pieces, to serve and to close."""
-
-    routes: list[HttpRoute]
-    tasks: list[asyncio.Task[None]]
-    closers: list[Callable[[], Awaitable[None]]]
-
-
-async def _start_bot(
-    config: Config, store: PostgresStore, metrics: Metrics, stop: asyncio.Event
-) -> _BotParts:
-    """Commands and buttons: the Telegram webhook route, or a poller task."""
-    assert config.bot is not None
-    settings = config.bot
-    bot = create_bot(config.telegram)
-    http = aiohttp.ClientSession()
-    parts = _BotParts([], [], [bot.session.close, http.close])
-    alertmanager = (
-        AlertmanagerClient(config.alertmanager, http) if config.alertmanager is not None else None
-    )
-    interactions = InteractionStore(store)
-    handler = BotHandler(bot, interactions, alertmanager, settings, config.alertmanager, metrics)
-    try:
-        if settings.set_commands:
-            await bot.set_my_commands(
-                [BotCommand(command=name, description=what) for name, what in COMMANDS]
-            )
-        if settings.updates == "webhook":
-            assert settings.webhook_secret is not None  # the config requires it
-            parts.routes.append(webhook_route(bot, handler, interactions, settings.webhook_secret))
-            if settings.webhook_url:
-                await bot.set_webhook(
-                    settings.webhook_url,
-                    secret_token=settings.webhook_secret,
-                    allowed_updates=ALLOWED_UPDATES,
-                )
-    except TelegramAPIError as exc:  # the bridge still delivers; commands may not work
-        log.error("bot setup at Telegram failed (commands may not work): %s", exc)
-    if settings.updates == "polling":
-        parts.tasks.append(
-            asyncio.create_task(poll(bot, handler, interactions, store, stop), name="bot-poller")
-        )
-    log.info("bot: updates by %s", settings.updates)
-    return parts
-
-
 async def run_until_signalled(
     config: Config, *, receiver: bool, worker: bool, config_path: Path | None = None
 ) -> None:
@@ -171,7 +122,7 @@ async def run(
     store = await PostgresStore.connect(database_url)
     queue: AmqpQueue | None = None
     sender: TelegramSender | None = None
-    bot_parts: _BotParts | None = None
+    bot_parts: BotParts | None = None
     try:
         applied = await store.migrate()
         if applied:
@@ -181,6 +132,9 @@ async def run(
         background: set[asyncio.Task[None]] = set()
 
         if worker:
+            from bridge.telegram import TelegramSender, create_bot
+            from bridge.worker import Worker
+
             buttons = config.bot is not None and config.bot.buttons
             sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
             limits = config.rate_limits
@@ -208,7 +162,9 @@ async def run(
                 rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
             )
             if config.bot is not None:
-                bot_parts = await _start_bot(config, store, metrics, stop)
+                from bridge.bot.startup import start_bot
+
+                bot_parts = await start_bot(config, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
                 tasks.extend(bot_parts.tasks)
             if config_path is not None:

@@ -1,0 +1,469 @@
+"""The benchmark suite: real PostgreSQL and RabbitMQ on this machine, the
+bridge as real subprocesses, the Telegram double in this process.
+
+    .venv/bin/python -m tests.bench [--quick] [--only NAME ...] [--soak-seconds N] [--json FILE]
+
+Scenarios: ingest, e2e, worker, storm, rss, versus. Each prints its figures
+next to the issue's target; nothing is asserted (these machines are shared
+and noisy, so figures belong in a table, not in a test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import yaml
+
+from tests.alertmanager import Alertmanager, am_alert
+from tests.conftest import PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
+from tests.payloads import alert, webhook
+from tests.processes import local_config
+from tests.telegram_double import TelegramDouble
+
+HEADERS = {"content-type": "application/json"}
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Report:
+    scenario: str
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(self, name: str, value: str, target: str = "", met: bool | None = None) -> None:
+        self.figures.append(Figure(name, value, target, met))
+        mark = "" if met is None else ("  met" if met else "  MISSED")
+        print(f"  {name:<48} {value:>18}  {target}{mark}", flush=True)
+
+
+# ----------------------------------------------------------------------- plumbing
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)]
+
+
+@dataclass
+class Stack:
+    name: str
+    database_url: str
+    telegram: TelegramDouble
+    config: dict[str, Any]
+    workdir: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config['listen']}"
+
+    async def start(self, command: str, *, own_port: bool = False) -> subprocess.Popen[bytes]:
+        """`alertbridge COMMAND`; ``own_port`` for a second process beside the first."""
+        path = self.workdir / f"config-{len(self.processes)}.yml"
+        path.write_text(yaml.safe_dump(self.config))
+        listen = f"127.0.0.1:{free_port()}" if own_port else self.config["listen"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", command, "-c", str(path), "--log-level", "error"],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "ALERTBRIDGE_LISTEN": listen},
+        )
+        self.processes.append(process)
+        await wait_http(f"http://{listen}/healthz", timeout=60)
+        return process
+
+    def stop(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    async def states(self) -> dict[str, int]:
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            rows = await connection.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY 1")
+        finally:
+            await connection.close()
+        return {r["state"]: r["n"] for r in rows}
+
+
+@contextlib.asynccontextmanager
+async def stack(**double: Any) -> AsyncIterator[Stack]:
+    """A fresh database, broker names and Telegram double, removed afterwards."""
+    name = f"ab_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    telegram = TelegramDouble(token=TOKEN, **double)
+    await telegram.start()
+    database_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Stack(
+            name,
+            database_url,
+            telegram,
+            local_config(database_url, telegram.url, name, -1001),
+            Path(tmp),
+        )
+        try:
+            yield s
+        finally:
+            for process in s.processes:
+                s.stop(process)
+            await telegram.stop()
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+
+
+def chat_routes(chats: list[int]) -> dict[str, Any]:
+    """Alerts labelled chat=N go to chat N."""
+    return {
+        "chats": [-1],
+        "routes": [{"matchers": [f'chat="{c}"'], "chats": [c]} for c in chats],
+    }
+
+
+async def post_all(
+    url: str, bodies: list[bytes], concurrency: int = 32
+) -> tuple[list[float], float]:
+    """Closed loop: ``concurrency`` requests in flight. (latencies, seconds)."""
+    latencies: list[float] = []
+    gate = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def one(body: bytes) -> None:
+            async with gate:
+                started = time.perf_counter()
+                async with client.post(url, data=body, headers=HEADERS) as answer:
+                    await answer.read()
+                    answer.raise_for_status()
+                latencies.append(time.perf_counter() - started)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(b) for b in bodies))
+        return latencies, time.perf_counter() - t0
+
+
+async def post_paced(
+    url: str, bodies: list[bytes], rate: float, on_start: Callable[[int, float], None] | None = None
+) -> list[float]:
+    """Open loop: request i starts at i/rate, whatever the answers do. Latencies."""
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector) as client:
+
+        async def one(i: int, body: bytes, at: float) -> None:
+            await asyncio.sleep(max(at - time.monotonic(), 0))
+            started = time.monotonic()
+            if on_start is not None:
+                on_start(i, started)
+            async with client.post(url, data=body, headers=HEADERS) as answer:
+                await answer.read()
+                answer.raise_for_status()
+            latencies.append(time.monotonic() - started)
+
+        t0 = time.monotonic() + 0.1
+        await asyncio.gather(*(one(i, b, t0 + i / rate) for i, b in enumerate(bodies)))
+    return latencies
+
+
+def bodies(count: int, prefix: str, **labels: str) -> list[bytes]:
+    return [
+        json.dumps(webhook(alert(f"{prefix}{i:06d}", labels=labels))).encode() for i in range(count)
+    ]
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+async def ingest(report: Report, quick: bool) -> None:
+    seconds = 4 if quick else 10
+    async with stack() as s:
+        await s.start("receiver")
+        url = f"{s.url}/alertmanager"
+        count = 1500 if quick else 6000
+        _, took = await post_all(url, bodies(count, "Ingest"), concurrency=64)
+        rate = count / took
+        report.add("accepted/s, sustained (64 in flight)", f"{rate:,.0f}", ">= 1,000", rate >= 1000)
+
+        paced = await post_paced(url, bodies(int(200 * seconds), "Paced"), rate=200)
+        p50, p99 = pct(paced, 0.5) * 1000, pct(paced, 0.99) * 1000
+        report.add("accept latency at 200/s p50", f"{p50:.1f} ms")
+        report.add("accept latency at 200/s p99", f"{p99:.1f} ms")
+
+        times = []
+        for i in range(5):
+            big = webhook(*(alert(f"Big{i}", labels={"n": str(n)}) for n in range(1000)))
+            big["groupKey"] = f'{{}}:{{alertname="Big{i}"}}'
+            lat, _ = await post_all(url, [json.dumps(big).encode()], concurrency=1)
+            times.append(lat[0])
+        median = statistics.median(times)
+        report.add(
+            "1,000-alert webhook accept (median of 5)",
+            f"{median * 1000:.0f} ms",
+            "< 1 s",
+            median < 1,
+        )
+
+
+async def e2e(report: Report, quick: bool) -> None:
+    seconds = 5 if quick else 15
+    async with stack() as s:
+        await s.start("serve")
+        count = 20 * seconds
+        started: dict[int, float] = {}
+
+        def on_start(i: int, at: float) -> None:
+            started[i] = at
+
+        await post_paced(f"{s.url}/alertmanager", bodies(count, "E2e"), 20, on_start)
+        await s.telegram.wait_for_messages(count, timeout=120)
+        arrived = {}
+        for call in s.telegram.calls:
+            if call.method == "sendMessage" and "E2e" in call.params.get("text", ""):
+                index = int(call.params["text"].split("E2e")[1][:6])
+                arrived.setdefault(index, call.at)
+        latencies = [(arrived[i] - started[i]) * 1000 for i in started if i in arrived]
+        p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
+        report.add("webhook -> sendMessage p50 at 20/s", f"{p50:.1f} ms", "< 25 ms", p50 < 25)
+        report.add("webhook -> sendMessage p99 at 20/s", f"{p99:.1f} ms", "< 100 ms", p99 < 100)
+
+
+async def worker(report: Report, quick: bool) -> None:
+    count = 1000 if quick else 3000
+    chats = [-2000 - i for i in range(64)]
+    for workers in (1, 2):
+        async with stack() as s:
+            s.config["route"] = chat_routes(chats)
+            receiver = await s.start("receiver")
+            payloads = [
+                json.dumps(
+                    webhook(alert(f"W{i:06d}", labels={"chat": str(chats[i % 64])}))
+                ).encode()
+                for i in range(count)
+            ]
+            await post_all(f"{s.url}/alertmanager", payloads)
+            s.stop(receiver)
+            t0 = time.perf_counter()
+            for _ in range(workers):
+                await s.start("worker", own_port=True)
+            await s.telegram.wait_for_messages(count, timeout=600)
+            rate = count / (time.perf_counter() - t0)
+            met = rate >= 500 if workers == 1 else None
+            target = ">= 500" if workers == 1 else ""
+            report.add(f"deliveries/s, {workers} worker process(es)", f"{rate:,.0f}", target, met)
+
+
+async def storm(report: Report, quick: bool) -> None:
+    chats = [-3000 - i for i in range(30)]
+    count = 600 if quick else 3000
+    for digest_after in (20, 0):
+        async with stack(enforce_rate_limits=True) as s:
+            s.config["route"] = chat_routes(chats)
+            s.config["rate_limits"] = {"enabled": True, "digest_after": digest_after}
+            await s.start("serve")
+            payloads = [
+                json.dumps(
+                    webhook(
+                        alert(f"Storm{i % 7}", labels={"chat": str(chats[i % 30]), "n": str(i)})
+                    )
+                ).encode()
+                for i in range(count)
+            ]
+            t0 = time.monotonic()
+            await post_all(f"{s.url}/alertmanager", payloads, concurrency=64)
+            cap = 60 if quick else 240
+
+            async def settled() -> bool:
+                st = await s.states()
+                return st.get("delivered", 0) + st.get("suppressed", 0) >= count
+
+            await until(settled, cap)
+            sends = [c for c in s.telegram.calls if c.method == "sendMessage"]
+            ok = [c for c in sends if c.response and c.response.get("ok")]
+            first_by_chat: dict[int, float] = {}
+            for c in ok:
+                first_by_chat.setdefault(int(c.params["chat_id"]), c.at)
+            states = await s.states()
+            label = "digest on" if digest_after else "digest off"
+            share = s.telegram.rate_limited / max(len(sends), 1) * 100
+            report.add(
+                f"[{label}] 429s / sendMessage calls",
+                f"{s.telegram.rate_limited} / {len(sends)} ({share:.2f} %)",
+                "<= 0.5 %",
+                share <= 0.5,
+            )
+            if len(first_by_chat) == len(chats):
+                picture = max(first_by_chat.values()) - t0
+                report.add(f"[{label}] every chat has its picture after", f"{picture:.1f} s")
+            else:
+                report.add(f"[{label}] chats reached", f"{len(first_by_chat)} / {len(chats)}")
+            if len(ok) > 1:
+                span = max(c.at for c in ok) - min(c.at for c in ok)
+                achieved = len(ok) / span if span else float("nan")
+                allowed = min(25.0, len(chats) * 1.0)
+                met = achieved >= 0.9 * allowed if not digest_after else None
+                report.add(
+                    f"[{label}] messages/s achieved (allowed {allowed:.0f})",
+                    f"{achieved:.1f}",
+                    ">= 90 %" if not digest_after else "",
+                    met,
+                )
+            lost = states.get("failed", 0)
+            pending = sum(states.get(k, 0) for k in ("queued", "retry", "sending"))
+            report.add(
+                f"[{label}] delivered / suppressed / pending",
+                f"{states.get('delivered', 0)} / {states.get('suppressed', 0)} / {pending}",
+            )
+            report.add(f"[{label}] lost (failed)", str(lost), "0", lost == 0)
+
+
+async def rss(report: Report, quick: bool, soak_seconds: int) -> None:
+    seconds = 30 if quick else soak_seconds
+    async with stack() as s:
+        process = await s.start("serve")
+        await asyncio.sleep(2)
+        rest = rss_mb(process.pid)
+        report.add("serve RSS at rest", f"{rest:.0f} MB", "< 150 MB", rest < 150)
+        samples: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+
+        async def sample() -> None:
+            while True:
+                samples.append((time.monotonic() - t0, rss_mb(process.pid)))
+                await asyncio.sleep(10)
+
+        sampler = asyncio.create_task(sample())
+        await post_paced(f"{s.url}/alertmanager", bodies(50 * seconds, "Soak"), 50)
+        sampler.cancel()
+        samples.append((time.monotonic() - t0, rss_mb(process.pid)))
+        values = [v for _, v in samples]
+        half = samples[len(samples) // 2 :]
+        slope = (half[-1][1] - half[0][1]) / max((half[-1][0] - half[0][0]) / 60, 1e-9)
+        report.add(
+            f"serve RSS over a {seconds} s soak at 50/s (min/max/last)",
+            f"{min(values):.0f}/{max(values):.0f}/{values[-1]:.0f} MB",
+            "< 150 MB",
+            max(values) < 150,
+        )
+        report.add("RSS slope over the second half", f"{slope:+.2f} MB/min", "flat")
+
+
+async def versus(report: Report, quick: bool) -> None:
+    count = 30 if quick else 100
+    chat = -1001
+    for path in ("alertmanager telegram_configs", "alertmanager -> alertbridge"):
+        async with stack(enforce_rate_limits=True) as s:
+            port = int(s.config["listen"].rsplit(":", 1)[1])
+            am = Alertmanager(
+                s.workdir / "am", f"http://127.0.0.1:{port}/alertmanager", group_wait="0s"
+            )
+            if path.endswith("telegram_configs"):
+                am.use_receiver(
+                    {
+                        "telegram_configs": [
+                            {
+                                "api_url": s.telegram.url,
+                                "bot_token": TOKEN,
+                                "chat_id": chat,
+                                "parse_mode": "",
+                                "send_resolved": True,
+                            }
+                        ]
+                    }
+                )
+            else:
+                s.config["rate_limits"] = {"enabled": True}
+                await s.start("serve")
+            await am.start()
+            try:
+                fired: dict[str, float] = {}
+                for i in range(count):
+                    name = f"Vs{i:04d}"
+                    fired[name] = time.monotonic()
+                    await am.fire(am_alert(name, severity="warning"))
+                await until(lambda: _received(s.telegram, count), 60 if quick else 180)
+            finally:
+                await am.stop()
+            arrived: dict[str, float] = {}
+            for c in s.telegram.calls:
+                if c.method == "sendMessage" and c.response and c.response.get("ok"):
+                    for name in fired:
+                        if name in c.params.get("text", ""):
+                            arrived.setdefault(name, c.at)
+            lat = [(arrived[n] - fired[n]) * 1000 for n in arrived]
+            sends = sum(c.method == "sendMessage" for c in s.telegram.calls)
+            report.add(f"[{path}] alerts shown / fired", f"{len(arrived)} / {count}")
+            if lat:
+                report.add(
+                    f"[{path}] fire -> Telegram p50 / p99",
+                    f"{pct(lat, 0.5):.0f} / {pct(lat, 0.99):.0f} ms",
+                )
+            report.add(f"[{path}] 429s / sendMessage calls", f"{s.telegram.rate_limited} / {sends}")
+
+
+async def _received(telegram: TelegramDouble, count: int) -> bool:
+    ok = [
+        c
+        for c in telegram.calls
+        if c.method == "sendMessage" and c.response and c.response.get("ok")
+    ]
+    return len(ok) >= count or sum(c.params.get("text", "").count("Vs") for c in ok) >= count
+
+
+SCENARIOS = ["ingest", "e2e", "worker", "storm", "rss", "versus"]
+
+
+async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:
+    reports = []
+    for name in only:
+        print(f"\n== {name}", flush=True)
+        report = Report(name)
+        reports.append(report)
+        try:
+            if name == "rss":
+                await rss(report, quick, soak_seconds)
+            else:
+                await globals()[name](report, quick)
+        except Exception as exc:  # noqa: BLE001 - one scenario's crash is a figure too
+            report.add("CRASHED", f"{type(exc).__name__}: {exc}"[:120])
+    return reports
