@@ -22,8 +22,8 @@ import yaml
 from bridge.config import AmqpConfig, Config, parse_config
 from bridge.metrics import Metrics
 from bridge.queue.amqp import shard_queue
+from bridge.sandbox.botapi import TelegramDouble
 from bridge.service import run
-from tests.telegram_double import TelegramDouble
 
 PG_ADMIN_URL = os.environ.get(
     "ALERTBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"

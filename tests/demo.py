@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import PG_ADMIN_URL, TOKEN
 from tests.processes import bridge_process, local_config
-from tests.telegram_double import TelegramDouble
 
 DATABASE = "alertbridge_demo"
 CHAT = -1001

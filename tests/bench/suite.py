@@ -30,11 +30,11 @@ import aiohttp
 import asyncpg
 import yaml
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
 from tests.conftest import PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
 from tests.payloads import alert, webhook
 from tests.processes import local_config
-from tests.telegram_double import TelegramDouble
 
 HEADERS = {"content-type": "application/json"}
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
 from tests.conftest import TOKEN, states, wait_until
-from tests.telegram_double import TelegramDouble
 
 
 async def test_firing_then_resolved_is_one_message_and_one_reply_the_first_edited(

@@ -13,10 +13,10 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
 from tests.conftest import free_port, states, wait_until
 from tests.payloads import alert, webhook
-from tests.telegram_double import TelegramDouble
 
 ONCALL, VISITOR = 1001, 2002
 CHAT = -1001

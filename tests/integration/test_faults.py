@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 import yaml
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     REPO,
     build_config,
@@ -30,7 +31,6 @@ from tests.conftest import (
 )
 from tests.payloads import alert, webhook
 from tests.tcp_proxy import TcpProxy
-from tests.telegram_double import TelegramDouble
 
 NAME = re.compile(r"Storm\d{4}")
 

@@ -13,11 +13,11 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import TOKEN, build_config, config_dict, start_bridge, states, wait_until
 from tests.payloads import alert, webhook
 from tests.processes import bridge_process
 from tests.tcp_proxy import TcpProxy
-from tests.telegram_double import TelegramDouble
 
 
 async def test_readyz_follows_the_database(database_url, amqp_names, telegram) -> None:

@@ -8,9 +8,9 @@ import itertools
 import asyncpg
 import pytest
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import states, wait_until
 from tests.payloads import alert, webhook
-from tests.telegram_double import TelegramDouble
 
 CHATS = {"a": -1001, "b": -1002, "c": 3003}  # two groups and a private chat
 ROUTE = {

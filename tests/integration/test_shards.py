@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     build_config,
     config_dict,
@@ -16,7 +17,6 @@ from tests.conftest import (
     wait_until,
 )
 from tests.payloads import alert, webhook
-from tests.telegram_double import TelegramDouble
 
 SHARDS = 4
 

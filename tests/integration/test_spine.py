@@ -9,9 +9,9 @@ import time
 import pytest
 import yaml
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import states, wait_until
 from tests.payloads import alert, webhook
-from tests.telegram_double import TelegramDouble
 
 
 async def settled(database_url: str, total: int) -> dict[str, int]:

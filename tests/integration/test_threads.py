@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import states, wait_until
 from tests.payloads import alert, webhook
-from tests.telegram_double import TelegramDouble
 
 ENDED = "2026-11-20T11:00:00Z"
 

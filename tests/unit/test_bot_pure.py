@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from bridge.bot.commands import alert_line, paginate
 from bridge.bot.keyboards import Callback, alert_keyboard, decode, encode, page_keyboard
 from bridge.render import TELEGRAM_LIMIT, utf16_len, visible_text
-from tests.telegram_double import parse_telegram_html
+from bridge.sandbox.botapi import parse_telegram_html
 
 
 @given(st.sampled_from(["ack", "silence", "undo", "alerts"]), st.integers(0, 2**63 - 1))

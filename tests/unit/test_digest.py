@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.digest import DigestItem, render_digest
 from bridge.render import TELEGRAM_LIMIT, utf16_len
-from tests.telegram_double import parse_telegram_html
+from bridge.sandbox.botapi import parse_telegram_html
 
 
 def item(name: str, status: str = "firing", count: int = 1, **labels: str) -> DigestItem:

@@ -21,8 +21,8 @@ import yaml
 from bridge.config import GenericSourceConfig
 from bridge.models import Destination, Notification
 from bridge.render import TELEGRAM_LIMIT, build_environment, render, utf16_len
+from bridge.sandbox.botapi import parse_telegram_html
 from bridge.sources import alertmanager, generic, grafana
-from tests.telegram_double import parse_telegram_html
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = ROOT / "alertmanager-examples" / "payloads"

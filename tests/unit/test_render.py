@@ -32,7 +32,7 @@ from bridge.render import (
     utf16_len,
     visible_text,
 )
-from tests.telegram_double import parse_telegram_html
+from bridge.sandbox.botapi import parse_telegram_html
 
 NOW = datetime(2026, 11, 20, 11, 5, tzinfo=UTC)
 STARTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

@@ -18,7 +18,7 @@ from aiogram.exceptions import (
 )
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParameters
 
-from tests.telegram_double import EntityParseError, TelegramDouble, parse_telegram_html
+from bridge.sandbox.botapi import EntityParseError, TelegramDouble, parse_telegram_html
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""A sandbox Telegram: the Bot API served locally, for the demo and the tests."""
