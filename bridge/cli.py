@@ -7,7 +7,9 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from bridge import __version__, logs
 from bridge.config import Config, load_config
@@ -187,6 +189,15 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
         print()
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop: its sockets and callbacks cost about half of asyncio's, and
+    this process spends most of its time in them."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
@@ -199,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "render":
             _render(config, args.payload, args.source, args.visible)
         elif args.command == "migrate":
-            asyncio.run(_migrate(config))
+            _run(_migrate(config))
         else:
             from bridge.service import run_until_signalled
 
-            asyncio.run(
+            _run(
                 run_until_signalled(
                     config,
                     receiver=args.command in ("serve", "receiver"),

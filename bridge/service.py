@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -194,6 +195,10 @@ async def run(
         role = "receiver" if receiver else "worker /healthz /readyz /metrics"
         log.info("%s listening on %s", role, config.listen)
 
+        # Everything loaded at start-up (aiogram alone is ~100k objects) lives as
+        # long as the process: out of the collector's sight, a full collection
+        # takes milliseconds instead of stalling the loop for ~140 ms.
+        gc.freeze()
         await stop.wait()
         log.info("shutting down: finishing deliveries in hand")
         server.should_exit = True

@@ -24,6 +24,8 @@ from aiogram.exceptions import (
     TelegramNetworkError,
     TelegramRetryAfter,
 )
+from aiogram.methods import EditMessageReplyMarkup, EditMessageText, SendMessage
+from aiogram.methods.base import Response
 from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 from aiohttp import ClientConnectorError
 
@@ -73,6 +75,15 @@ class Migrated:
 
 
 Outcome = Sent | Retry | Failed | Ambiguous | Migrated
+
+# aiogram parses every answer through ``Response[<the method's result type>]``.
+# pydantic caches such generic classes only weakly, so each full garbage
+# collection dropped them and the next send rebuilt one (3.6 ms): 11 % of a
+# worker's CPU in the profile. Holding them here makes every lookup a cache hit.
+_RESPONSE_MODELS = tuple(
+    Response[method.__returning__]  # type: ignore[name-defined]
+    for method in (SendMessage, EditMessageText, EditMessageReplyMarkup)
+)
 
 
 def create_bot(settings: TelegramConfig) -> Bot:
