@@ -47,8 +47,12 @@ class Scheduler:
     def republish_after(self) -> timedelta:
         return self._settings.republish_after
 
-    async def tick(self) -> int:
-        """One pass; returns how many rows were published."""
+    async def tick(self, *, catch_up: bool = False) -> int:
+        """One pass; returns how many rows were published.
+
+        ``catch_up`` (the first pass over an in-memory queue) also publishes
+        rows that were published before: their wake-ups died with the process.
+        """
         resend = self._settings.on_ambiguous == "resend"
         for delivery_id in await self._store.expire_leases(resend=resend):
             self._metrics.ambiguous.labels(self._settings.on_ambiguous).inc()
@@ -62,7 +66,9 @@ class Scheduler:
         self._metrics.oldest_queued.set(oldest)
         published = 0
         while True:
-            due = await self._store.take_due(limit=BATCH, republish_after=self.republish_after)
+            due = await self._store.take_due(
+                limit=BATCH, republish_after=self.republish_after, catch_up=catch_up
+            )
             if not due:
                 return published
             try:
@@ -77,11 +83,15 @@ class Scheduler:
             if len(due) < BATCH:
                 return published
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, *, catch_up_first: bool = False) -> None:
         interval = self._settings.scheduler_interval.total_seconds()
+        catch_up = catch_up_first
         while not stop.is_set():
             try:
-                await self.tick()
+                published = await self.tick(catch_up=catch_up)
+                if catch_up and published:
+                    log.info("recovered %d unfinished deliveries from the store", published)
+                catch_up = False
             except StoreUnavailable as exc:
                 log.warning("scheduler: %s; trying again in %.0fs", exc, interval)
             with contextlib.suppress(TimeoutError):

@@ -30,10 +30,9 @@ from aio_pika.abc import (
 
 from bridge.config import AmqpConfig
 from bridge.errors import QueueUnavailable
+from bridge.queue.base import Handler
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[int, int], Awaitable[None]]  # (delivery id, chat id)
 
 
 def shard_of(chat_id: int, shards: int) -> int:

@@ -541,23 +541,30 @@ class PostgresStore:
 
     # -- scheduler ------------------------------------------------------------
 
-    async def take_due(self, *, limit: int, republish_after: timedelta) -> list[tuple[int, int]]:
+    async def take_due(
+        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
+    ) -> list[tuple[int, int]]:
         """Rows that are due and unclaimed; each is pushed forward so it is taken once per period.
 
-        SKIP LOCKED lets several schedulers (one per process) run side by side.
+        ``catch_up`` also takes rows whose attempt is due but whose republish
+        time is not: after a restart of a process whose queue was in memory,
+        their wake-ups are gone. SKIP LOCKED lets several schedulers (one per
+        process) run side by side.
         """
         async with self.connection() as conn:
             rows = await conn.fetch(
                 """UPDATE deliveries SET republish_at = now() + $2::interval
                    WHERE id IN (
                        SELECT id FROM deliveries
-                       WHERE state IN ('queued', 'retry') AND republish_at <= now()
+                       WHERE state IN ('queued', 'retry')
+                         AND (republish_at <= now() OR ($3 AND next_attempt_at <= now()))
                        ORDER BY republish_at
                        LIMIT $1
                        FOR UPDATE SKIP LOCKED)
                    RETURNING id, chat_id""",
                 limit,
                 republish_after,
+                catch_up,
             )
         return [(r["id"], r["chat_id"]) for r in rows]
 
