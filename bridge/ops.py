@@ -17,11 +17,11 @@ from starlette.routing import Route
 
 from bridge.errors import StoreUnavailable
 from bridge.metrics import Metrics
-from bridge.store import PostgresStore
+from bridge.store import Store
 
 
 def ops_routes(
-    store: PostgresStore,
+    store: Store,
     broker_connected: Callable[[], bool],
     metrics: Metrics,
     *,
@@ -63,7 +63,7 @@ def ops_routes(
 
 
 def create_ops_app(
-    store: PostgresStore, broker_connected: Callable[[], bool], metrics: Metrics
+    store: Store, broker_connected: Callable[[], bool], metrics: Metrics
 ) -> Starlette:
     """What a worker-only process serves."""
     return Starlette(routes=ops_routes(store, broker_connected, metrics, broker_required=True))

@@ -37,7 +37,7 @@ from bridge.render import build_environment, check_templates, minimal_message, r
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
 from bridge.sources import alertmanager, generic, grafana
-from bridge.store import NewDelivery, PostgresStore
+from bridge.store import NewDelivery, Store
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class ReceiverDeps:
     """Everything the receiver touches, passed in: no module-level state."""
 
     rules: Rules
-    store: PostgresStore
+    store: Store
     publisher: Publisher
     metrics: Metrics
     # Re-reads the config file and swaps `rules`; None when there is no file.

@@ -16,7 +16,7 @@ from typing import Protocol
 from bridge.config import DeliveryConfig
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
-from bridge.store import PostgresStore
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Publisher(Protocol):
 class Scheduler:
     def __init__(
         self,
-        store: PostgresStore,
+        store: Store,
         publisher: Publisher,
         settings: DeliveryConfig,
         metrics: Metrics,

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from bridge.errors import StoreUnavailable
 from bridge.ratelimit import RateLimiter
-from bridge.store import PostgresStore
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Rebalancer:
         self,
         worker_id: str,
         shards: int,
-        store: PostgresStore,
+        store: Store,
         queue: ShardQueue,
         limiter: RateLimiter | None,
     ) -> None:

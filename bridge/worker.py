@@ -21,7 +21,7 @@ from bridge.logs import delivery_fields
 from bridge.metrics import Metrics
 from bridge.models import Delivery
 from bridge.ratelimit import RateLimiter
-from bridge.store import PostgresStore
+from bridge.store import Store
 from bridge.telegram import Ambiguous, Failed, Migrated, Outcome, Retry, Sent
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def backoff(attempt: int, settings: DeliveryConfig) -> timedelta:
 class Worker:
     def __init__(
         self,
-        store: PostgresStore,
+        store: Store,
         sender: Sender,
         settings: DeliveryConfig,
         metrics: Metrics,

@@ -29,7 +29,7 @@ from bridge.config import AlertmanagerApiConfig, AllowList, BotConfig, parse_dur
 from bridge.errors import AlertmanagerError
 from bridge.metrics import Metrics
 from bridge.render import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
-from bridge.store.interactions import AlertMessage, InteractionStore
+from bridge.store.base import AlertMessage, Interactions
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class BotHandler:
     def __init__(
         self,
         bot: Bot,
-        store: InteractionStore,
+        store: Interactions,
         alertmanager: AlertmanagerClient | None,
         settings: BotConfig,
         alertmanager_settings: AlertmanagerApiConfig | None,

@@ -18,8 +18,7 @@ from bridge.bot.commands import COMMANDS, BotHandler
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import Config
 from bridge.metrics import Metrics
-from bridge.store import PostgresStore
-from bridge.store.interactions import InteractionStore
+from bridge.store import Store
 from bridge.telegram import create_bot
 
 log = logging.getLogger(__name__)
@@ -35,7 +34,7 @@ class BotParts:
 
 
 async def start_bot(
-    config: Config, store: PostgresStore, metrics: Metrics, stop: asyncio.Event
+    config: Config, store: Store, metrics: Metrics, stop: asyncio.Event
 ) -> BotParts:
     """Commands and buttons: the Telegram webhook route, or a poller task."""
     assert config.bot is not None
@@ -46,7 +45,7 @@ async def start_bot(
     alertmanager = (
         AlertmanagerClient(config.alertmanager, http) if config.alertmanager is not None else None
     )
-    interactions = InteractionStore(store)
+    interactions = store.interactions()
     handler = BotHandler(bot, interactions, alertmanager, settings, config.alertmanager, metrics)
     try:
         if settings.set_commands:

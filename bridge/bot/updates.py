@@ -21,19 +21,16 @@ from starlette.routing import Route
 
 from bridge.bot.commands import BotHandler
 from bridge.errors import StoreUnavailable
-from bridge.store.interactions import InteractionStore
-from bridge.store.postgres import PostgresStore
+from bridge.store.base import Interactions, Store
 
 log = logging.getLogger(__name__)
 
 #: The updates the bot acts on; Telegram sends nothing else.
 ALLOWED_UPDATES = ["message", "callback_query"]
-#: pg_advisory_lock key: one poller per bot across every process.
-_POLLER_LOCK = 0x41_42_50_4F  # "ABPO"
 POLL_SECONDS = 20
 
 
-async def process(update: Update, handler: BotHandler, store: InteractionStore) -> bool:
+async def process(update: Update, handler: BotHandler, store: Interactions) -> bool:
     """Act on ``update`` unless it was seen before; False for a repeat."""
     if not await store.first_sight(update.update_id):
         log.info("telegram update %d seen before; ignored", update.update_id)
@@ -47,7 +44,7 @@ async def process(update: Update, handler: BotHandler, store: InteractionStore) 
     return True
 
 
-def webhook_route(bot: Bot, handler: BotHandler, store: InteractionStore, secret: str) -> Route:
+def webhook_route(bot: Bot, handler: BotHandler, store: Interactions, secret: str) -> Route:
     """``POST /telegram/webhook``, checked against the secret given to setWebhook."""
     expected = secret.encode()
 
@@ -74,8 +71,8 @@ def webhook_route(bot: Bot, handler: BotHandler, store: InteractionStore, secret
 async def poll(
     bot: Bot,
     handler: BotHandler,
-    interactions: InteractionStore,
-    store: PostgresStore,
+    interactions: Interactions,
+    store: Store,
     stop: asyncio.Event,
 ) -> None:
     """Long-poll getUpdates until ``stop``, while holding the bot's poller lock.
@@ -85,26 +82,20 @@ async def poll(
     """
     while not stop.is_set():
         try:
-            async with store.connection() as lock_connection:
-                if not await lock_connection.fetchval(
-                    "SELECT pg_try_advisory_lock($1)", _POLLER_LOCK
-                ):
+            async with store.poller_lock() as held:
+                if not held:
                     await _sleep(stop, 15)
                     continue
-                try:
-                    log.info("polling Telegram for updates")
-                    await bot.delete_webhook(drop_pending_updates=False)
-                    await _poll_until(bot, handler, interactions, stop)
-                finally:
-                    with contextlib.suppress(Exception):
-                        await lock_connection.execute("SELECT pg_advisory_unlock($1)", _POLLER_LOCK)
+                log.info("polling Telegram for updates")
+                await bot.delete_webhook(drop_pending_updates=False)
+                await _poll_until(bot, handler, interactions, stop)
         except StoreUnavailable as exc:
             log.warning("bot poller: %s; trying again in 5s", exc)
             await _sleep(stop, 5)
 
 
 async def _poll_until(
-    bot: Bot, handler: BotHandler, interactions: InteractionStore, stop: asyncio.Event
+    bot: Bot, handler: BotHandler, interactions: Interactions, stop: asyncio.Event
 ) -> None:
     offset: int | None = None
     stopping = asyncio.create_task(stop.wait())

@@ -3,6 +3,7 @@
 The database is the source of truth; the broker only distributes work.
 """
 
-from bridge.store.postgres import Accepted, NewDelivery, PostgresStore
+from bridge.store.base import Accepted, NewDelivery, Store
+from bridge.store.postgres import PostgresStore
 
-__all__ = ["Accepted", "NewDelivery", "PostgresStore"]
+__all__ = ["Accepted", "NewDelivery", "PostgresStore", "Store"]

@@ -7,37 +7,12 @@ it: the delivery path never reads these tables except for acks at accept.
 from __future__ import annotations
 
 import json
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from bridge.store.base import AlertMessage, BotSilence
 from bridge.store.postgres import PostgresStore
-
-
-@dataclass(frozen=True, slots=True)
-class AlertMessage:
-    """A message the bridge sent, with what the bot needs to act on it."""
-
-    delivery_id: int
-    chat_id: int
-    message_id: int
-    notification_key: uuid.UUID
-    text: str
-    common_labels: dict[str, str]
-    resolved: bool
-
-
-@dataclass(frozen=True, slots=True)
-class BotSilence:
-    id: int
-    silence_id: str
-    alertmanager_url: str
-    delivery_id: int | None
-    chat_id: int
-    expired: bool
-
 
 _ALERT_MESSAGE = """
     SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,

@@ -7,20 +7,26 @@ one of them act on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from bridge.digest import DigestItem, render_digest
 from bridge.errors import StoreUnavailable
 from bridge.models import Delivery, DeliveryState, Notification, Status
+from bridge.store.base import Accepted, NewDelivery
+
+if TYPE_CHECKING:
+    from bridge.store.interactions import InteractionStore
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +42,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.AdminShutdownError,
 )
 
-# Any fixed number: the lock that serialises concurrent `migrate` runs.
+# Any fixed numbers: the lock that serialises concurrent `migrate` runs, and
+# the one that lets one process of many poll Telegram for the bot's updates.
 _MIGRATION_LOCK = 0x616C6572
+_POLLER_LOCK = 0x41_42_50_4F
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -59,29 +67,6 @@ _WAKE_NEXT = """, woken AS (
             WHERE e.state IN ('queued', 'retry') AND e.id > done.id
             ORDER BY e.id LIMIT 1)
     )"""
-
-
-@dataclass(frozen=True, slots=True)
-class NewDelivery:
-    chat_id: int
-    thread_id: int | None
-    silent: bool
-    template: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """What the receiver stored: ``occurrence`` is None for a copy inside the dedup window."""
-
-    occurrence: int | None
-    deliveries: list[tuple[int, int]]  # (delivery id, chat id) of the rows to deliver
-    # Rows created already finished: reminders of a notification acked in that chat.
-    suppressed: int = 0
-
-    @property
-    def duplicate(self) -> bool:
-        return self.occurrence is None
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -127,6 +112,23 @@ class PostgresStore:
                 yield connection
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+
+    @asynccontextmanager
+    async def poller_lock(self) -> AsyncIterator[bool]:
+        """Whether this process may poll Telegram: one getUpdates caller per bot."""
+        async with self.connection() as conn:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _POLLER_LOCK))
+            try:
+                yield held
+            finally:
+                if held:
+                    with contextlib.suppress(Exception):
+                        await conn.execute("SELECT pg_advisory_unlock($1)", _POLLER_LOCK)
+
+    def interactions(self) -> InteractionStore:
+        from bridge.store.interactions import InteractionStore
+
+        return InteractionStore(self)
 
     # -- schema ---------------------------------------------------------------
 
@@ -523,9 +525,9 @@ class PostgresStore:
             )
             result = await conn.execute(
                 """UPDATE deliveries
-                   SET chat_id = $2, state = 'retry', lease_until = NULL,
+                   SET chat_id = $2::bigint, state = 'retry', lease_until = NULL,
                        next_attempt_at = now(), republish_at = now(),
-                       last_error = 'chat migrated to ' || $2::text
+                       last_error = 'chat migrated to ' || $2::bigint::text
                    WHERE id = $1 AND state = 'sending'""",
                 delivery_id,
                 new_chat_id,

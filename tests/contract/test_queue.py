@@ -23,9 +23,7 @@ PREFETCH = 4
 
 
 @pytest.fixture(params=["rabbitmq", "in-process"])
-async def queue(
-    request: pytest.FixtureRequest, amqp_names: dict[str, str]
-) -> AsyncIterator[Queue]:
+async def queue(request: pytest.FixtureRequest, amqp_names: dict[str, str]) -> AsyncIterator[Queue]:
     q: Queue
     if request.param == "rabbitmq":
         q = await AmqpQueue.connect(AMQP_URL, AmqpConfig(**amqp_names, prefetch=PREFETCH))

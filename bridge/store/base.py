@@ -1,0 +1,168 @@
+"""What the rest of the bridge needs of a store: PostgreSQL and SQLite alike.
+
+The contract tests (tests/contract/test_store.py) run the same spec against
+both implementations.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bridge.models import Delivery, DeliveryState, Notification
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    chat_id: int
+    thread_id: int | None
+    silent: bool
+    template: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the receiver stored: ``occurrence`` is None for a copy inside the dedup window."""
+
+    occurrence: int | None
+    deliveries: list[tuple[int, int]]  # (delivery id, chat id) of the rows to deliver
+    # Rows created already finished: reminders of a notification acked in that chat.
+    suppressed: int = 0
+
+    @property
+    def duplicate(self) -> bool:
+        return self.occurrence is None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """A message the bridge sent, with what the bot needs to act on it."""
+
+    delivery_id: int
+    chat_id: int
+    message_id: int
+    notification_key: uuid.UUID
+    text: str
+    common_labels: dict[str, str]
+    resolved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BotSilence:
+    id: int
+    silence_id: str
+    alertmanager_url: str
+    delivery_id: int | None
+    chat_id: int
+    expired: bool
+
+
+class Interactions(Protocol):
+    """What the bot records: updates seen, acks, silences made from Telegram."""
+
+    async def first_sight(self, update_id: int) -> bool:
+        """True the first time ``update_id`` is seen: act on it. False: a repeat."""
+
+    async def forget_update(self, update_id: int) -> None:
+        """Handling failed before anything changed: let Telegram's retry be acted on."""
+
+    async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
+        """The delivered alert message ``message_id`` in ``chat_id``, if the bridge sent it."""
+
+    async def delivery(self, delivery_id: int) -> AlertMessage | None: ...
+
+    async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:
+        """Record an ack; False if this notification was already acked in this chat."""
+
+    async def record_silence(
+        self,
+        *,
+        silence_id: str,
+        alertmanager_url: str,
+        delivery_id: int | None,
+        chat_id: int,
+        created_by: str,
+        ends_at: datetime,
+    ) -> int: ...
+
+    async def silence(self, row_id: int) -> BotSilence | None: ...
+
+    async def mark_silence_expired(self, silence_id: str) -> None: ...
+
+
+class Store(Protocol):
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply what is missing; the names applied."""
+
+    async def pending_migrations(self) -> list[str]: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    def poller_lock(self) -> AbstractAsyncContextManager[bool]:
+        """Whether this process may poll Telegram for the bot (one poller per bot)."""
+
+    def interactions(self) -> Interactions:
+        """The bot's records, kept in the same store."""
+
+    # -- receive -----------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: uuid.UUID,
+        group: uuid.UUID,
+        notification: Notification,
+        deliveries: Sequence[NewDelivery],
+        *,
+        dedup_window: timedelta,
+        republish_after: timedelta,
+    ) -> Accepted: ...
+
+    # -- work --------------------------------------------------------------------
+
+    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None: ...
+
+    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None: ...
+
+    async def postpone(self, delivery_id: int, delay: timedelta) -> bool: ...
+
+    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool: ...
+
+    async def mark_delivered(
+        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
+    ) -> bool: ...
+
+    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool: ...
+
+    async def mark_failed(self, delivery_id: int, *, error: str) -> bool: ...
+
+    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool: ...
+
+    async def follow_migration(
+        self, delivery_id: int, old_chat_id: int, new_chat_id: int
+    ) -> bool: ...
+
+    # -- the scheduler and the shards ---------------------------------------------
+
+    async def take_due(
+        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
+    ) -> list[tuple[int, int]]: ...
+
+    async def expire_leases(self, *, resend: bool) -> list[int]: ...
+
+    async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]: ...
+
+    async def leave(self, worker_id: str) -> None: ...
+
+    # -- what operators see ---------------------------------------------------------
+
+    async def backlog(self) -> tuple[int, float]: ...
+
+    async def state_counts(self) -> dict[DeliveryState, int]: ...

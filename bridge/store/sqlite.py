@@ -1,0 +1,786 @@
+"""The standalone store: one SQLite file, one process, the same contract as PostgreSQL.
+
+Every method is one transaction on one connection, run in one thread of its
+own: SQLite allows one writer, and a single connection makes every write
+strictly ordered, so what PostgreSQL needs ``FOR UPDATE SKIP LOCKED`` for
+needs nothing here. A second process on the same file is refused at open
+(a lock file beside it), because two would both think they own every chat.
+
+WAL mode lets readers (the bot, /readyz) run beside the writer, and
+``synchronous=FULL`` makes a committed accept survive a power cut: the 200
+Alertmanager gets means the alert is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from bridge.digest import DigestItem, render_digest
+from bridge.errors import StoreUnavailable
+from bridge.models import Delivery, DeliveryState, Notification, Status
+from bridge.store.base import Accepted, AlertMessage, BotSilence, NewDelivery
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Transaction = Callable[[sqlite3.Connection, float], T]
+
+
+class StoreInUse(StoreUnavailable):
+    """Another process holds the SQLite file."""
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files("bridge.store") / "sqlite_migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append(
+                (int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8"))
+            )
+    return sorted(found)
+
+
+def _seconds(delta: timedelta) -> float:
+    return delta.total_seconds()
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _uuid(text: str | None) -> uuid.UUID | None:
+    return None if text is None else uuid.UUID(text)
+
+
+# After a delivery finished: the next one waiting in its group's line (same
+# chat and topic) may be published at once.
+_WAKE_NEXT = """
+    UPDATE deliveries SET republish_at = :now
+    WHERE id = (SELECT id FROM deliveries
+                WHERE group_ref = :group_ref AND chat_id = :chat_id
+                  AND COALESCE(thread_id, 0) = :thread_key
+                  AND state IN ('queued', 'retry') AND id > :id
+                ORDER BY id LIMIT 1)"""
+
+
+class SqliteStore:
+    def __init__(self, path: Path, connection: sqlite3.Connection, lock: IO[str]) -> None:
+        self.path = path
+        self._db = connection
+        self._lock = lock
+        # One thread: sqlite3 connections are not to be shared across threads,
+        # and one writer is what SQLite allows anyway.
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        path = Path(path)
+        lock = _take_lock(path)
+        try:
+            connection = await asyncio.to_thread(_connect, path)
+        except BaseException:
+            lock.close()
+            raise
+        return cls(path, connection, lock)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        self._thread.shutdown(wait=True)
+        self._lock.close()  # releases the flock
+
+    async def _run(self, transaction: Transaction[T]) -> T:
+        """Run ``transaction`` in the store's thread, inside BEGIN IMMEDIATE ... COMMIT."""
+
+        def call() -> T:
+            now = time.time()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = transaction(self._db, now)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                raise StoreUnavailable(
+                    f"SQLite store {self.path}: {exc}; check the disk and the file's permissions"
+                ) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    # -- schema ---------------------------------------------------------------
+
+    async def migrate(self) -> list[str]:
+        def apply(db: sqlite3.Connection, now: float) -> list[str]:
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"""
+            )
+            done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+            applied = []
+            for version, name, sql in _migrations():
+                if version in done:
+                    continue
+                # executescript would COMMIT first; one statement at a time
+                # keeps the migration inside this transaction.
+                for statement in _statements(sql):
+                    db.execute(statement)
+                db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, now))
+                log.info("applied migration %s", name)
+                applied.append(name)
+            return applied
+
+        return await self._run(apply)
+
+    async def pending_migrations(self) -> list[str]:
+        def pending(db: sqlite3.Connection, now: float) -> list[str]:
+            exists = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+            ).fetchone()
+            done = (
+                {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+                if exists
+                else set()
+            )
+            return [name for version, name, _ in _migrations() if version not in done]
+
+        return await self._run(pending)
+
+    async def ping(self) -> None:
+        await self._run(lambda db, now: db.execute("SELECT 1").fetchone())
+
+    @contextlib.asynccontextmanager
+    async def poller_lock(self) -> AsyncIterator[bool]:
+        """The bot's one poller: the process that holds the file is the only one."""
+        yield True
+
+    def interactions(self) -> SqliteInteractions:
+        return SqliteInteractions(self)
+
+    # -- receive --------------------------------------------------------------
+
+    async def accept(
+        self,
+        key: uuid.UUID,
+        group: uuid.UUID,
+        notification: Notification,
+        deliveries: Sequence[NewDelivery],
+        *,
+        dedup_window: timedelta,
+        republish_after: timedelta,
+    ) -> Accepted:
+        def accept(db: sqlite3.Connection, now: float) -> Accepted:
+            row = db.execute(
+                "SELECT occurrence, occurrence_at FROM notifications WHERE key = ?", (str(key),)
+            ).fetchone()
+            if row is None:
+                occurrence = 1
+                db.execute(
+                    """INSERT INTO notifications
+                           (key, occurrence, occurrence_at, source, receiver, group_key, status,
+                            common_labels, external_url, alert_count)
+                       VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        str(key),
+                        now,
+                        notification.source,
+                        notification.receiver,
+                        notification.group_key,
+                        notification.status.value,
+                        json.dumps(dict(notification.common_labels)),
+                        notification.external_url,
+                        len(notification.alerts) + notification.truncated_alerts,
+                    ),
+                )
+            elif row[1] <= now - _seconds(dedup_window):
+                occurrence = row[0] + 1
+                db.execute(
+                    "UPDATE notifications SET occurrence = ?, occurrence_at = ? WHERE key = ?",
+                    (occurrence, now, str(key)),
+                )
+            else:
+                return Accepted(occurrence=None, deliveries=[])
+            queued: list[tuple[int, int]] = []
+            suppressed = 0
+            for d in deliveries:
+                moved = db.execute(
+                    "SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = ?", (d.chat_id,)
+                ).fetchone()
+                chat_id = moved[0] if moved else d.chat_id
+                acked = db.execute(
+                    "SELECT user_name FROM acks WHERE notification_key = ? AND chat_id = ?",
+                    (str(key), chat_id),
+                ).fetchone()
+                inserted = db.execute(
+                    """INSERT INTO deliveries
+                           (notification_key, occurrence, chat_id, thread_id, silent, template,
+                            text, created_at, next_attempt_at, republish_at, group_ref,
+                            resolves_group, state, finished_at, last_error)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                       ON CONFLICT DO NOTHING
+                       RETURNING id""",
+                    (
+                        str(key),
+                        occurrence,
+                        chat_id,
+                        d.thread_id,
+                        d.silent,
+                        d.template,
+                        d.text,
+                        now,
+                        now,
+                        now + _seconds(republish_after),
+                        str(group),
+                        notification.status is Status.RESOLVED,
+                        "suppressed" if acked else "queued",
+                        now if acked else None,
+                        f"acked by {acked[0]}" if acked else None,
+                    ),
+                ).fetchone()
+                if inserted is None:
+                    continue
+                if acked:
+                    suppressed += 1
+                else:
+                    queued.append((inserted[0], chat_id))
+            return Accepted(occurrence=occurrence, deliveries=queued, suppressed=suppressed)
+
+        return await self._run(accept)
+
+    # -- worker ---------------------------------------------------------------
+
+    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None:
+        """queued|retry (due, and first in its group's line) → sending; else None."""
+
+        def claim(db: sqlite3.Connection, now: float) -> Delivery | None:
+            row = db.execute(
+                """UPDATE deliveries AS d
+                   SET state = 'sending', attempts = attempts + 1, last_attempt_at = :now,
+                       lease_until = :now + :lease
+                   WHERE d.id = :id AND d.state IN ('queued', 'retry')
+                     AND d.next_attempt_at <= :now
+                     AND NOT EXISTS (
+                         SELECT 1 FROM deliveries e
+                         WHERE e.group_ref = d.group_ref AND e.chat_id = d.chat_id
+                           AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
+                           AND e.id < d.id AND e.state IN ('queued', 'sending', 'retry'))
+                   RETURNING id, chat_id, thread_id, silent, text, attempts, plain_text,
+                             group_ref, resolves_group, created_at, notification_key""",
+                {"id": delivery_id, "now": now, "lease": _seconds(lease)},
+            ).fetchone()
+            if row is None:
+                return None
+            (id_, chat_id, thread_id, silent, text, attempts, plain, group_ref, resolves) = row[:9]
+            created_at, notification_key = row[9], row[10]
+            group_key = db.execute(
+                "SELECT group_key FROM notifications WHERE key = ?", (notification_key,)
+            ).fetchone()[0]
+            anchor = db.execute(
+                """SELECT message_id FROM group_threads
+                   WHERE group_ref = ? AND chat_id = ? AND thread_key = COALESCE(?, 0)
+                     AND closed_at IS NULL""",
+                (group_ref, chat_id, thread_id),
+            ).fetchone()
+            return Delivery(
+                id=id_,
+                chat_id=chat_id,
+                thread_id=thread_id,
+                silent=bool(silent),
+                text=text,
+                attempts=attempts,
+                plain_text=bool(plain),
+                group_ref=_uuid(group_ref),
+                resolves_group=bool(resolves),
+                anchor_message_id=anchor[0] if anchor else None,
+                group_key=group_key,
+                accepted_at=_when(created_at),
+            )
+
+        return await self._run(claim)
+
+    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None:
+        """A storm: fold what waits for the carrier's chat and topic into one digest."""
+
+        def coalesce(db: sqlite3.Connection, now: float) -> tuple[str, int] | None:
+            waiting = [
+                r[0]
+                for r in db.execute(
+                    """SELECT id FROM deliveries
+                       WHERE chat_id = ? AND COALESCE(thread_id, 0) = COALESCE(?, 0)
+                         AND state IN ('queued', 'retry') AND id <> ?
+                       ORDER BY id""",
+                    (carrier.chat_id, carrier.thread_id, carrier.id),
+                )
+            ]
+            if len(waiting) < threshold:
+                return None
+            marks = ",".join("?" * len(waiting))
+            db.execute(
+                f"""UPDATE deliveries
+                    SET state = 'suppressed', finished_at = ?, digest_id = ?,
+                        last_error = 'in storm digest ' || ?
+                    WHERE id IN ({marks})""",
+                (now, carrier.id, carrier.id, *waiting),
+            )
+            rows = db.execute(
+                f"""SELECT n.status, n.alert_count, n.common_labels
+                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                    WHERE d.id IN ({marks}, ?) ORDER BY d.id = ?, d.id""",
+                (*waiting, carrier.id, carrier.id),
+            ).fetchall()
+            text = render_digest([DigestItem(r[0], r[1], json.loads(r[2])) for r in rows])
+            # The digest is nobody's thread: it neither replies nor opens one.
+            db.execute(
+                """UPDATE deliveries SET text = ?, group_ref = NULL, resolves_group = 0,
+                                         plain_text = 0
+                   WHERE id = ?""",
+                (text, carrier.id),
+            )
+            return text, len(waiting)
+
+        folded = await self._run(coalesce)
+        if folded is None:
+            return None
+        text, count = folded
+        return replace(
+            carrier,
+            text=text,
+            group_ref=None,
+            resolves_group=False,
+            anchor_message_id=None,
+            plain_text=False,
+            coalesced=count,
+        )
+
+    async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
+        def postpone(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                """UPDATE deliveries
+                   SET next_attempt_at = MAX(next_attempt_at, :at),
+                       republish_at = MAX(next_attempt_at, :at)
+                   WHERE id = :id AND state IN ('queued', 'retry')""",
+                {"id": delivery_id, "at": now + _seconds(delay)},
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(postpone)
+
+    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:
+        def defer(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                """UPDATE deliveries SET republish_at = MAX(next_attempt_at, :at)
+                   WHERE id = :id AND state IN ('queued', 'retry')""",
+                {"id": delivery_id, "at": now + _seconds(republish_after)},
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(defer)
+
+    async def _finish(self, delivery_id: int, sql_set: str, params: dict[str, Any]) -> bool:
+        """Only the lease holder records an outcome; a terminal one wakes the next in line."""
+        terminal = params.pop("terminal", True)
+
+        def finish(db: sqlite3.Connection, now: float) -> bool:
+            done = db.execute(
+                f"""UPDATE deliveries SET {sql_set}, lease_until = NULL
+                    WHERE id = :id AND state = 'sending'
+                    RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0)""",
+                {**params, "id": delivery_id, "now": now},
+            ).fetchone()
+            if done is None:
+                return False
+            if terminal:
+                _wake_next(db, now, done)
+            return True
+
+        return await self._run(finish)
+
+    async def mark_delivered(
+        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
+    ) -> bool:
+        """Record the send; open the group's thread (a stand-alone message) or close it."""
+
+        def delivered(db: sqlite3.Connection, now: float) -> bool:
+            done = db.execute(
+                """UPDATE deliveries
+                   SET state = 'delivered', telegram_message_id = :message_id,
+                       plain_text = :plain, reply_to_message_id = :reply_to, finished_at = :now,
+                       lease_until = NULL, last_error = NULL
+                   WHERE id = :id AND state IN ('sending', 'ambiguous')
+                   RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0), resolves_group""",
+                {
+                    "id": delivery_id,
+                    "message_id": message_id,
+                    "plain": plain_text,
+                    "reply_to": reply_to,
+                    "now": now,
+                },
+            ).fetchone()
+            if done is None:
+                return False
+            _, group_ref, chat_id, thread_key, resolves = done
+            if group_ref is not None and reply_to is None:
+                db.execute(
+                    """INSERT INTO group_threads
+                           (group_ref, chat_id, thread_key, message_id, opened_at, closed_at)
+                       VALUES (?, ?, ?, ?, ?, ?)
+                       ON CONFLICT (group_ref, chat_id, thread_key) DO UPDATE
+                           SET message_id = excluded.message_id, opened_at = excluded.opened_at,
+                               closed_at = excluded.closed_at""",
+                    (group_ref, chat_id, thread_key, message_id, now, now if resolves else None),
+                )
+            elif reply_to is not None and resolves:
+                db.execute(
+                    """UPDATE group_threads SET closed_at = ?
+                       WHERE group_ref = ? AND chat_id = ? AND thread_key = ?""",
+                    (now, group_ref, chat_id, thread_key),
+                )
+            _wake_next(db, now, done[:4])
+            return True
+
+        return await self._run(delivered)
+
+    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool:
+        return await self._finish(
+            delivery_id,
+            "state = 'retry', last_error = :error, next_attempt_at = :now + :delay, "
+            "republish_at = :now + :delay",
+            {"error": error, "delay": _seconds(delay), "terminal": False},
+        )
+
+    async def mark_failed(self, delivery_id: int, *, error: str) -> bool:
+        return await self._finish(
+            delivery_id,
+            "state = 'failed', last_error = :error, finished_at = :now",
+            {"error": error},
+        )
+
+    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool:
+        if resend:
+            return await self._finish(
+                delivery_id,
+                "state = 'retry', was_ambiguous = 1, last_error = :error, "
+                "next_attempt_at = :now, republish_at = :now",
+                {"error": error, "terminal": False},
+            )
+        return await self._finish(
+            delivery_id,
+            "state = 'ambiguous', was_ambiguous = 1, last_error = :error, finished_at = :now",
+            {"error": error},
+        )
+
+    async def follow_migration(self, delivery_id: int, old_chat_id: int, new_chat_id: int) -> bool:
+        def follow(db: sqlite3.Connection, now: float) -> bool:
+            db.execute(
+                """INSERT INTO chat_migrations (old_chat_id, new_chat_id, migrated_at)
+                   VALUES (?, ?, ?)
+                   ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id""",
+                (old_chat_id, new_chat_id, now),
+            )
+            cursor = db.execute(
+                """UPDATE deliveries
+                   SET chat_id = :new, state = 'retry', lease_until = NULL,
+                       next_attempt_at = :now, republish_at = :now,
+                       last_error = 'chat migrated to ' || :new
+                   WHERE id = :id AND state = 'sending'""",
+                {"id": delivery_id, "new": new_chat_id, "now": now},
+            )
+            moved = cursor.rowcount == 1
+            db.execute(
+                """UPDATE deliveries SET chat_id = ?
+                   WHERE chat_id = ? AND state IN ('queued', 'retry')""",
+                (new_chat_id, old_chat_id),
+            )
+            return moved
+
+        return await self._run(follow)
+
+    # -- the scheduler and the shards -------------------------------------------
+
+    async def take_due(
+        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
+    ) -> list[tuple[int, int]]:
+        def take(db: sqlite3.Connection, now: float) -> list[tuple[int, int]]:
+            rows = db.execute(
+                """SELECT id, chat_id FROM deliveries
+                   WHERE state IN ('queued', 'retry')
+                     AND (republish_at <= :now OR (:catch_up AND next_attempt_at <= :now))
+                   ORDER BY republish_at LIMIT :limit""",
+                {"now": now, "catch_up": catch_up, "limit": limit},
+            ).fetchall()
+            db.executemany(
+                "UPDATE deliveries SET republish_at = ? WHERE id = ?",
+                [(now + _seconds(republish_after), r[0]) for r in rows],
+            )
+            return [(r[0], r[1]) for r in rows]
+
+        return await self._run(take)
+
+    async def expire_leases(self, *, resend: bool) -> list[int]:
+        target = (
+            "state = 'retry', next_attempt_at = :now, republish_at = :now"
+            if resend
+            else "state = 'ambiguous', finished_at = :now"
+        )
+
+        def expire(db: sqlite3.Connection, now: float) -> list[int]:
+            expired = db.execute(
+                f"""UPDATE deliveries
+                    SET {target}, was_ambiguous = 1, lease_until = NULL,
+                        last_error = 'lease expired while sending: '
+                                     || 'Telegram may or may not have it'
+                    WHERE state = 'sending' AND lease_until < :now
+                    RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0)""",
+                {"now": now},
+            ).fetchall()
+            for id_, group_ref, chat_id, thread_key in expired:
+                # The deliveries waiting behind an expired one in its group may go now.
+                db.execute(
+                    """UPDATE deliveries SET republish_at = ?
+                       WHERE group_ref = ? AND chat_id = ? AND COALESCE(thread_id, 0) = ?
+                         AND state IN ('queued', 'retry') AND id <> ?""",
+                    (now, group_ref, chat_id, thread_key, id_),
+                )
+            return [r[0] for r in expired]
+
+        return await self._run(expire)
+
+    async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]:
+        def beat(db: sqlite3.Connection, now: float) -> list[str]:
+            db.execute(
+                """INSERT INTO workers (worker_id, seen_at) VALUES (?, ?)
+                   ON CONFLICT (worker_id) DO UPDATE SET seen_at = excluded.seen_at""",
+                (worker_id, now),
+            )
+            db.execute("DELETE FROM workers WHERE seen_at < ?", (now - _seconds(ttl) * 10,))
+            rows = db.execute(
+                "SELECT worker_id FROM workers WHERE seen_at >= ?", (now - _seconds(ttl),)
+            )
+            return sorted({r[0] for r in rows} | {worker_id})
+
+        return await self._run(beat)
+
+    async def leave(self, worker_id: str) -> None:
+        await self._run(
+            lambda db, now: db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+        )
+
+    # -- what operators see -------------------------------------------------------
+
+    async def backlog(self) -> tuple[int, float]:
+        def backlog(db: sqlite3.Connection, now: float) -> tuple[int, float]:
+            n, oldest = db.execute(
+                """SELECT count(*), min(created_at) FROM deliveries
+                   WHERE state IN ('queued', 'sending', 'retry')"""
+            ).fetchone()
+            return int(n), (now - oldest) if oldest is not None else 0.0
+
+        return await self._run(backlog)
+
+    async def state_counts(self) -> dict[DeliveryState, int]:
+        def counts(db: sqlite3.Connection, now: float) -> dict[DeliveryState, int]:
+            rows = db.execute("SELECT state, count(*) FROM deliveries GROUP BY state")
+            return {DeliveryState(state): n for state, n in rows}
+
+        return await self._run(counts)
+
+
+class SqliteInteractions:
+    """The bot's records (updates seen, acks, silences) in the standalone file."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._run = store._run
+
+    async def first_sight(self, update_id: int) -> bool:
+        def first(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                "INSERT INTO telegram_updates VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (update_id, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(first)
+
+    async def forget_update(self, update_id: int) -> None:
+        await self._run(
+            lambda db, now: db.execute(
+                "DELETE FROM telegram_updates WHERE update_id = ?", (update_id,)
+            )
+        )
+
+    async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
+        return await self._alert_message(
+            "d.chat_id = ? AND d.telegram_message_id = ? AND d.state = 'delivered'",
+            (chat_id, message_id),
+        )
+
+    async def delivery(self, delivery_id: int) -> AlertMessage | None:
+        return await self._alert_message(
+            "d.id = ? AND d.telegram_message_id IS NOT NULL", (delivery_id,)
+        )
+
+    async def _alert_message(self, where: str, params: tuple[int, ...]) -> AlertMessage | None:
+        def find(db: sqlite3.Connection, now: float) -> AlertMessage | None:
+            row = db.execute(
+                f"""SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
+                           n.common_labels, n.status
+                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                    WHERE {where}""",
+                params,
+            ).fetchone()
+            if row is None:
+                return None
+            return AlertMessage(
+                delivery_id=row[0],
+                chat_id=row[1],
+                message_id=row[2],
+                notification_key=uuid.UUID(row[3]),
+                text=row[4],
+                common_labels=json.loads(row[5]),
+                resolved=row[6] == "resolved",
+            )
+
+        return await self._run(find)
+
+    async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:
+        def ack(db: sqlite3.Connection, now: float) -> bool:
+            cursor = db.execute(
+                "INSERT INTO acks VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (str(message.notification_key), message.chat_id, user_id, user_name, now),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(ack)
+
+    async def record_silence(
+        self,
+        *,
+        silence_id: str,
+        alertmanager_url: str,
+        delivery_id: int | None,
+        chat_id: int,
+        created_by: str,
+        ends_at: datetime,
+    ) -> int:
+        def record(db: sqlite3.Connection, now: float) -> int:
+            row = db.execute(
+                """INSERT INTO bot_silences (silence_id, alertmanager_url, delivery_id, chat_id,
+                                             created_by, ends_at, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+                (
+                    silence_id,
+                    alertmanager_url,
+                    delivery_id,
+                    chat_id,
+                    created_by,
+                    ends_at.timestamp(),
+                    now,
+                ),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._run(record)
+
+    async def silence(self, row_id: int) -> BotSilence | None:
+        def find(db: sqlite3.Connection, now: float) -> BotSilence | None:
+            row = db.execute(
+                """SELECT id, silence_id, alertmanager_url, delivery_id, chat_id, expired_at
+                   FROM bot_silences WHERE id = ?""",
+                (row_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            return BotSilence(
+                id=row[0],
+                silence_id=row[1],
+                alertmanager_url=row[2],
+                delivery_id=row[3],
+                chat_id=row[4],
+                expired=row[5] is not None,
+            )
+
+        return await self._run(find)
+
+    async def mark_silence_expired(self, silence_id: str) -> None:
+        await self._run(
+            lambda db, now: db.execute(
+                """UPDATE bot_silences SET expired_at = ?
+                   WHERE silence_id = ? AND expired_at IS NULL""",
+                (now, silence_id),
+            )
+        )
+
+
+def _wake_next(db: sqlite3.Connection, now: float, done: Sequence[Any]) -> None:
+    id_, group_ref, chat_id, thread_key = done
+    if group_ref is not None:
+        db.execute(
+            _WAKE_NEXT,
+            {"now": now, "group_ref": group_ref, "chat_id": chat_id, "thread_key": thread_key,
+             "id": id_},
+        )  # fmt: skip
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script's statements (none of ours has a ';' inside a string)."""
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _take_lock(path: Path) -> IO[str]:
+    """Refuse a second process on the same file: both would think they own every chat."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock = open(lock_path, "a+")  # noqa: SIM115 - held open for the store's life
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create {lock_path} ({exc.strerror}); sqlite_path must be in a "
+            "directory this process can write"
+        ) from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "unknown"
+        lock.close()
+        raise StoreInUse(
+            f"{path} is in use by another alertbridge process (pid {holder}); stop it, "
+            "or give this one its own sqlite_path (standalone mode is one process per file)"
+        ) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode = WAL")
+        # A 200 to Alertmanager means the row is on disk, power cut or not.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("PRAGMA busy_timeout = 5000")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(
+            f"cannot open the SQLite store {path} ({exc}); check the path and its permissions"
+        ) from exc
+    return db

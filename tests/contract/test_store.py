@@ -1,0 +1,368 @@
+"""The store contract: PostgreSQL and the standalone SQLite file behave alike.
+
+Each test runs against both. They read as the delivery state machine's spec:
+accept once per occurrence, claim once, finish only under the lease, wait in
+the group's line, fold a storm into a digest, and keep the bot's records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bridge.errors import StoreUnavailable
+from bridge.models import Alert, DeliveryState, Notification, Status
+from bridge.store import NewDelivery, PostgresStore, Store
+from bridge.store.sqlite import SqliteStore
+from tests.conftest import PG_ADMIN_URL
+
+LEASE = timedelta(seconds=30)
+WINDOW = timedelta(minutes=5)
+LATER = timedelta(seconds=30)
+S = DeliveryState
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "sqlite":
+        s = await SqliteStore.open(tmp_path / "alertbridge.db")
+        await s.migrate()
+        yield s
+        await s.close()
+        return
+    name = f"ab_contract_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        s = await PostgresStore.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
+        await s.migrate()
+        yield s
+        await s.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def notification(name: str = "DiskFull", status: Status = Status.FIRING) -> Notification:
+    alert = Alert(
+        fingerprint=name,
+        status=status,
+        labels={"alertname": name},
+        annotations={},
+        starts_at=datetime(2026, 11, 20, tzinfo=UTC),
+        ends_at=None,
+    )
+    return Notification(
+        source="alertmanager",
+        receiver="telegram",
+        group_key=f'{{}}:{{alertname="{name}"}}',
+        status=status,
+        alerts=(alert,),
+        common_labels={"alertname": name},
+    )
+
+
+def to(*chats: int, thread: int | None = None) -> list[NewDelivery]:
+    return [NewDelivery(c, thread, False, "default", f"text for {c}") for c in chats]
+
+
+async def accept(
+    store: Store,
+    chats: list[NewDelivery],
+    *,
+    key: uuid.UUID | None = None,
+    group: uuid.UUID | None = None,
+    n: Notification | None = None,
+    window: timedelta = WINDOW,
+) -> list[int]:
+    accepted = await store.accept(
+        key or uuid.uuid4(),
+        group or uuid.uuid4(),
+        n or notification(),
+        chats,
+        dedup_window=window,
+        republish_after=LATER,
+    )
+    return [d for d, _ in accepted.deliveries]
+
+
+async def states(store: Store) -> dict[DeliveryState, int]:
+    return await store.state_counts()
+
+
+# -- accept ---------------------------------------------------------------------
+
+
+async def test_the_same_key_twice_in_the_window_is_one_occurrence(store: Store) -> None:
+    key = uuid.uuid4()
+    first = await store.accept(
+        key, uuid.uuid4(), notification(), to(1, 2), dedup_window=WINDOW, republish_after=LATER
+    )
+    again = await store.accept(
+        key, uuid.uuid4(), notification(), to(1, 2), dedup_window=WINDOW, republish_after=LATER
+    )
+    assert first.occurrence == 1 and len(first.deliveries) == 2
+    assert again.duplicate and again.deliveries == []
+    assert await states(store) == {S.QUEUED: 2}
+
+
+async def test_the_same_key_after_the_window_is_the_next_occurrence(store: Store) -> None:
+    key = uuid.uuid4()
+    await accept(store, to(1), key=key, window=timedelta(0))
+    await asyncio.sleep(0.01)
+    again = await store.accept(
+        key, uuid.uuid4(), notification(), to(1), dedup_window=timedelta(0), republish_after=LATER
+    )
+    assert again.occurrence == 2 and len(again.deliveries) == 1
+
+
+async def test_accepted_rows_are_published_by_the_receiver_not_the_scheduler(
+    store: Store,
+) -> None:
+    await accept(store, to(1))
+    assert await store.take_due(limit=10, republish_after=LATER) == []
+    # ... unless the wake-ups died with a process: catch-up takes them.
+    assert len(await store.take_due(limit=10, republish_after=LATER, catch_up=True)) == 1
+
+
+# -- claim and finish -------------------------------------------------------------
+
+
+async def test_a_delivery_is_claimed_once(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    claimed = await store.claim(d, lease=LEASE)
+    assert claimed is not None and claimed.chat_id == 42 and claimed.attempts == 1
+    assert claimed.text == "text for 42" and claimed.accepted_at is not None
+    assert await store.claim(d, lease=LEASE) is None
+    assert await states(store) == {S.SENDING: 1}
+
+
+async def test_delivered_records_the_message_and_is_final(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    await store.claim(d, lease=LEASE)
+    assert await store.mark_delivered(d, 777, plain_text=False, reply_to=None)
+    assert not await store.mark_failed(d, error="too late")  # not under a lease any more
+    assert await states(store) == {S.DELIVERED: 1}
+
+
+async def test_only_the_lease_holder_records_an_outcome(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    assert not await store.mark_failed(d, error="never claimed")
+    assert not await store.mark_retry(d, delay=timedelta(0), error="never claimed")
+
+
+async def test_a_retry_waits_for_its_time(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    await store.claim(d, lease=LEASE)
+    assert await store.mark_retry(d, delay=timedelta(seconds=0.3), error="500")
+    assert await store.claim(d, lease=LEASE) is None  # not due yet
+    assert await store.take_due(limit=10, republish_after=LATER) == []
+    await asyncio.sleep(0.35)
+    assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
+    again = await store.claim(d, lease=LEASE)
+    assert again is not None and again.attempts == 2
+
+
+async def test_failed_is_terminal(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    await store.claim(d, lease=LEASE)
+    assert await store.mark_failed(d, error="403 blocked")
+    assert await store.claim(d, lease=LEASE) is None
+    assert await states(store) == {S.FAILED: 1}
+
+
+async def test_an_expired_lease_is_ambiguous_and_a_late_answer_settles_it(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    await store.claim(d, lease=timedelta(seconds=0.05))
+    await asyncio.sleep(0.1)
+    assert await store.expire_leases(resend=False) == [d]
+    assert await states(store) == {S.AMBIGUOUS: 1}
+    assert await store.mark_delivered(d, 5, plain_text=False, reply_to=None)
+    assert await states(store) == {S.DELIVERED: 1}
+
+
+async def test_under_resend_an_expired_lease_goes_back_to_retry(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    await store.claim(d, lease=timedelta(seconds=0.05))
+    await asyncio.sleep(0.1)
+    assert await store.expire_leases(resend=True) == [d]
+    assert await states(store) == {S.RETRY: 1}
+    assert (await store.claim(d, lease=LEASE)) is not None
+
+
+async def test_ambiguous_from_the_sender_under_each_policy(store: Store) -> None:
+    kept, resent = await accept(store, to(1, 2))
+    for d in (kept, resent):
+        await store.claim(d, lease=LEASE)
+    assert await store.mark_ambiguous(kept, error="timeout", resend=False)
+    assert await store.mark_ambiguous(resent, error="timeout", resend=True)
+    assert await states(store) == {S.AMBIGUOUS: 1, S.RETRY: 1}
+
+
+async def test_a_postponed_row_is_not_claimable_until_its_slot(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    assert await store.postpone(d, timedelta(seconds=0.3))
+    assert await store.claim(d, lease=LEASE) is None
+    await asyncio.sleep(0.35)
+    assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
+    assert await store.claim(d, lease=LEASE) is not None
+
+
+# -- the group's line and its thread ------------------------------------------------
+
+
+async def test_resolved_waits_behind_its_firing_and_replies_to_it(store: Store) -> None:
+    group = uuid.uuid4()
+    (firing,) = await accept(store, to(42), group=group)
+    (resolved,) = await accept(store, to(42), group=group, n=notification(status=Status.RESOLVED))
+    assert await store.claim(resolved, lease=LEASE) is None  # behind the firing
+    assert await store.defer(resolved, republish_after=LATER)
+    await store.claim(firing, lease=LEASE)
+    await store.mark_delivered(firing, 100, plain_text=False, reply_to=None)
+    # The firing finished: the resolved one is woken at once, with the anchor.
+    assert await store.take_due(limit=10, republish_after=LATER) == [(resolved, 42)]
+    claimed = await store.claim(resolved, lease=LEASE)
+    assert claimed is not None and claimed.anchor_message_id == 100 and claimed.resolves_group
+    await store.mark_delivered(resolved, 101, plain_text=False, reply_to=100)
+    # The thread is closed: the group's next firing starts a new one.
+    (next_firing,) = await accept(store, to(42), group=group, n=notification("Again"))
+    claimed = await store.claim(next_firing, lease=LEASE)
+    assert claimed is not None and claimed.anchor_message_id is None
+
+
+async def test_a_chat_migration_moves_the_delivery_and_what_comes_after(store: Store) -> None:
+    first, waiting = await accept(store, to(-1) + to(-1, thread=9))
+    await store.claim(first, lease=LEASE)
+    assert await store.follow_migration(first, -1, -100)
+    for d in (first, waiting):
+        claimed = await store.claim(d, lease=LEASE)
+        assert claimed is not None and claimed.chat_id == -100
+    (later,) = await accept(store, to(-1))  # accepted after: sent to the new id too
+    claimed = await store.claim(later, lease=LEASE)
+    assert claimed is not None and claimed.chat_id == -100
+
+
+# -- storms ---------------------------------------------------------------------------
+
+
+async def test_a_storm_folds_into_one_digest_and_every_row_is_accounted_for(
+    store: Store,
+) -> None:
+    ids = [(await accept(store, to(42), n=notification(f"Storm{i % 3}")))[0] for i in range(12)]
+    carrier = await store.claim(ids[0], lease=LEASE)
+    assert carrier is not None
+    assert await store.coalesce(carrier, threshold=20) is None  # 11 waiting: no storm
+    digest = await store.coalesce(carrier, threshold=10)
+    assert digest is not None and digest.coalesced == 11 and digest.group_ref is None
+    assert "12" in digest.text and "Storm0" in digest.text
+    assert await states(store) == {S.SENDING: 1, S.SUPPRESSED: 11}
+
+
+async def test_a_storm_in_one_chat_leaves_the_others_alone(store: Store) -> None:
+    ids = [(await accept(store, to(42)))[0] for _ in range(5)]
+    (other,) = await accept(store, to(43))
+    carrier = await store.claim(ids[0], lease=LEASE)
+    assert carrier is not None
+    assert (await store.coalesce(carrier, threshold=3)) is not None
+    assert await store.claim(other, lease=LEASE) is not None
+
+
+# -- operators and workers ---------------------------------------------------------------
+
+
+async def test_backlog_counts_what_is_unfinished(store: Store) -> None:
+    a, _ = await accept(store, to(1, 2))
+    await store.claim(a, lease=LEASE)
+    await store.mark_delivered(a, 1, plain_text=False, reply_to=None)
+    depth, age = await store.backlog()
+    assert depth == 1 and age >= 0
+
+
+async def test_heartbeats_list_the_live_workers(store: Store) -> None:
+    assert await store.heartbeat("w1", ttl=timedelta(seconds=10)) == ["w1"]
+    assert await store.heartbeat("w2", ttl=timedelta(seconds=10)) == ["w1", "w2"]
+    await store.leave("w1")
+    assert await store.heartbeat("w2", ttl=timedelta(seconds=10)) == ["w2"]
+
+
+async def test_the_poller_lock_is_held(store: Store) -> None:
+    async with store.poller_lock() as held:
+        assert held
+
+
+async def test_migrate_twice_applies_nothing_the_second_time(store: Store) -> None:
+    assert await store.migrate() == []
+    assert await store.pending_migrations() == []
+
+
+# -- the bot's records ---------------------------------------------------------------------
+
+
+async def test_an_update_is_acted_on_once(store: Store) -> None:
+    bot = store.interactions()
+    assert await bot.first_sight(7)
+    assert not await bot.first_sight(7)
+    await bot.forget_update(7)
+    assert await bot.first_sight(7)
+
+
+async def test_an_acked_notification_s_reminders_are_suppressed(store: Store) -> None:
+    bot = store.interactions()
+    key = uuid.uuid4()
+    (d,) = await accept(store, to(42), key=key, window=timedelta(0))
+    await store.claim(d, lease=LEASE)
+    await store.mark_delivered(d, 900, plain_text=False, reply_to=None)
+    message = await bot.message(42, 900)
+    assert message is not None and message.delivery_id == d and message.notification_key == key
+    assert message.common_labels == {"alertname": "DiskFull"} and not message.resolved
+    assert await bot.ack(message, 1001, "oncall")
+    assert not await bot.ack(message, 1002, "someone else")
+    await asyncio.sleep(0.01)
+    reminder = await store.accept(
+        key, uuid.uuid4(), notification(), to(42, 43), dedup_window=timedelta(0),
+        republish_after=LATER,
+    )  # fmt: skip
+    assert reminder.suppressed == 1 and [c for _, c in reminder.deliveries] == [43]
+
+
+async def test_silences_made_from_telegram_are_kept_and_expire(store: Store) -> None:
+    bot = store.interactions()
+    (d,) = await accept(store, to(42))
+    row = await bot.record_silence(
+        silence_id="s-1",
+        alertmanager_url="http://am:9093",
+        delivery_id=d,
+        chat_id=42,
+        created_by="oncall",
+        ends_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    silence = await bot.silence(row)
+    assert silence is not None and silence.silence_id == "s-1" and not silence.expired
+    await bot.mark_silence_expired("s-1")
+    expired = await bot.silence(row)
+    assert expired is not None and expired.expired
+    assert await bot.silence(row + 1000) is None
+
+
+# -- SQLite only: one process per file ---------------------------------------------------
+
+
+async def test_a_second_process_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    first = await SqliteStore.open(tmp_path / "alertbridge.db")
+    with pytest.raises(StoreUnavailable, match="in use by another alertbridge process"):
+        await SqliteStore.open(tmp_path / "alertbridge.db")
+    await first.close()
+    again = await SqliteStore.open(tmp_path / "alertbridge.db")
+    await again.close()
+
+
+async def test_an_unwritable_place_says_what_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable, match="sqlite_path"):
+        await SqliteStore.open(tmp_path / "missing-dir" / "alertbridge.db")
