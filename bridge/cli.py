@@ -115,11 +115,9 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 async def _migrate(config: Config) -> None:
-    from bridge.store import PostgresStore
+    from bridge.service import open_store
 
-    if not config.database_url:
-        raise BridgeError("migrate needs database_url (or ALERTBRIDGE_DATABASE_URL)")
-    store = await PostgresStore.connect(config.database_url)
+    store = await open_store(config)
     try:
         applied = await store.migrate()
     finally:

@@ -36,6 +36,7 @@ TELEGRAM_API_URL = "https://api.telegram.org"
 ENV_OVERRIDES: Mapping[str, str] = {
     "database_url": "ALERTBRIDGE_DATABASE_URL",
     "amqp_url": "ALERTBRIDGE_AMQP_URL",
+    "sqlite_path": "ALERTBRIDGE_SQLITE_PATH",
     "telegram.token": "ALERTBRIDGE_TELEGRAM_TOKEN",
     "telegram.api_url": "ALERTBRIDGE_TELEGRAM_API_URL",
     "listen": "ALERTBRIDGE_LISTEN",
@@ -255,8 +256,11 @@ class RouteConfig(_Strict):
 
 class Config(_Strict):
     telegram: TelegramConfig
+    # Both set: PostgreSQL and RabbitMQ, any number of processes. Neither:
+    # standalone, one process with its state in the SQLite file below.
     database_url: str | None = None
     amqp_url: str | None = None
+    sqlite_path: Path = Path("alertbridge.db")
     listen: str = "0.0.0.0:8080"
     receiver: ReceiverConfig = ReceiverConfig()
     delivery: DeliveryConfig = DeliveryConfig()
@@ -303,6 +307,19 @@ class Config(_Strict):
         if not sep or not port.isdigit() or not host:
             raise ValueError("listen must be host:port, like 0.0.0.0:8080")
         return listen
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Config:
+        if bool(self.database_url) != bool(self.amqp_url):
+            raise ValueError(
+                "set both database_url and amqp_url (PostgreSQL and RabbitMQ, several "
+                "processes), or neither (standalone: one process, state in sqlite_path)"
+            )
+        return self
+
+    @property
+    def standalone(self) -> bool:
+        return not self.database_url
 
     @model_validator(mode="after")
     def _route_has_default(self) -> Config:

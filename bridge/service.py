@@ -28,11 +28,14 @@ from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
 from bridge.ops import create_ops_app
 from bridge.queue.amqp import AmqpQueue
+from bridge.queue.base import Queue
+from bridge.queue.local import LocalQueue
 from bridge.ratelimit import RateLimiter
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.scheduler import Scheduler
 from bridge.shards import Rebalancer
 from bridge.store import PostgresStore
+from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
@@ -53,13 +56,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _require_infrastructure(config: Config) -> tuple[str, str]:
-    if not config.database_url or not config.amqp_url:
-        raise ConfigError(
-            "database_url and amqp_url are both required (PostgreSQL and RabbitMQ); "
-            "set them in the config or as ALERTBRIDGE_DATABASE_URL / ALERTBRIDGE_AMQP_URL"
-        )
-    return config.database_url, config.amqp_url
+async def open_store(config: Config) -> Store:
+    """PostgreSQL when database_url is set; else the standalone SQLite file."""
+    if config.database_url:
+        return await PostgresStore.connect(config.database_url)
+    from bridge.store.sqlite import SqliteStore
+
+    return await SqliteStore.open(config.sqlite_path)
+
+
+async def _open_queue(config: Config) -> Queue:
+    if config.amqp_url:
+        return await AmqpQueue.connect(config.amqp_url, config.amqp)
+    return LocalQueue(prefetch=config.amqp.prefetch, delivery_limit=config.amqp.delivery_limit)
 
 
 # Settings a running process cannot swap: connections and the worker's own
@@ -117,18 +126,23 @@ async def run(
     config_path: Path | None = None,
 ) -> None:
     """Run until ``stop`` is set, then shut down without losing what is in hand."""
-    database_url, amqp_url = _require_infrastructure(config)
+    if config.standalone and not (receiver and worker):
+        raise ConfigError(
+            "standalone mode (no database_url and amqp_url) runs the receiver and the "
+            "worker in one process over one SQLite file: use `alertbridge serve`, or set "
+            "database_url and amqp_url to run them apart"
+        )
     metrics = metrics if metrics is not None else Metrics()
 
-    store = await PostgresStore.connect(database_url)
-    queue: AmqpQueue | None = None
+    store = await open_store(config)
+    queue: Queue | None = None
     sender: TelegramSender | None = None
     bot_parts: BotParts | None = None
     try:
         applied = await store.migrate()
         if applied:
             log.info("database schema: applied %s", ", ".join(applied))
-        queue = await AmqpQueue.connect(amqp_url, config.amqp)
+        queue = await _open_queue(config)
         tasks: list[asyncio.Task[None]] = []
         background: set[asyncio.Task[None]] = set()
 
@@ -150,12 +164,18 @@ async def run(
                 digest_after=limits.digest_after,
             )
             scheduler = Scheduler(store, queue, config.delivery, metrics)
-            worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-            rebalancer = Rebalancer(worker_id, config.amqp.shards, store, queue, limiter)
-            await queue.consume(handler.handle, first=await rebalancer.first_share())
-            tasks.append(asyncio.create_task(rebalancer.run(stop), name="shards"))
-            tasks.append(asyncio.create_task(scheduler.run(stop), name="scheduler"))
-            log.info("worker consuming %s", config.amqp.queue)
+            if config.standalone:  # one worker owns every chat
+                await queue.consume(handler.handle)
+                log.info("standalone: state in %s, queue in process", config.sqlite_path)
+            else:
+                worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+                rebalancer = Rebalancer(worker_id, config.amqp.shards, store, queue, limiter)
+                await queue.consume(handler.handle, first=await rebalancer.first_share())
+                tasks.append(asyncio.create_task(rebalancer.run(stop), name="shards"))
+                log.info("worker consuming %s", config.amqp.queue)
+            # An in-process queue's wake-ups died with the last process: catch up.
+            scheduler_run = scheduler.run(stop, catch_up_first=config.standalone)
+            tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
 
         app: Starlette
         if receiver:

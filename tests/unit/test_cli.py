@@ -44,14 +44,15 @@ def test_no_config_says_how_to_give_one() -> None:
     assert "--config" in result.stderr and "ALERTBRIDGE_CONFIG" in result.stderr
 
 
-def test_serve_without_a_database_url_says_what_to_set(tmp_path) -> None:
+def test_a_database_without_a_broker_says_both_or_neither(tmp_path) -> None:
     path = tmp_path / "alertbridge.yml"
     path.write_text(
         MINIMAL.replace('database_url: "postgresql://postgres@127.0.0.1/alertbridge"\n', "")
     )
     result = alertbridge("serve", "--config", str(path))
     assert result.returncode == 2
-    assert "ALERTBRIDGE_DATABASE_URL" in result.stderr
+    assert "set both database_url and amqp_url" in result.stderr
+    assert "or neither (standalone" in result.stderr
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "alertmanager-examples"
