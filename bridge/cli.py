@@ -31,6 +31,7 @@ Point Alertmanager at it:
 
 EPILOG = """\
 commands:
+  demo          the whole product offline: a sandbox Telegram with a chat page
   serve         receiver + worker in one process (the usual way to run it)
   receiver      only the HTTP side: accept, store, queue
   worker        only the delivery side: claim, send, record (scale it out)
@@ -40,9 +41,13 @@ commands:
 
 The config file comes from --config or $ALERTBRIDGE_CONFIG. These variables
 override it: ALERTBRIDGE_DATABASE_URL, ALERTBRIDGE_AMQP_URL,
-ALERTBRIDGE_TELEGRAM_TOKEN, ALERTBRIDGE_TELEGRAM_API_URL, ALERTBRIDGE_LISTEN.
+ALERTBRIDGE_SQLITE_PATH, ALERTBRIDGE_TELEGRAM_TOKEN,
+ALERTBRIDGE_TELEGRAM_API_URL, ALERTBRIDGE_LISTEN. With neither
+database_url nor amqp_url, serve runs standalone on the SQLite file
+sqlite_path (default ./alertbridge.db); with both, on PostgreSQL and RabbitMQ.
 
 examples:
+  alertbridge demo
   alertbridge check-config --config alertbridge.yml
   alertbridge render --config alertbridge.yml alertmanager-examples/payloads/firing.json
   alertbridge serve --config alertbridge.yml
@@ -87,6 +92,24 @@ def _parser() -> argparse.ArgumentParser:
         ("check-config", "validate the config and print the route tree"),
     ):
         commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+    demo = commands.add_parser(
+        "demo",
+        help="the whole product offline, with a sandbox Telegram and its chat page",
+        description="Start a sandbox Telegram (the Bot API and a chat page on one local "
+        "port), run the bridge standalone against it (SQLite in a temporary directory), and "
+        "fire the sample payloads: a group firing, growing, resolving, then a storm that "
+        "becomes a digest. Open the printed URL to see the chats, press Ack or Silence, and "
+        "post your own payloads. Needs nothing else installed and no network.",
+    )
+    demo.add_argument("--port", type=int, default=8081, help="the sandbox's port (default 8081)")
+    demo.add_argument(
+        "--bridge-port", type=int, default=8080, help="the bridge's port (default 8080)"
+    )
+    demo.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop once the samples are delivered, instead of waiting for Ctrl-C",
+    )
     render = commands.add_parser(
         "render",
         parents=[common],
@@ -198,6 +221,22 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        logs.configure("warning", "text")
+        from bridge.demo import run_demo
+
+        try:
+            _run(
+                run_demo(
+                    port=args.port,
+                    bridge_port=args.bridge_port,
+                    exit_when_done=args.exit_when_done,
+                )
+            )
+        except (BridgeError, OSError) as exc:
+            print(f"alertbridge demo: {exc}", file=sys.stderr)
+            return 2
+        return 0
     logs.configure(args.log_level, args.log_format)
     try:
         config = _load(args)

@@ -95,7 +95,8 @@ def parse_telegram_html(text: str) -> tuple[str, list[dict[str, Any]]]:
     """Visible text and entities of an HTML-mode message, or EntityParseError."""
     visible: list[str] = []
     entities: list[dict[str, Any]] = []
-    stack: list[tuple[str, int]] = []  # (tag, start offset in visible UTF-16 units)
+    # (tag, start offset in visible UTF-16 units, attributes)
+    stack: list[tuple[str, int, dict[str, str]]] = []
     pos = 0
     while pos < len(text):
         lt = text.find("<", pos)
@@ -114,12 +115,14 @@ def parse_telegram_html(text: str) -> tuple[str, list[dict[str, Any]]]:
         if closing:
             if not stack or stack[-1][0] != tag:
                 raise EntityParseError(f"Unexpected end tag at byte offset {lt}")
-            _, start = stack.pop()
+            _, start, attrs = stack.pop()
             if here > start:
-                entities.append({"type": tag, "offset": start, "length": here - start})
+                entity = {"type": tag, "offset": start, "length": here - start}
+                if tag == "a":
+                    entity["url"] = attrs["href"]
+                entities.append(entity)
         else:
-            _check_attributes(tag, raw_attrs, lt)
-            stack.append((tag, here))
+            stack.append((tag, here, _check_attributes(tag, raw_attrs, lt)))
         pos = match.end()
     if stack:
         raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
@@ -195,6 +198,11 @@ class TelegramDouble:
         self._updates: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
         self._last_update_id = 100
+        # Where the chat page's "post a payload" form sends to (see connect_bridge).
+        self.bridge_url: str | None = None
+        self.bridge_token: str | None = None
+        # Silences made through the sandbox Alertmanager API (bridge/sandbox/page.py).
+        self.silences: dict[str, dict[str, Any]] = {}
         self._sent_times: dict[int, deque[float]] = defaultdict(deque)
         self._bot_times: deque[float] = deque()
         self._new_message = asyncio.Event()
@@ -205,6 +213,10 @@ class TelegramDouble:
     async def start(self, port: int = 0) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        # The chat page and the sandbox Alertmanager share the port: one URL to open.
+        from bridge.sandbox.page import add_page_routes
+
+        add_page_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -216,6 +228,11 @@ class TelegramDouble:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def connect_bridge(self, url: str, bearer_token: str | None = None) -> None:
+        """The bridge the chat page's payload form posts to (``url``/alertmanager)."""
+        self.bridge_url = url.rstrip("/")
+        self.bridge_token = bearer_token
 
     # -- what tests read -------------------------------------------------------
 
