@@ -15,6 +15,7 @@ from starlette.routing import Route as HttpRoute
 
 from bridge.alertmanager_api import AlertmanagerClient
 from bridge.bot.commands import COMMANDS, BotHandler
+from bridge.bot.flood import WaitOnFloodControl
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import Config
 from bridge.metrics import Metrics
@@ -40,6 +41,7 @@ async def start_bot(
     assert config.bot is not None
     settings = config.bot
     bot = create_bot(config.telegram)
+    bot.session.middleware(WaitOnFloodControl())
     http = aiohttp.ClientSession()
     parts = BotParts([], [], [bot.session.close, http.close])
     alertmanager = (

@@ -202,6 +202,19 @@ async def test_chatid_answers_anyone(bridge_factory, telegram: TelegramDouble) -
     assert answer.text == "Chat id: -100777"
 
 
+async def test_a_reply_that_meets_flood_control_waits_and_arrives(
+    bridge_factory, telegram: TelegramDouble
+) -> None:
+    await bridge_factory(bot=bot_settings())
+    telegram.rate_limit_next(1, retry_after=1)
+    telegram.user_message(-100777, "/chatid", user_id=VISITOR)
+    [answer] = await telegram.wait_for_messages(1, timeout=30)
+    assert answer.text == "Chat id: -100777"
+    refused, sent = [c for c in telegram.calls if c.method == "sendMessage"]
+    assert refused.response is not None and refused.response["error_code"] == 429
+    assert sent.at - refused.at >= 1.0
+
+
 async def test_silences_fail_over_to_the_next_alertmanager(
     bridge_factory, telegram: TelegramDouble, tmp_path
 ) -> None:
