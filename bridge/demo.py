@@ -139,16 +139,27 @@ async def run_demo(*, port: int, bridge_port: int, exit_when_done: bool) -> None
             await _wait_until_up(f"http://{listen}/healthz", bridge)
             _say(f"bridge up at http://{listen} (standalone: state in {config.sqlite_path})")
             _say(f"chat page: {sandbox.url}/   <- open it: messages, buttons, your own payloads")
-            await _fire(f"http://{listen}", scenario())
-            delivered = await _settle(f"http://{listen}")
-            _say(f"{delivered}; the chat page shows them as Telegram would")
-            if not exit_when_done:
-                _say("press Ack or Silence there, post your own payload; Ctrl-C stops the demo")
-                await stop.wait()
+            # Ctrl-C may come while the samples are still going out: stop there.
+            show = asyncio.create_task(_show(f"http://{listen}"))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({show, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if show.done():
+                show.result()
+                if not exit_when_done:
+                    _say("press Ack or Silence there, post your own payload; Ctrl-C stops it")
+                    await stopped
+            else:
+                show.cancel()
+            stopped.cancel()
         finally:
             stop.set()
             await bridge
             await sandbox.stop()
+
+
+async def _show(base: str) -> None:
+    await _fire(base, scenario())
+    _say(f"{await _settle(base)}; the chat page shows them as Telegram would")
 
 
 @contextlib.contextmanager

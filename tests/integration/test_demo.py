@@ -1,0 +1,108 @@
+"""`alertbridge demo`: one command, no services, and the chat page's buttons reach the bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+
+from tests.conftest import REPO, free_port, wait_until
+
+
+@contextmanager
+def demo_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port, bridge_port = free_port(), free_port()
+    # Nothing of this machine's services may leak in: the demo needs none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", "--port", str(port),
+         "--bridge-port", str(bridge_port), *args],
+        cwd=REPO,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@asynccontextmanager
+async def running_demo() -> AsyncIterator[tuple[subprocess.Popen[str], httpx.AsyncClient]]:
+    """The demo, until its samples are delivered: (its process, a client of the sandbox)."""
+    with demo_process() as (process, sandbox):
+        async with httpx.AsyncClient(base_url=sandbox, timeout=5) as client:
+
+            async def samples_delivered() -> bool:
+                try:
+                    chats = (await client.get("/sandbox/state")).json()["chats"]
+                except httpx.HTTPError:
+                    return False
+                return sum(len(c["messages"]) for c in chats) >= 5
+
+            await wait_until(samples_delivered, timeout=60, interval=0.3)
+            yield process, client
+
+
+def find(state: dict[str, Any], chat_id: int, message_id: int) -> dict[str, Any]:
+    (chat,) = [c for c in state["chats"] if c["chat_id"] == chat_id]
+    (message,) = [m for m in chat["messages"] if m["message_id"] == message_id]
+    return message
+
+
+def test_demo_delivers_the_samples_and_exits_when_asked() -> None:
+    with demo_process("--exit-when-done") as (process, _):
+        output, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, output
+    assert "chat page: http://127.0.0.1:" in output
+    # 3 group messages, the storm's first alert and one digest for the other 59.
+    assert "deliveries: 5 delivered, 58 suppressed" in output, output
+
+
+async def test_ack_and_silence_from_the_chat_page_go_through_the_bridge() -> None:
+    async with running_demo() as (process, client):
+        state = (await client.get("/sandbox/state")).json()
+        first_storm_alert = find(state, -1002, 1)
+        ack, silence_1h, _ = (b["data"] for b in first_storm_alert["buttons"][0])
+
+        assert (await client.post(
+            "/sandbox/press", json={"chat_id": -1002, "message_id": 1, "data": ack}
+        )).status_code == 200  # fmt: skip
+
+        async def acked() -> bool:
+            message = find((await client.get("/sandbox/state")).json(), -1002, 1)
+            return "Acked by" in message["text"]
+
+        await wait_until(acked, timeout=20)
+        message = find((await client.get("/sandbox/state")).json(), -1002, 1)
+        assert message["edited"]
+        assert not any(b["data"] == ack for b in message["buttons"][0])  # no second ack
+
+        await client.post(
+            "/sandbox/press", json={"chat_id": -1002, "message_id": 1, "data": silence_1h}
+        )
+
+        async def silenced() -> bool:
+            return bool((await client.get("/sandbox/state")).json()["silences"])
+
+        await wait_until(silenced, timeout=20)
+        (silence,) = (await client.get("/sandbox/state")).json()["silences"]
+        assert {"name": "alertname", "value": "ReplicaLag0", "isRegex": False}.items() <= next(
+            m for m in silence["matchers"] if m["name"] == "alertname"
+        ).items()
+        assert silence["status"]["state"] == "active"
+
+        process.send_signal(signal.SIGINT)
+        await asyncio.to_thread(process.wait, 30)
+        assert process.returncode == 0, process.stdout.read() if process.stdout else ""
