@@ -7,14 +7,15 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import yaml
 
-from tests.conftest import AMQP_URL, REPO, TOKEN, free_port, wait_http
+from tests.conftest import AMQP_URL, REPO, TOKEN, free_port, wait_http, wait_until
 
 
 def local_config(database_url: str, telegram_url: str, name: str, chat: int) -> dict[str, Any]:
@@ -61,3 +62,42 @@ async def bridge_process(
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=30)
+
+
+@contextmanager
+def demo_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port, bridge_port = free_port(), free_port()
+    # Nothing of this machine's services may leak in: the demo needs none.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "demo", "--port", str(port),
+         "--bridge-port", str(bridge_port), *args],
+        cwd=REPO,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@asynccontextmanager
+async def running_demo() -> AsyncIterator[tuple[subprocess.Popen[str], httpx.AsyncClient]]:
+    """The demo, until its samples are delivered: (its process, a client of the sandbox)."""
+    with demo_process() as (process, sandbox):
+        async with httpx.AsyncClient(base_url=sandbox, timeout=5) as client:
+
+            async def samples_delivered() -> bool:
+                try:
+                    chats = (await client.get("/sandbox/state")).json()["chats"]
+                except httpx.HTTPError:
+                    return False
+                return sum(len(c["messages"]) for c in chats) >= 5
+
+            await wait_until(samples_delivered, timeout=60, interval=0.3)
+            yield process, client

@@ -3,56 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-import httpx
-
-from tests.conftest import REPO, free_port, wait_until
-
-
-@contextmanager
-def demo_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port, bridge_port = free_port(), free_port()
-    # Nothing of this machine's services may leak in: the demo needs none.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALERTBRIDGE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "demo", "--port", str(port),
-         "--bridge-port", str(bridge_port), *args],
-        cwd=REPO,
-        env={**env, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    try:
-        yield process, f"http://127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
-@asynccontextmanager
-async def running_demo() -> AsyncIterator[tuple[subprocess.Popen[str], httpx.AsyncClient]]:
-    """The demo, until its samples are delivered: (its process, a client of the sandbox)."""
-    with demo_process() as (process, sandbox):
-        async with httpx.AsyncClient(base_url=sandbox, timeout=5) as client:
-
-            async def samples_delivered() -> bool:
-                try:
-                    chats = (await client.get("/sandbox/state")).json()["chats"]
-                except httpx.HTTPError:
-                    return False
-                return sum(len(c["messages"]) for c in chats) >= 5
-
-            await wait_until(samples_delivered, timeout=60, interval=0.3)
-            yield process, client
+from tests.conftest import wait_until
+from tests.processes import demo_process, running_demo
 
 
 def find(state: dict[str, Any], chat_id: int, message_id: int) -> dict[str, Any]:
