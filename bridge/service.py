@@ -73,7 +73,7 @@ async def _open_queue(config: Config) -> Queue:
 
 # Settings a running process cannot swap: connections and the worker's own
 # delivery settings are built once at start.
-_NEEDS_RESTART = ("telegram", "database_url", "amqp_url", "amqp", "listen")
+_NEEDS_RESTART = ("telegram", "database_url", "amqp_url", "sqlite_path", "amqp", "listen")
 
 
 def reloader(path: Path, deps: ReceiverDeps) -> Callable[[], Awaitable[str]]:

@@ -68,6 +68,10 @@ def _uuid(text: str | None) -> uuid.UUID | None:
     return None if text is None else uuid.UUID(text)
 
 
+# What sqlite3 says when the file, not a query, is the problem: these become
+# StoreUnavailable (HTTP 503, so Alertmanager retries).
+_UNAVAILABLE_HINTS = ("locked", "disk", "unable to open", "readonly", "full")
+
 # After a delivery finished: the next one waiting in its group's line (same
 # chat and topic) may be published at once.
 _WAKE_NEXT = """
@@ -119,6 +123,8 @@ class SqliteStore:
                 self._db.execute("COMMIT")
                 return result
             except sqlite3.OperationalError as exc:
+                if not any(hint in str(exc) for hint in _UNAVAILABLE_HINTS):
+                    raise  # a bug in a query, not the file's state
                 raise StoreUnavailable(
                     f"SQLite store {self.path}: {exc}; check the disk and the file's permissions"
                 ) from exc
