@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib import resources
 from typing import Protocol
 
 from bridge.models import Delivery, DeliveryState, Notification
@@ -93,6 +94,16 @@ class Interactions(Protocol):
     async def silence(self, row_id: int) -> BotSilence | None: ...
 
     async def mark_silence_expired(self, silence_id: str) -> None: ...
+
+
+def migrations(folder: str) -> list[tuple[int, str, str]]:
+    """(version, file name, SQL) of each migration in bridge/store/FOLDER, in order."""
+    found = []
+    for entry in (resources.files("bridge.store") / folder).iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
 
 
 class Store(Protocol):

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from importlib import resources
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -23,7 +22,7 @@ import asyncpg
 from bridge.digest import DigestItem, render_digest
 from bridge.errors import StoreUnavailable
 from bridge.models import Delivery, DeliveryState, Notification, Status
-from bridge.store.base import Accepted, NewDelivery
+from bridge.store.base import Accepted, NewDelivery, migrations
 
 if TYPE_CHECKING:
     from bridge.store.interactions import InteractionStore
@@ -67,16 +66,6 @@ _WAKE_NEXT = """, woken AS (
             WHERE e.state IN ('queued', 'retry') AND e.id > done.id
             ORDER BY e.id LIMIT 1)
     )"""
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("bridge.store") / "migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            version = int(entry.name.split("_", 1)[0])
-            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
-    return sorted(found)
 
 
 class PostgresStore:
@@ -146,7 +135,7 @@ class PostgresStore:
                 )
                 rows = await conn.fetch("SELECT version FROM schema_migrations")
                 done = {r["version"] for r in rows}
-                for version, name, sql in _migrations():
+                for version, name, sql in migrations("migrations"):
                     if version in done:
                         continue
                     async with conn.transaction():
@@ -170,7 +159,7 @@ class PostgresStore:
                 if exists
                 else set()
             )
-        return [name for version, name, _ in _migrations() if version not in done]
+        return [name for version, name, _ in migrations("migrations") if version not in done]
 
     # -- receive --------------------------------------------------------------
 

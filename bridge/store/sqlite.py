@@ -26,14 +26,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bridge.digest import DigestItem, render_digest
 from bridge.errors import StoreUnavailable
 from bridge.models import Delivery, DeliveryState, Notification, Status
-from bridge.store.base import Accepted, AlertMessage, BotSilence, NewDelivery
+from bridge.store.base import Accepted, AlertMessage, BotSilence, NewDelivery, migrations
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +42,6 @@ Transaction = Callable[[sqlite3.Connection, float], T]
 
 class StoreInUse(StoreUnavailable):
     """Another process holds the SQLite file."""
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files("bridge.store") / "sqlite_migrations"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append(
-                (int(entry.name.split("_", 1)[0]), entry.name, entry.read_text(encoding="utf-8"))
-            )
-    return sorted(found)
 
 
 def _seconds(delta: timedelta) -> float:
@@ -141,7 +129,7 @@ class SqliteStore:
             )
             done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
             applied = []
-            for version, name, sql in _migrations():
+            for version, name, sql in migrations("sqlite_migrations"):
                 if version in done:
                     continue
                 # executescript would COMMIT first; one statement at a time
@@ -165,7 +153,9 @@ class SqliteStore:
                 if exists
                 else set()
             )
-            return [name for version, name, _ in _migrations() if version not in done]
+            return [
+                name for version, name, _ in migrations("sqlite_migrations") if version not in done
+            ]
 
         return await self._run(pending)
 
