@@ -20,7 +20,7 @@ from typing import Any, Literal, TextIO
 from urllib.parse import urlsplit
 
 from bridge.config import Config
-from bridge.models import Delivery
+from bridge.delivery import Delivery
 
 __all__ = ["LogFormat", "config_secrets", "configure", "delivery_fields"]
 

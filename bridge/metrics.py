@@ -50,6 +50,17 @@ class Metrics:
             "Queue messages whose delivery was already taken or finished (redeliveries).",
             registry=r,
         )
+        self.leases_expired_unsent = Counter(
+            "alertbridge_leases_expired_unsent_total",
+            "Claimed deliveries whose lease ran out before their request was written: "
+            "not sent, queued again (not ambiguous).",
+            registry=r,
+        )
+        self.store_retries = Counter(
+            "alertbridge_store_retries_total",
+            "Outcomes the worker recorded again because the store was unavailable.",
+            registry=r,
+        )
         self.claims_deferred = Counter(
             "alertbridge_claims_deferred_total",
             "Queue messages whose delivery must wait (not due, or behind an older one "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,45 +48,3 @@ class Destination:
     thread_id: int | None = None
     template: str = "default"
     silent: bool = False
-
-
-class DeliveryState(enum.StrEnum):
-    QUEUED = "queued"
-    SENDING = "sending"
-    RETRY = "retry"
-    DELIVERED = "delivered"
-    FAILED = "failed"
-    AMBIGUOUS = "ambiguous"
-    SUPPRESSED = "suppressed"
-
-
-TERMINAL_STATES = frozenset(
-    {
-        DeliveryState.DELIVERED,
-        DeliveryState.FAILED,
-        DeliveryState.AMBIGUOUS,
-        DeliveryState.SUPPRESSED,
-    }
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """A claimed delivery: what the worker needs to send one message."""
-
-    id: int
-    chat_id: int
-    thread_id: int | None
-    silent: bool
-    text: str
-    attempts: int
-    plain_text: bool = False
-    # The alert group this belongs to, and its open thread in this chat.
-    group_ref: uuid.UUID | None = None
-    resolves_group: bool = False
-    anchor_message_id: int | None = None
-    # For logs and the webhook-to-delivered latency.
-    group_key: str = ""
-    accepted_at: datetime | None = None
-    # A storm digest: how many waiting deliveries this one carries.
-    coalesced: int = 0

@@ -45,6 +45,11 @@ class Window:
     def add(self, slot: float) -> None:
         bisect.insort(self.slots, slot)
 
+    def remove(self, slot: float) -> None:
+        index = bisect.bisect_left(self.slots, slot)
+        if index < len(self.slots) and self.slots[index] == slot:
+            del self.slots[index]
+
     def _forget(self, now: float) -> None:
         while self.slots and self.slots[0] <= now - self.period:
             self.slots.popleft()
@@ -102,6 +107,11 @@ class RateLimiter:
             window.add(slot)
         return slot
 
+    def unplan(self, chat_id: int, slot: float) -> None:
+        """Give back a slot ``plan`` reserved: the delivery will not use it."""
+        for window in self._plan.get(chat_id, ()):
+            window.remove(slot)
+
     def planned_ahead(self, chat_id: int) -> float:
         """How far ahead the chat's calendar is booked, in seconds: its backlog."""
         windows = self._plan.get(chat_id)
@@ -113,22 +123,33 @@ class RateLimiter:
         """The chat's backlog went into a digest: its booked slots are free again."""
         self._plan.pop(chat_id, None)
 
+    def ready_in(self, chat_id: int) -> float:
+        """Seconds until a send to ``chat_id`` fits what was really sent; records nothing."""
+        now = self._clock()
+        return max(self._ready_at(chat_id, now) - now, 0.0)
+
     def wait_to_send(self, chat_id: int) -> float:
         """Seconds to wait before sending to ``chat_id`` now; 0 records the send."""
         now = self._clock()
+        ready = self._ready_at(chat_id, now)
+        if ready > now:
+            return ready - now
+        for window in (*self._sent_windows(chat_id), self._bot):
+            window.add(now)
+        return 0.0
+
+    def _sent_windows(self, chat_id: int) -> list[Window]:
         windows = self._sent.get(chat_id)
         if windows is None:
             windows = self._sent[chat_id] = self._chat_windows(chat_id)
-        ready = max(
+        return windows
+
+    def _ready_at(self, chat_id: int, now: float) -> float:
+        return max(
             self._blocked_until[chat_id],
             self._bot.earliest(now),
-            *(w.earliest(now) for w in windows),
+            *(w.earliest(now) for w in self._sent_windows(chat_id)),
         )
-        if ready > now:
-            return ready - now
-        for window in (*windows, self._bot):
-            window.add(now)
-        return 0.0
 
     def penalize(self, chat_id: int, retry_after: float) -> None:
         """Telegram said 429: nothing goes to this chat before ``retry_after`` seconds."""
@@ -149,3 +170,7 @@ class RateLimiter:
                 del table[chat_id]
         for chat_id in [c for c, until in self._blocked_until.items() if until <= now]:
             del self._blocked_until[chat_id]
+
+    def tracked_chats(self) -> int:
+        """How many chats have state in memory."""
+        return len(self._plan.keys() | self._sent.keys() | self._blocked_until.keys())

@@ -13,7 +13,9 @@ import logging
 from datetime import timedelta
 from typing import Protocol
 
+from bridge.clock import Clock
 from bridge.config import DeliveryConfig
+from bridge.delivery import AmbiguityPolicy
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.store import Store
@@ -37,7 +39,9 @@ class Scheduler:
         publisher: Publisher,
         settings: DeliveryConfig,
         metrics: Metrics,
+        clock: Clock,
     ) -> None:
+        self._clock = clock
         self._store = store
         self._publisher = publisher
         self._settings = settings
@@ -53,21 +57,18 @@ class Scheduler:
         ``catch_up`` (the first pass over an in-memory queue) also publishes
         rows that were published before: their wake-ups died with the process.
         """
-        resend = self._settings.on_ambiguous == "resend"
-        for delivery_id in await self._store.expire_leases(resend=resend):
-            self._metrics.ambiguous.labels(self._settings.on_ambiguous).inc()
-            log.error(
-                "delivery %d: lease expired while sending: AMBIGUOUS, policy %s",
-                delivery_id,
-                self._settings.on_ambiguous,
-            )
+        await self._expire_leases()
         depth, oldest = await self._store.backlog()
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
         published = 0
+        after_id = 0  # catch-up pages by id: each row once per pass
         while True:
             due = await self._store.take_due(
-                limit=BATCH, republish_after=self.republish_after, catch_up=catch_up
+                limit=BATCH,
+                republish_after=self.republish_after,
+                catch_up=catch_up,
+                after_id=after_id,
             )
             if not due:
                 return published
@@ -80,8 +81,33 @@ class Scheduler:
                 return published
             self._metrics.republished.inc(len(due))
             published += len(due)
+            after_id = due[-1][0]
             if len(due) < BATCH:
                 return published
+
+    async def _expire_leases(self) -> None:
+        policy = AmbiguityPolicy(self._settings.on_ambiguous)
+        for expired in await self._store.expire_leases(policy=policy):
+            fields = {"delivery_id": expired.delivery_id, "chat_id": expired.chat_id}
+            if not expired.written:
+                self._metrics.leases_expired_unsent.inc()
+                log.warning(
+                    "delivery %d chat %d: lease expired before the request was written: "
+                    "not sent, queued again",
+                    expired.delivery_id,
+                    expired.chat_id,
+                    extra=fields,
+                )
+                continue
+            self._metrics.ambiguous.labels(policy).inc()
+            log.error(
+                "delivery %d chat %d: lease expired after the request was written: "
+                "AMBIGUOUS, policy %s",
+                expired.delivery_id,
+                expired.chat_id,
+                policy,
+                extra=fields,
+            )
 
     async def run(self, stop: asyncio.Event, *, catch_up_first: bool = False) -> None:
         interval = self._settings.scheduler_interval.total_seconds()

@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -23,10 +22,12 @@ from typing import TYPE_CHECKING
 import uvicorn
 from starlette.applications import Starlette
 
+from bridge.clock import SystemClock
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
 from bridge.ops import create_ops_app
+from bridge.pacer import Pacer
 from bridge.queue.amqp import AmqpQueue
 from bridge.queue.base import Queue
 from bridge.queue.local import LocalQueue
@@ -100,6 +101,20 @@ def reloader(path: Path, deps: ReceiverDeps) -> Callable[[], Awaitable[str]]:
     return reload
 
 
+def _pacer(config: Config, clock: SystemClock) -> Pacer | None:
+    limits = config.rate_limits
+    if not limits.enabled:
+        return None
+    return Pacer(
+        RateLimiter(limits, clock.monotonic),
+        clock,
+        max_inline_wait=limits.max_inline_wait.total_seconds(),
+        # Half the lease: the other half covers the request and recording its answer.
+        hold_at_most=config.delivery.lease.total_seconds() / 2,
+        digest_after=limits.digest_after,
+    )
+
+
 async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
     with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
         await reload()
@@ -152,18 +167,11 @@ async def run(
 
             buttons = config.bot is not None and config.bot.buttons
             sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
-            limits = config.rate_limits
-            limiter = RateLimiter(limits, time.monotonic) if limits.enabled else None
-            handler = Worker(
-                store,
-                sender,
-                config.delivery,
-                metrics,
-                limiter=limiter,
-                max_inline_wait=limits.max_inline_wait,
-                digest_after=limits.digest_after,
-            )
-            scheduler = Scheduler(store, queue, config.delivery, metrics)
+            clock = SystemClock()
+            pacer = _pacer(config, clock)
+            limiter = pacer.limiter if pacer is not None else None
+            handler = Worker(store, sender, config.delivery, metrics, clock, pacer=pacer)
+            scheduler = Scheduler(store, queue, config.delivery, metrics, clock)
             if config.standalone:  # one worker owns every chat
                 await queue.consume(handler.handle)
                 log.info("standalone: state in %s, queue in process", config.sqlite_path)

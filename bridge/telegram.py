@@ -31,7 +31,7 @@ from aiohttp import ClientConnectorError
 
 from bridge.bot.keyboards import alert_keyboard
 from bridge.config import TelegramConfig
-from bridge.models import Delivery
+from bridge.delivery import Delivery, Reason
 from bridge.render import html_to_plain
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,25 @@ class Sent:
 class Retry:
     """Telegram certainly does not have the message; try again after ``delay`` (None: backoff)."""
 
-    reason: str
-    delay: timedelta | None = None
-    rate_limited: bool = False  # a 429: ``delay`` is Telegram's retry_after
+    reason: Reason
+    detail: str
+    delay: timedelta | None = None  # for RATE_LIMITED: Telegram's retry_after
 
 
 @dataclass(frozen=True, slots=True)
 class Failed:
     """Retrying cannot help (blocked, kicked, chat gone): terminal."""
 
-    reason: str
+    reason: Reason
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
 class Ambiguous:
     """The request was written but no answer was read: Telegram may or may not have it."""
 
-    reason: str
+    reason: Reason
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +97,22 @@ def create_bot(settings: TelegramConfig) -> Bot:
     return Bot(settings.token, session=session)
 
 
-def _is_parse_error(error: TelegramBadRequest) -> bool:
-    return "can't parse entities" in error.message.lower()
+def _bad_request_reason(error: TelegramBadRequest) -> Reason:
+    """Telegram names a 400's cause only in its description: read it here, once."""
+    text = error.message.lower()
+    if "can't parse entities" in text:
+        return Reason.PARSE_ERROR
+    if "chat not found" in text:
+        return Reason.CHAT_NOT_FOUND
+    if "message to be replied not found" in text:
+        return Reason.REPLY_TARGET_GONE
+    return Reason.BAD_REQUEST
+
+
+def _never_connected(error: TelegramNetworkError) -> bool:
+    """A connection that was never made wrote nothing: safe to retry. Some aiogram
+    versions raise without chaining the aiohttp error, so look at both links."""
+    return isinstance(error.__cause__ or error.__context__, ClientConnectorError)
 
 
 class TelegramSender:
@@ -116,7 +132,7 @@ class TelegramSender:
         if (
             delivery.anchor_message_id is not None
             and isinstance(outcome, Failed)
-            and "message to be replied not found" in outcome.reason
+            and outcome.reason is Reason.REPLY_TARGET_GONE
         ):
             # Someone deleted the group's first message: Telegram refused the
             # reply outright, so a stand-alone send is safe and opens a new thread.
@@ -133,14 +149,14 @@ class TelegramSender:
         if delivery.plain_text:
             return await self._attempt(delivery, plain=True, reply_to=reply_to)
         outcome = await self._attempt(delivery, plain=False, reply_to=reply_to)
-        if isinstance(outcome, Failed) and outcome.reason.startswith("can't parse"):
+        if isinstance(outcome, Failed) and outcome.reason is Reason.PARSE_ERROR:
             # The rendered HTML was refused outright, so nothing was sent:
             # resending the visible text once is safe and loses no alert.
             log.warning(
                 "delivery %d chat %d: Telegram refused the HTML (%s); resending as plain text",
                 delivery.id,
                 delivery.chat_id,
-                outcome.reason,
+                outcome.detail,
             )
             return await self._attempt(delivery, plain=True, reply_to=reply_to)
         return outcome
@@ -193,28 +209,24 @@ class TelegramSender:
 def classify(exc: BaseException) -> Outcome:
     """Map an exception from a send to what the worker must do next."""
     if isinstance(exc, TelegramRetryAfter):
-        return Retry(
-            f"429 {exc.message}", delay=timedelta(seconds=exc.retry_after), rate_limited=True
-        )
+        return Retry(Reason.RATE_LIMITED, exc.message, delay=timedelta(seconds=exc.retry_after))
     if isinstance(exc, TelegramMigrateToChat):
         return Migrated(new_chat_id=exc.migrate_to_chat_id)
     if isinstance(exc, TelegramForbiddenError):
-        return Failed(f"403 {exc.message}")
+        return Failed(Reason.FORBIDDEN, exc.message)
     if isinstance(exc, TelegramBadRequest):
-        if _is_parse_error(exc):
-            return Failed(f"can't parse entities: {exc.message}")
-        return Failed(f"400 {exc.message}")
+        return Failed(_bad_request_reason(exc), exc.message)
     if isinstance(exc, TelegramNetworkError):
-        if isinstance(exc.__cause__, ClientConnectorError):
-            return Retry(f"cannot connect to the Bot API: {exc.message}")
-        return Ambiguous(f"no answer after the request was sent: {exc.message}")
+        if _never_connected(exc):
+            return Retry(Reason.CONNECT, f"cannot connect to the Bot API: {exc.message}")
+        return Ambiguous(Reason.TIMEOUT, f"no answer after the request was sent: {exc.message}")
     if isinstance(exc, ClientDecodeError):
-        return Ambiguous(f"undecodable answer from the Bot API: {exc.message}")
+        return Ambiguous(Reason.UNDECODABLE, f"undecodable answer from the Bot API: {exc.message}")
     if isinstance(exc, TelegramAPIError):
         # 5xx, 401/404 (a wrong token or api_url affects every delivery: keep
         # them queued and loud rather than fail them all), 409 and the rest:
         # Telegram answered, so it did not take the message.
-        return Retry(f"{type(exc).__name__}: {exc.message}")
+        return Retry(Reason.SERVER_ERROR, f"{type(exc).__name__}: {exc.message}")
     # Anything else (a bug, an aiohttp error past the request) may have
     # happened after the request was written.
-    return Ambiguous(f"unexpected {type(exc).__name__}: {exc}")
+    return Ambiguous(Reason.UNEXPECTED, f"{type(exc).__name__}: {exc}")

@@ -1,35 +1,40 @@
-"""claim → send → record, for one delivery id at a time.
+"""claim → pace → begin → send → record, for one delivery id at a time.
 
-The queue message is acked only after this returns, i.e. after the row's new
-state is committed. A worker that dies anywhere in here leaves either an
-unclaimed row (redelivered, claimed by another worker) or a row in `sending`
-whose lease runs out (the scheduler turns it into `ambiguous`).
+The queue message is acked only after ``handle`` returns, i.e. after the
+row's new state is committed. A worker that dies anywhere in here leaves an
+unclaimed row (redelivered, claimed by another worker), a claimed row whose
+request was never written (its lease runs out and it simply waits again), or
+one whose request was written (its lease runs out and it becomes
+``ambiguous``: the only window nobody can close, reported, never silent).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
-import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from bridge.clock import Clock
 from bridge.config import DeliveryConfig
+from bridge.delivery import (
+    AmbiguityPolicy,
+    Delivery,
+    Reason,
+    T,
+    ambiguous,
+    thread_change,
+)
+from bridge.digest import render_digest
 from bridge.errors import StoreUnavailable
 from bridge.logs import delivery_fields
 from bridge.metrics import Metrics
-from bridge.models import Delivery
-from bridge.ratelimit import RateLimiter
+from bridge.pacer import Go, Later, Pacer
 from bridge.store import Store
 from bridge.telegram import Ambiguous, Failed, Migrated, Outcome, Retry, Sent
 
 log = logging.getLogger(__name__)
-
-
-#: How long a delivery waiting for its rate-limit slot is parked before it
-#: is looked at again (seconds).
-PARK_AT_MOST = 5.0
 
 
 class Sender(Protocol):
@@ -54,86 +59,118 @@ class Worker:
         sender: Sender,
         settings: DeliveryConfig,
         metrics: Metrics,
+        clock: Clock,
         *,
-        limiter: RateLimiter | None = None,
-        max_inline_wait: timedelta = timedelta(seconds=1),
-        digest_after: int = 0,
+        pacer: Pacer | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._settings = settings
         self._metrics = metrics
-        self._limiter = limiter
-        self._max_inline_wait = max_inline_wait.total_seconds()
-        self._digest_after = digest_after
-        # Slots reserved for parked deliveries (delivery id → chat, slot): a
-        # delivery keeps its place in its chat's calendar when it comes back.
-        self._slots: dict[int, tuple[int, float]] = {}
+        self._clock = clock
+        self._pacer = pacer
 
     async def handle(self, delivery_id: int, chat_id: int) -> None:
-        if self._limiter is not None and not await self._park_until_slot(delivery_id, chat_id):
-            return
-        delivery = await self._store.claim(delivery_id, lease=self._settings.lease)
+        delivery = await self._claim(delivery_id)
         if delivery is None:
-            # Done, taken, not due, or behind an unfinished one of its group.
-            if await self._store.defer(delivery_id, republish_after=self._settings.republish_after):
-                self._metrics.claims_deferred.inc()
-            else:
-                self._metrics.claims_missed.inc()
             return
-        if self._limiter is not None:
-            delivery = await self._digest_if_storm(self._limiter, delivery)
-            await self._wait_to_send(self._limiter, delivery.chat_id)
-        started = time.monotonic()
+        if self._pacer is not None:
+            paced = await self._pace(self._pacer, delivery)
+            if paced is None:
+                return
+            delivery = paced
+        if not await self._store.apply(T.begin_send, delivery.id):
+            # Not ours any more: its lease ran out while pacing, or a storm
+            # digest took it in. Nothing was written.
+            self._metrics.claims_missed.inc()
+            return
+        delivery = _attempted(delivery)
+        if self._pacer is not None:
+            await self._pacer.take(delivery.chat_id)
+        started = self._clock.monotonic()
         outcome = await self._sender.send(delivery)
-        if self._limiter is not None and isinstance(outcome, Retry) and outcome.rate_limited:
-            assert outcome.delay is not None
-            self._limiter.penalize(delivery.chat_id, outcome.delay.total_seconds())
         self._metrics.telegram_latency.labels(type(outcome).__name__.lower()).observe(
-            time.monotonic() - started
+            self._clock.monotonic() - started
         )
+        if (
+            self._pacer is not None
+            and isinstance(outcome, Retry)
+            and outcome.reason is Reason.RATE_LIMITED
+            and outcome.delay is not None
+        ):
+            self._pacer.penalize(delivery.chat_id, outcome.delay.total_seconds())
         await self._record_until_lease_ends(delivery, outcome)
         if isinstance(outcome, Sent) and outcome.reply_to is not None:
             # The thread's first message shows the group's current state.
             edited = await self._sender.edit_anchor(delivery, outcome.reply_to)
             self._metrics.thread_edits.labels("ok" if edited else "failed").inc()
 
-    async def _park_until_slot(self, delivery_id: int, chat_id: int) -> bool:
-        """False when the chat's next slot is far off: the row is parked until then."""
-        assert self._limiter is not None
-        booked = self._slots.pop(delivery_id, None)
-        slot = booked[1] if booked is not None else self._limiter.plan(chat_id)
-        now = time.monotonic()
-        delay = slot - now
-        if len(self._slots) > 10_000:  # handed over to another worker, say
-            self._slots = {d: b for d, b in self._slots.items() if b[1] > now - 300}
-        if delay <= self._max_inline_wait:
-            return True
-        # Parked for at most PARK_AT_MOST at a time: a digest may free the
-        # chat's calendar meanwhile, and then the row plans afresh.
-        if await self._store.postpone(delivery_id, timedelta(seconds=min(delay, PARK_AT_MOST))):
-            self._slots[delivery_id] = (chat_id, slot)
-            self._metrics.rate_limit_parked.inc()
-        return False
+    async def _claim(self, delivery_id: int) -> Delivery | None:
+        delivery = await self._store.claim(
+            delivery_id,
+            lease=self._settings.lease,
+            backlog_up_to=self._pacer.digest_after if self._pacer is not None else 0,
+        )
+        if delivery is None:
+            # Done, taken, not due, or behind an unfinished one of its group.
+            if await self._store.apply(
+                T.defer, delivery_id, republish_after=self._settings.republish_after
+            ):
+                self._metrics.claims_deferred.inc()
+            else:
+                self._metrics.claims_missed.inc()
+        return delivery
 
-    async def _digest_if_storm(self, limiter: RateLimiter, delivery: Delivery) -> Delivery:
-        """A chat far behind gets its backlog as one digest instead of a long drip."""
-        # Only a chat booked more than a few seconds ahead can have a backlog
-        # worth a digest; the store is asked only then.
-        if not self._digest_after or limiter.planned_ahead(delivery.chat_id) < 3.0:
+    async def _pace(self, pacer: Pacer, delivery: Delivery) -> Delivery | None:
+        """Wait for the chat's slot; None when the row was handed back to wait in the store."""
+        slot = pacer.book(delivery.id, delivery.chat_id)
+        match await pacer.wait(delivery.id, delivery.chat_id, slot):
+            case Later() as later:
+                await self._give_back(pacer, delivery, slot, later)
+                return None
+            case Go(waited=waited):
+                self._metrics.rate_limit_wait.observe(waited)
+        gather = pacer.storm(delivery.chat_id, delivery.backlog)
+        if gather is None:
             return delivery
-        try:
-            digest = await self._store.coalesce(delivery, threshold=self._digest_after)
-        except StoreUnavailable as exc:  # the digest is an optimisation; the delivery goes on
-            log.warning("delivery %d: no storm digest: %s", delivery.id, exc)
-            return delivery
+        if gather > 0:  # the rest of the storm is still arriving
+            later = pacer.hold(delivery.id, delivery.chat_id, slot, gather)
+            await self._give_back(pacer, delivery, slot, later)
+            return None
+        # The chat is far behind: what waits goes with this one, as one digest,
+        # instead of a long drip.
+        digest = await self._digest(pacer, delivery)
         if digest is None:
             return delivery
-        # The chat's calendar is free again; a row the digest could not take
-        # (being republished at that instant) plans a fresh slot when it returns.
-        limiter.clear_plan(delivery.chat_id)
-        self._slots = {d: b for d, b in self._slots.items() if b[0] != delivery.chat_id}
-        self._metrics.deliveries_finished.labels("suppressed", "digest").inc(digest.coalesced)
+        pacer.digested(delivery.chat_id)
+        return digest
+
+    async def _give_back(self, pacer: Pacer, delivery: Delivery, slot: float, later: Later) -> None:
+        """The row waits in the store, its slot kept, no attempt counted."""
+        delay = timedelta(seconds=later.delay)
+        if await self._store.apply(T.give_back, delivery.id, delay=delay):
+            self._metrics.rate_limit_parked.inc()
+        else:
+            pacer.release(delivery.chat_id, slot)
+
+    async def _digest(self, pacer: Pacer, delivery: Delivery) -> Delivery | None:
+        """A chat far behind gets its backlog as one digest instead of a long drip."""
+        try:
+            digest = await self._store.coalesce(
+                delivery, threshold=pacer.digest_after, render=render_digest
+            )
+        except StoreUnavailable as exc:  # the digest is an optimisation; the delivery goes on
+            log.warning(
+                "delivery %d chat %d: no storm digest: %s",
+                delivery.id,
+                delivery.chat_id,
+                exc,
+                extra=delivery_fields(delivery),
+            )
+            return None
+        if digest is None:
+            return None
+        self._metrics.deliveries_finished.labels("suppressed", Reason.DIGEST).inc(digest.coalesced)
         self._metrics.digests.inc()
         log.warning(
             "delivery %d chat %d: storm, %d waiting deliveries folded into this digest",
@@ -144,25 +181,18 @@ class Worker:
         )
         return digest
 
-    async def _wait_to_send(self, limiter: RateLimiter, chat_id: int) -> None:
-        waited = 0.0
-        while (wait := limiter.wait_to_send(chat_id)) > 0:
-            waited += wait
-            await asyncio.sleep(wait)
-        self._metrics.rate_limit_wait.observe(waited)
-
     async def _record_until_lease_ends(self, delivery: Delivery, outcome: Outcome) -> None:
         # Telegram's answer is known now; losing it to a database blip would
         # turn a clean delivery into an ambiguous one. Keep trying while the
         # lease still protects the row.
-        deadline = time.monotonic() + self._settings.lease.total_seconds()
+        deadline = self._clock.monotonic() + self._settings.lease.total_seconds()
         pause = 0.2
         while True:
             try:
                 await self._record(delivery, outcome)
                 return
             except StoreUnavailable as exc:
-                if time.monotonic() + pause >= deadline:
+                if self._clock.monotonic() + pause >= deadline:
                     raise
                 log.warning(
                     "delivery %d chat %d: cannot record %s yet (%s); retrying",
@@ -172,7 +202,8 @@ class Worker:
                     exc,
                     extra=delivery_fields(delivery),
                 )
-                await asyncio.sleep(pause)
+                self._metrics.store_retries.inc()
+                await self._clock.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
     async def _record(self, delivery: Delivery, outcome: Outcome) -> None:
@@ -182,7 +213,11 @@ class Worker:
         match outcome:
             case Sent(message_id=message_id, plain_text=plain, reply_to=reply_to):
                 await store.mark_delivered(
-                    delivery.id, message_id, plain_text=plain, reply_to=reply_to
+                    delivery.id,
+                    message_id,
+                    plain_text=plain,
+                    reply_to=reply_to,
+                    thread=thread_change(delivery.group_ref, reply_to, delivery.resolves_group),
                 )
                 metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
                 thread = f" in reply to {reply_to}" if reply_to else ""
@@ -191,54 +226,56 @@ class Worker:
                     metrics.delivered_latency.observe(
                         (datetime.now(UTC) - delivery.accepted_at).total_seconds()
                     )
-            case Retry(reason=reason, delay=delay):
-                if reason.startswith("429"):
+            case Retry(reason=reason, detail=detail, delay=delay):
+                if reason is Reason.RATE_LIMITED:
                     metrics.telegram_rate_limited.inc()
                 if delivery.attempts >= settings.max_attempts:
-                    await store.mark_failed(
-                        delivery.id, error=f"gave up after {delivery.attempts} attempts: {reason}"
+                    gave_up = f"gave up after {delivery.attempts} attempts: {reason}: {detail}"
+                    await store.apply(
+                        T.failed, delivery.id, reason=Reason.ATTEMPTS_EXHAUSTED, error=gave_up
                     )
-                    metrics.deliveries_finished.labels("failed", "attempts_exhausted").inc()
-                    log.error("%s: gave up: %s", where, reason, extra=fields)
+                    metrics.deliveries_finished.labels("failed", Reason.ATTEMPTS_EXHAUSTED).inc()
+                    log.error("%s: %s", where, gave_up, extra=fields)
                     return
                 wait = delay if delay is not None else backoff(delivery.attempts, settings)
-                await store.mark_retry(delivery.id, delay=wait, error=reason)
-                metrics.retries.labels(_reason_class(reason)).inc()
+                await store.apply(T.retry, delivery.id, reason=reason, error=detail, delay=wait)
+                metrics.retries.labels(reason).inc()
                 log.warning(
-                    "%s: retry in %.1fs: %s", where, wait.total_seconds(), reason, extra=fields
+                    "%s: retry in %.1fs: %s: %s",
+                    where,
+                    wait.total_seconds(),
+                    reason,
+                    detail,
+                    extra=fields,
                 )
-            case Failed(reason=reason):
-                await store.mark_failed(delivery.id, error=reason)
-                metrics.deliveries_finished.labels("failed", _reason_class(reason)).inc()
-                log.error("%s: failed: %s", where, reason, extra=fields)
-            case Ambiguous(reason=reason):
-                resend = settings.on_ambiguous == "resend"
-                await store.mark_ambiguous(delivery.id, error=reason, resend=resend)
-                metrics.ambiguous.labels(settings.on_ambiguous).inc()
+            case Failed(reason=reason, detail=detail):
+                await store.apply(T.failed, delivery.id, reason=reason, error=detail)
+                metrics.deliveries_finished.labels("failed", reason).inc()
+                log.error("%s: failed: %s: %s", where, reason, detail, extra=fields)
+            case Ambiguous(reason=reason, detail=detail):
+                policy = AmbiguityPolicy(settings.on_ambiguous)
+                await store.apply(ambiguous(policy), delivery.id, reason=reason, error=detail)
+                metrics.ambiguous.labels(policy).inc()
                 log.error(
-                    "%s: AMBIGUOUS (%s): Telegram may have the message; policy %s",
+                    "%s: AMBIGUOUS (%s: %s): Telegram may have the message; policy %s",
                     where,
                     reason,
-                    settings.on_ambiguous,
+                    detail,
+                    policy,
                     extra=fields,
                 )
             case Migrated(new_chat_id=new_chat_id):
-                await store.follow_migration(delivery.id, delivery.chat_id, new_chat_id)
+                await store.follow_migration(
+                    delivery.id,
+                    delivery.chat_id,
+                    new_chat_id,
+                    error=f"chat migrated to {new_chat_id}",
+                )
                 log.warning(
                     "%s: chat migrated to %d; following it", where, new_chat_id, extra=fields
                 )
 
 
-def _reason_class(reason: str) -> str:
-    """A bounded label value for metrics out of a free-text reason."""
-    for prefix, label in (
-        ("429", "rate_limited"),
-        ("403", "forbidden"),
-        ("400", "bad_request"),
-        ("can't parse", "parse_error"),
-        ("cannot connect", "connect"),
-        ("gave up", "attempts_exhausted"),
-    ):
-        if reason.startswith(prefix):
-            return label
-    return "server_error" if "ServerError" in reason else "other"
+def _attempted(delivery: Delivery) -> Delivery:
+    """The delivery as ``begin_send`` left it: one more attempt written."""
+    return replace(delivery, attempts=delivery.attempts + 1)

@@ -7,14 +7,20 @@ both implementations.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Protocol
 
-from bridge.models import Delivery, DeliveryState, Notification
+from bridge.delivery import AmbiguityPolicy, Delivery, DeliveryState, ThreadChange, Transition
+from bridge.digest import DigestItem
+from bridge.models import Notification
+
+#: Turns the notifications a storm digest folds into its text; the worker's, so
+#: the store never renders.
+DigestRenderer = Callable[[Sequence[DigestItem]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +44,16 @@ class Accepted:
     @property
     def duplicate(self) -> bool:
         return self.occurrence is None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredLease:
+    """A delivery whose claimer's lease ran out: ``written`` says whether its
+    request had been written (then it is ambiguous) or not (it simply waits again)."""
+
+    delivery_id: int
+    chat_id: int
+    written: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,37 +152,55 @@ class Store(Protocol):
         republish_after: timedelta,
     ) -> Accepted: ...
 
-    # -- work --------------------------------------------------------------------
+    # -- work: the lifecycle's transitions (bridge/delivery.py) ----------------------
 
-    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None: ...
+    async def claim(
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+    ) -> Delivery | None:
+        """T.claim: the row with its open thread anchor; None if someone else has it,
+        it is done, it is not due, or an older delivery of its group is unfinished.
+        ``backlog`` counts the others waiting for its chat, up to ``backlog_up_to``."""
 
-    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None: ...
-
-    async def postpone(self, delivery_id: int, delay: timedelta) -> bool: ...
-
-    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool: ...
+    async def apply(self, transition: Transition, delivery_id: int, **params: object) -> bool:
+        """Run ``transition`` on one row with ``params``; False if the row was not in a
+        state (or did not meet the guards) the transition starts from."""
 
     async def mark_delivered(
-        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
-    ) -> bool: ...
-
-    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool: ...
-
-    async def mark_failed(self, delivery_id: int, *, error: str) -> bool: ...
-
-    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool: ...
+        self,
+        delivery_id: int,
+        message_id: int,
+        *,
+        plain_text: bool,
+        reply_to: int | None,
+        thread: ThreadChange,
+    ) -> bool:
+        """T.delivered, and ``thread`` applied to the group's thread in that chat."""
 
     async def follow_migration(
-        self, delivery_id: int, old_chat_id: int, new_chat_id: int
-    ) -> bool: ...
+        self, delivery_id: int, old_chat_id: int, new_chat_id: int, *, error: str
+    ) -> bool:
+        """T.migrated; every later delivery for ``old_chat_id`` goes to the new id."""
+
+    async def coalesce(
+        self, carrier: Delivery, *, threshold: int, render: DigestRenderer
+    ) -> Delivery | None:
+        """Fold what waits for the carrier's chat and topic into one digest (T.digested)."""
 
     # -- the scheduler and the shards ---------------------------------------------
 
     async def take_due(
-        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
-    ) -> list[tuple[int, int]]: ...
+        self,
+        *,
+        limit: int,
+        republish_after: timedelta,
+        catch_up: bool = False,
+        after_id: int = 0,
+    ) -> list[tuple[int, int]]:
+        """(id, chat id) of due, unclaimed rows, in id order; each is pushed forward
+        by ``republish_after``. ``catch_up`` pages through every row whose attempt is
+        due, from ``after_id``."""
 
-    async def expire_leases(self, *, resend: bool) -> list[int]: ...
+    async def expire_leases(self, *, policy: AmbiguityPolicy) -> list[ExpiredLease]: ...
 
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]: ...
 

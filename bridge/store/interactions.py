@@ -7,12 +7,15 @@ it: the delivery path never reads these tables except for acks at accept.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 import asyncpg
 
 from bridge.store.base import AlertMessage, BotSilence
-from bridge.store.postgres import PostgresStore
+
+Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
 _ALERT_MESSAGE = """
     SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
@@ -36,12 +39,12 @@ def _alert_message(row: asyncpg.Record | None) -> AlertMessage | None:
 
 
 class InteractionStore:
-    def __init__(self, store: PostgresStore) -> None:
-        self._store = store
+    def __init__(self, connection: Connect) -> None:
+        self._connection = connection
 
     async def first_sight(self, update_id: int) -> bool:
         """True the first time ``update_id`` is seen: act on it. False: a repeat."""
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             status = await conn.execute(
                 "INSERT INTO telegram_updates (update_id) VALUES ($1) ON CONFLICT DO NOTHING",
                 update_id,
@@ -50,12 +53,12 @@ class InteractionStore:
 
     async def forget_update(self, update_id: int) -> None:
         """Handling failed before anything changed: let Telegram's retry be acted on."""
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute("DELETE FROM telegram_updates WHERE update_id = $1", update_id)
 
     async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
         """The delivered alert message ``message_id`` in ``chat_id``, if the bridge sent it."""
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 _ALERT_MESSAGE + " WHERE d.chat_id = $1 AND d.telegram_message_id = $2"
                 " AND d.state = 'delivered'",
@@ -65,7 +68,7 @@ class InteractionStore:
         return _alert_message(row)
 
     async def delivery(self, delivery_id: int) -> AlertMessage | None:
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow(
                 _ALERT_MESSAGE + " WHERE d.id = $1 AND d.telegram_message_id IS NOT NULL",
                 delivery_id,
@@ -74,7 +77,7 @@ class InteractionStore:
 
     async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:
         """Record an ack; False if this notification was already acked in this chat."""
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             status = await conn.execute(
                 """INSERT INTO acks (notification_key, chat_id, user_id, user_name)
                    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
@@ -95,7 +98,7 @@ class InteractionStore:
         created_by: str,
         ends_at: datetime,
     ) -> int:
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             row_id = await conn.fetchval(
                 """INSERT INTO bot_silences
                        (silence_id, alertmanager_url, delivery_id, chat_id, created_by, ends_at)
@@ -110,7 +113,7 @@ class InteractionStore:
         return int(row_id)
 
     async def silence(self, row_id: int) -> BotSilence | None:
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             row = await conn.fetchrow("SELECT * FROM bot_silences WHERE id = $1", row_id)
         if row is None:
             return None
@@ -124,7 +127,7 @@ class InteractionStore:
         )
 
     async def mark_silence_expired(self, silence_id: str) -> None:
-        async with self._store.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(
                 "UPDATE bot_silences SET expired_at = now() WHERE silence_id = $1"
                 " AND expired_at IS NULL",

@@ -8,24 +8,42 @@ one of them act on it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 import asyncpg
 
-from bridge.digest import DigestItem, render_digest
+from bridge.delivery import (
+    CLAIMED_COLUMNS,
+    UNFINISHED,
+    WAITING,
+    AmbiguityPolicy,
+    Delivery,
+    DeliveryState,
+    FoldedRow,
+    Guard,
+    T,
+    ThreadChange,
+    Transition,
+    delivery_from_row,
+    digest_carrier,
+    initial,
+    lease_expired,
+    threads_closed_by_digest,
+)
+from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
-from bridge.models import Delivery, DeliveryState, Notification, Status
-from bridge.store.base import Accepted, NewDelivery, migrations
+from bridge.models import Notification, Status
+from bridge.store.base import Accepted, DigestRenderer, ExpiredLease, NewDelivery, migrations
+from bridge.store.interactions import InteractionStore
+from bridge.store.sql import POSTGRES, arguments, numbered, states, update, where_clause
 
-if TYPE_CHECKING:
-    from bridge.store.interactions import InteractionStore
+S = DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +75,39 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 # Appended to a CTE named `done` (the row that just finished): makes the next
 # waiting delivery of the same group and chat due for publishing at once.
-_WAKE_NEXT = """, woken AS (
+_WAKE_NEXT = f""", woken AS (
         UPDATE deliveries n SET republish_at = now()
         WHERE n.id = (
             SELECT e.id FROM deliveries e JOIN done
               ON e.group_ref = done.group_ref AND e.chat_id = done.chat_id
              AND COALESCE(e.thread_id, 0) = done.thread_key
-            WHERE e.state IN ('queued', 'retry') AND e.id > done.id
+            WHERE e.state IN {states(WAITING)} AND e.id > done.id
             ORDER BY e.id LIMIT 1)
     )"""
+
+
+_CLAIM, _CLAIM_ORDER = numbered(
+    f"""WITH claimed AS ({update(T.claim, POSTGRES, returning=", ".join(CLAIMED_COLUMNS))})
+        SELECT c.*, g.message_id AS anchor, n.group_key,
+               (SELECT count(*) FROM (
+                    SELECT 1 FROM deliveries w
+                    WHERE w.chat_id = c.chat_id
+                      AND COALESCE(w.thread_id, 0) = COALESCE(c.thread_id, 0)
+                      AND w.state IN {states(WAITING)} AND w.id <> c.id
+                    LIMIT :cap) AS waiting) AS backlog
+        FROM claimed c
+        JOIN notifications n ON n.key = c.notification_key
+        LEFT JOIN group_threads g
+            ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
+           AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL"""
+)
+
+# What a storm digest for the carrier's ($3) chat ($1) and topic ($2) takes in.
+_FOLDABLE = where_clause(
+    T.digested,
+    POSTGRES,
+    row="d.chat_id = $1 AND COALESCE(d.thread_id, 0) = COALESCE($2::bigint, 0) AND d.id <> $3",
+)
 
 
 class PostgresStore:
@@ -115,9 +157,7 @@ class PostgresStore:
                         await conn.execute("SELECT pg_advisory_unlock($1)", _POLLER_LOCK)
 
     def interactions(self) -> InteractionStore:
-        from bridge.store.interactions import InteractionStore
-
-        return InteractionStore(self)
+        return InteractionStore(self.connection)
 
     # -- schema ---------------------------------------------------------------
 
@@ -173,18 +213,18 @@ class PostgresStore:
         dedup_window: timedelta,
         republish_after: timedelta,
     ) -> Accepted:
-        """Record one notification and its deliveries in one transaction.
+        """Record one notification and its deliveries in one statement.
 
-        A copy inside the dedup window changes nothing. Otherwise a new
-        occurrence starts and one row per destination is inserted (ON CONFLICT
-        DO NOTHING: a concurrent identical request cannot double them).
+        This is ``next_occurrence`` and ``initial`` (bridge/delivery.py) in one
+        round trip, atomic without BEGIN/COMMIT: the occurrence upsert yields no
+        row for a copy inside the dedup window, and then nothing is inserted.
+        ON CONFLICT DO NOTHING on the rows: a concurrent identical request cannot
+        double them. The contract tests hold both stores to the pure rules.
         """
-        # One statement, so one round trip and atomic without BEGIN/COMMIT:
-        # the occurrence upsert yields no row for a copy inside the window,
-        # and then nothing else is inserted.
+        acked = initial("{user_name}")
         async with self.connection() as conn:
             rows = await conn.fetch(
-                """WITH occ AS (
+                f"""WITH occ AS (
                        INSERT INTO notifications AS n
                            (key, occurrence, occurrence_at, source, receiver, group_key, status,
                             common_labels, external_url, alert_count)
@@ -197,18 +237,19 @@ class PostgresStore:
                        INSERT INTO deliveries AS d
                            (notification_key, occurrence, chat_id, thread_id, silent, template,
                             text, republish_at, group_ref, resolves_group,
-                            state, finished_at, last_error)
+                            state, finished_at, reason, last_error)
                        SELECT $1, occ.occurrence, COALESCE(m.new_chat_id, t.chat_id), t.thread_id,
                               t.silent, t.template, t.text, now() + $12::interval, $13, $14,
-                              CASE WHEN a.user_name IS NULL THEN 'queued' ELSE 'suppressed' END,
+                              CASE WHEN a.user_name IS NULL THEN '{initial(None).state}'
+                                   ELSE '{acked.state}' END,
                               CASE WHEN a.user_name IS NULL THEN NULL ELSE now() END,
-                              'acked by ' || a.user_name
+                              CASE WHEN a.user_name IS NULL THEN NULL ELSE '{acked.reason}' END,
+                              replace($18, '{{user_name}}', a.user_name)
                        FROM occ
                        CROSS JOIN unnest($7::bigint[], $8::bigint[], $9::bool[], $10::text[],
                                          $11::text[])
                             WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
                        LEFT JOIN chat_migrations m ON m.old_chat_id = t.chat_id
-                       -- An acked notification's reminders in that chat are suppressed.
                        LEFT JOIN acks a ON a.notification_key = $1
                             AND a.chat_id = COALESCE(m.new_chat_id, t.chat_id)
                        ORDER BY t.ord
@@ -235,67 +276,225 @@ class PostgresStore:
                 json.dumps(dict(notification.common_labels)),
                 notification.external_url,
                 len(notification.alerts) + notification.truncated_alerts,
+                acked.error,
             )
         if not rows:
             return Accepted(occurrence=None, deliveries=[])
         return Accepted(
             occurrence=rows[0]["occurrence"],
-            deliveries=[(r["id"], r["chat_id"]) for r in rows if r["state"] == "queued"],
-            suppressed=sum(r["state"] == "suppressed" for r in rows),
+            deliveries=[(r["id"], r["chat_id"]) for r in rows if r["state"] == S.QUEUED],
+            suppressed=sum(r["state"] == S.SUPPRESSED for r in rows),
         )
 
     # -- worker ---------------------------------------------------------------
 
-    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None:
-        """queued|retry (due, and first in its group's line) → sending; else None.
-
-        None means someone else has it, it is done, it is not due yet, or an
-        older delivery of its group to the same chat is unfinished: "resolved"
-        never overtakes the "firing" it resolves. The row's open thread anchor
-        comes back with it, in the same round trip.
-        """
+    async def claim(
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+    ) -> Delivery | None:
+        """T.claim, with the row's open thread anchor, group key and the chat's backlog
+        in the same round trip."""
         async with self.connection() as conn:
             row = await conn.fetchrow(
-                """WITH claimed AS (
-                       UPDATE deliveries d
-                       SET state = 'sending', attempts = attempts + 1, last_attempt_at = now(),
-                           lease_until = now() + $2::interval
-                       WHERE d.id = $1 AND d.state IN ('queued', 'retry')
-                         AND d.next_attempt_at <= now()
-                         AND NOT EXISTS (
-                             SELECT 1 FROM deliveries e
-                             WHERE e.group_ref = d.group_ref AND e.chat_id = d.chat_id
-                               AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
-                               AND e.id < d.id AND e.state IN ('queued', 'sending', 'retry'))
-                       RETURNING d.id, d.chat_id, d.thread_id, d.silent, d.text, d.attempts,
-                                 d.plain_text, d.group_ref, d.resolves_group, d.created_at,
-                                 d.notification_key
-                   )
-                   SELECT c.*, g.message_id AS anchor, n.group_key
-                   FROM claimed c
-                   JOIN notifications n ON n.key = c.notification_key
-                   LEFT JOIN group_threads g
-                       ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
-                      AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL""",
-                delivery_id,
-                lease,
+                _CLAIM,
+                *arguments(_CLAIM_ORDER, {"id": delivery_id, "lease": lease, "cap": backlog_up_to}),
             )
         if row is None:
             return None
-        return Delivery(
-            id=row["id"],
-            chat_id=row["chat_id"],
-            thread_id=row["thread_id"],
-            silent=row["silent"],
-            text=row["text"],
-            attempts=row["attempts"],
-            plain_text=row["plain_text"],
-            group_ref=row["group_ref"],
-            resolves_group=row["resolves_group"],
-            anchor_message_id=row["anchor"],
-            group_key=row["group_key"],
-            accepted_at=row["created_at"],
+        return delivery_from_row(
+            row, anchor=row["anchor"], group_key=row["group_key"], backlog=row["backlog"]
         )
+
+    async def apply(self, transition: Transition, delivery_id: int, **params: object) -> bool:
+        """Run one transition on one row; a transition that finishes the row lets the
+        next delivery of its group and chat go at once."""
+        sql, order = _statements(transition)
+        async with self.connection() as conn:
+            changed = await conn.fetchval(sql, *arguments(order, {**params, "id": delivery_id}))
+        return bool(changed)
+
+    async def mark_delivered(
+        self,
+        delivery_id: int,
+        message_id: int,
+        *,
+        plain_text: bool,
+        reply_to: int | None,
+        thread: ThreadChange,
+    ) -> bool:
+        """T.delivered, and ``thread`` applied to the group's thread, in one round trip."""
+        opens = thread in (ThreadChange.OPEN, ThreadChange.OPEN_CLOSED)
+        closes = thread in (ThreadChange.OPEN_CLOSED, ThreadChange.CLOSE)
+        returning = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
+        sql, order = numbered(
+            f"""WITH done AS ({update(T.delivered, POSTGRES, returning=returning)}),
+                opened AS (
+                    INSERT INTO group_threads AS g
+                        (group_ref, chat_id, thread_key, message_id, closed_at)
+                    SELECT group_ref, chat_id, thread_key, :message_id::bigint,
+                           CASE WHEN :closes::boolean THEN now() END
+                    FROM done WHERE :opens::boolean
+                    ON CONFLICT (group_ref, chat_id, thread_key) DO UPDATE
+                        SET message_id = EXCLUDED.message_id, opened_at = now(),
+                            closed_at = EXCLUDED.closed_at
+                ), closed AS (
+                    UPDATE group_threads g SET closed_at = now()
+                    FROM done
+                    WHERE NOT :opens::boolean AND :closes::boolean
+                      AND g.group_ref = done.group_ref AND g.chat_id = done.chat_id
+                      AND g.thread_key = done.thread_key
+                ){_WAKE_NEXT}
+                SELECT count(*) FROM done"""
+        )
+        params = {
+            "id": delivery_id,
+            "message_id": message_id,
+            "plain_text": plain_text,
+            "reply_to": reply_to,
+            "opens": opens,
+            "closes": closes,
+        }
+        async with self.connection() as conn:
+            finished = await conn.fetchval(sql, *arguments(order, params))
+        return bool(finished)
+
+    async def follow_migration(
+        self, delivery_id: int, old_chat_id: int, new_chat_id: int, *, error: str
+    ) -> bool:
+        """T.migrated; remember the chat's new id for every later delivery."""
+        sql, order = numbered(update(T.migrated, POSTGRES))
+        params = {"id": delivery_id, "new_chat_id": new_chat_id, "error": error}
+        async with self.connection() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO chat_migrations (old_chat_id, new_chat_id) VALUES ($1, $2)
+                   ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = EXCLUDED.new_chat_id""",
+                old_chat_id,
+                new_chat_id,
+            )
+            moved = await conn.fetchval(sql, *arguments(order, params))
+            # Everything else still waiting for the old id goes there too.
+            await conn.execute(
+                f"""UPDATE deliveries SET chat_id = $2
+                    WHERE chat_id = $1 AND state IN {states(WAITING)}""",
+                old_chat_id,
+                new_chat_id,
+            )
+        return moved is not None
+
+    async def coalesce(
+        self, carrier: Delivery, *, threshold: int, render: DigestRenderer
+    ) -> Delivery | None:
+        """A storm: if ``threshold`` or more deliveries wait for the carrier's chat (and
+        topic), fold them into one digest the carrier sends (T.digested: accounted
+        for, not lost). The text is stored, so a retry sends the same; the carrier
+        becomes stand-alone. None when there is no storm."""
+        fold, fold_order = numbered(
+            update(
+                T.digested,
+                POSTGRES,
+                row="d.id = ANY(:ids::bigint[])",
+                returning="id, group_ref, resolves_group, notification_key",
+            )
+        )
+        async with self.connection() as conn, conn.transaction():
+            waiting = await conn.fetch(
+                f"""SELECT id FROM deliveries d WHERE {_FOLDABLE} ORDER BY id
+                    FOR UPDATE SKIP LOCKED""",
+                carrier.chat_id,
+                carrier.thread_id,
+                carrier.id,
+            )
+            if len(waiting) < threshold:
+                return None
+            params = {
+                "ids": [r["id"] for r in waiting],
+                "digest_id": carrier.id,
+                "error": f"in storm digest {carrier.id}",
+            }
+            folded = await conn.fetch(fold, *arguments(fold_order, params))
+            items = await conn.fetch(
+                """SELECT n.status, n.alert_count, n.common_labels
+                   FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                   WHERE d.id = ANY($1::bigint[])
+                   ORDER BY d.id = $2, d.id""",
+                [r["id"] for r in folded] + [carrier.id],
+                carrier.id,
+            )
+            text = render(
+                [DigestItem(r["status"], r["alert_count"], json.loads(r["common_labels"]))
+                 for r in items]
+            )  # fmt: skip
+            closed = threads_closed_by_digest(
+                FoldedRow(r["id"], r["group_ref"], r["resolves_group"]) for r in folded
+            )
+            if closed:
+                await conn.execute(
+                    """UPDATE group_threads SET closed_at = now()
+                       WHERE group_ref = ANY($1::uuid[]) AND chat_id = $2
+                         AND thread_key = COALESCE($3::bigint, 0) AND closed_at IS NULL""",
+                    list(closed),
+                    carrier.chat_id,
+                    carrier.thread_id,
+                )
+            # The digest is nobody's thread: it neither replies nor opens one.
+            await conn.execute(
+                """UPDATE deliveries SET text = $2, group_ref = NULL, resolves_group = FALSE,
+                                         plain_text = FALSE
+                   WHERE id = $1""",
+                carrier.id,
+                text,
+            )
+        return digest_carrier(carrier, text, len(folded))
+
+    # -- scheduler ------------------------------------------------------------
+
+    async def take_due(
+        self,
+        *,
+        limit: int,
+        republish_after: timedelta,
+        catch_up: bool = False,
+        after_id: int = 0,
+    ) -> list[tuple[int, int]]:
+        """Rows that are due and unclaimed; each is pushed forward so it is taken once per period.
+
+        ``catch_up`` also takes rows whose attempt is due but whose republish
+        time is not (after a restart of a process whose queue was in memory,
+        their wake-ups are gone), paging by id from ``after_id`` so a pass takes
+        each row once. SKIP LOCKED lets several schedulers run side by side.
+        """
+        order = "id" if catch_up else "republish_at"
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"""UPDATE deliveries SET republish_at = now() + $2::interval
+                    WHERE id IN (
+                        SELECT id FROM deliveries
+                        WHERE state IN {states(WAITING)}
+                          AND (republish_at <= now()
+                               OR ($3 AND next_attempt_at <= now() AND id > $4))
+                        ORDER BY {order}
+                        LIMIT $1
+                        FOR UPDATE SKIP LOCKED)
+                    RETURNING id, chat_id""",
+                limit,
+                republish_after,
+                catch_up,
+                after_id,
+            )
+        return sorted((r["id"], r["chat_id"]) for r in rows)
+
+    async def expire_leases(self, *, policy: AmbiguityPolicy) -> list[ExpiredLease]:
+        """A claimer's lease ran out: before it wrote its request the row waits again;
+        after, it is ambiguous (T.lease_expired_*)."""
+        found: list[ExpiredLease] = []
+        async with self.connection() as conn:
+            for transition in (T.lease_expired_unwritten, lease_expired(policy)):
+                sql, order = _statements(transition, row="", returning="id, chat_id")
+                rows = await conn.fetch(sql, *arguments(order, {}))
+                found += [
+                    ExpiredLease(r["id"], r["chat_id"], Guard.WRITTEN in transition.guards)
+                    for r in rows
+                ]
+        return found
 
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]:
         """Say ``worker_id`` is alive; returns every worker seen within ``ttl``, sorted."""
@@ -319,284 +518,15 @@ class PostgresStore:
         async with self.connection() as conn:
             await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
 
-    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None:
-        """A storm: if ``threshold`` or more deliveries wait for the carrier's chat (and
-        topic), fold them and the carrier into one digest message the carrier sends.
-
-        The waiting rows become ``suppressed`` with ``digest_id`` = the carrier:
-        accounted for, not lost. Returns the carrier with the digest text (stored,
-        so a retry sends the same), stand-alone; None when there is no storm.
-        """
-        async with self.connection() as conn, conn.transaction():
-            waiting = await conn.fetch(
-                """SELECT id FROM deliveries
-                   WHERE chat_id = $1 AND COALESCE(thread_id, 0) = COALESCE($2::bigint, 0)
-                     AND state IN ('queued', 'retry') AND id <> $3
-                   ORDER BY id
-                   FOR UPDATE SKIP LOCKED""",
-                carrier.chat_id,
-                carrier.thread_id,
-                carrier.id,
-            )
-            if len(waiting) < threshold:
-                return None
-            rows = await conn.fetch(
-                """WITH folded AS (
-                       UPDATE deliveries
-                       SET state = 'suppressed', finished_at = now(), digest_id = $1::bigint,
-                           last_error = 'in storm digest ' || $1::bigint::text
-                       WHERE id = ANY($2::bigint[])
-                       RETURNING notification_key
-                   )
-                   SELECT n.status, n.alert_count, n.common_labels
-                   FROM folded f JOIN notifications n ON n.key = f.notification_key
-                   UNION ALL
-                   SELECT n.status, n.alert_count, n.common_labels
-                   FROM deliveries d JOIN notifications n ON n.key = d.notification_key
-                   WHERE d.id = $1""",
-                carrier.id,
-                [r["id"] for r in waiting],
-            )
-            text = render_digest(
-                [
-                    DigestItem(r["status"], r["alert_count"], json.loads(r["common_labels"]))
-                    for r in rows
-                ]
-            )
-            # The digest is nobody's thread: it neither replies nor opens one.
-            await conn.execute(
-                """UPDATE deliveries SET text = $2, group_ref = NULL, resolves_group = FALSE,
-                                         plain_text = FALSE
-                   WHERE id = $1""",
-                carrier.id,
-                text,
-            )
-        return replace(
-            carrier,
-            text=text,
-            group_ref=None,
-            resolves_group=False,
-            anchor_message_id=None,
-            plain_text=False,
-            coalesced=len(waiting),
-        )
-
-    async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
-        """Park an unclaimed row until its rate-limit slot: not claimable, republished then."""
-        async with self.connection() as conn:
-            result = await conn.execute(
-                """UPDATE deliveries
-                   SET next_attempt_at = GREATEST(next_attempt_at, now() + $2::interval),
-                       republish_at = GREATEST(next_attempt_at, now() + $2::interval)
-                   WHERE id = $1 AND state IN ('queued', 'retry')""",
-                delivery_id,
-                delay,
-            )
-        return bool(result.endswith(" 1"))
-
-    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:
-        """A claim missed a row that still waits (not due, or behind its group): park it.
-
-        The scheduler publishes it again when it is due, or sooner when the
-        delivery ahead of it finishes (see _WAKE_NEXT).
-        """
-        async with self.connection() as conn:
-            result = await conn.execute(
-                """UPDATE deliveries
-                   SET republish_at = GREATEST(next_attempt_at, now() + $2::interval)
-                   WHERE id = $1 AND state IN ('queued', 'retry')""",
-                delivery_id,
-                republish_after,
-            )
-        return bool(result.endswith(" 1"))
-
-    async def _finish(
-        self, delivery_id: int, sql_set: str, *args: object, terminal: bool = True
-    ) -> bool:
-        # Only the lease holder may record an outcome: a row the scheduler
-        # already declared ambiguous keeps that verdict unless the send is
-        # now known to have succeeded (see mark_delivered). A terminal outcome
-        # lets the next delivery of the same group and chat go at once.
-        wake = _WAKE_NEXT if terminal else ""
-        async with self.connection() as conn:
-            finished = await conn.fetchval(
-                f"""WITH done AS (
-                        UPDATE deliveries SET {sql_set}, lease_until = NULL
-                        WHERE id = $1 AND state = 'sending'
-                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key
-                    ){wake}
-                    SELECT count(*) FROM done""",
-                delivery_id,
-                *args,
-            )
-        return bool(finished)
-
-    async def mark_delivered(
-        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
-    ) -> bool:
-        """Record the send; open the group's thread (a stand-alone message) or close it (resolved).
-
-        'ambiguous' too: an answer that arrives after the lease expired settles
-        the question, so the row stops counting as unknown.
-        """
-        async with self.connection() as conn:
-            finished = await conn.fetchval(
-                f"""WITH done AS (
-                        UPDATE deliveries
-                        SET state = 'delivered', telegram_message_id = $2, plain_text = $3,
-                            reply_to_message_id = $4, finished_at = now(), lease_until = NULL,
-                            last_error = NULL
-                        WHERE id = $1 AND state IN ('sending', 'ambiguous')
-                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key,
-                                  resolves_group
-                    ), opened AS (
-                        INSERT INTO group_threads AS g
-                            (group_ref, chat_id, thread_key, message_id, closed_at)
-                        SELECT group_ref, chat_id, thread_key, $2,
-                               CASE WHEN resolves_group THEN now() END
-                        FROM done WHERE group_ref IS NOT NULL AND $4::bigint IS NULL
-                        ON CONFLICT (group_ref, chat_id, thread_key) DO UPDATE
-                            SET message_id = EXCLUDED.message_id, opened_at = now(),
-                                closed_at = EXCLUDED.closed_at
-                    ), closed AS (
-                        UPDATE group_threads g SET closed_at = now()
-                        FROM done
-                        WHERE $4::bigint IS NOT NULL AND done.resolves_group
-                          AND g.group_ref = done.group_ref AND g.chat_id = done.chat_id
-                          AND g.thread_key = done.thread_key
-                    ){_WAKE_NEXT}
-                    SELECT count(*) FROM done""",
-                delivery_id,
-                message_id,
-                plain_text,
-                reply_to,
-            )
-        return bool(finished)
-
-    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool:
-        return await self._finish(
-            delivery_id,
-            "state = 'retry', last_error = $2, next_attempt_at = now() + $3::interval, "
-            "republish_at = now() + $3::interval",
-            error,
-            delay,
-            terminal=False,
-        )
-
-    async def mark_failed(self, delivery_id: int, *, error: str) -> bool:
-        return await self._finish(
-            delivery_id, "state = 'failed', last_error = $2, finished_at = now()", error
-        )
-
-    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool:
-        if resend:
-            return await self._finish(
-                delivery_id,
-                "state = 'retry', was_ambiguous = TRUE, last_error = $2, "
-                "next_attempt_at = now(), republish_at = now()",
-                error,
-                terminal=False,
-            )
-        return await self._finish(
-            delivery_id,
-            "state = 'ambiguous', was_ambiguous = TRUE, last_error = $2, finished_at = now()",
-            error,
-        )
-
-    async def follow_migration(self, delivery_id: int, old_chat_id: int, new_chat_id: int) -> bool:
-        """Remember the chat's new id and send this delivery there, at once."""
-        async with self.connection() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO chat_migrations (old_chat_id, new_chat_id) VALUES ($1, $2)
-                   ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = EXCLUDED.new_chat_id""",
-                old_chat_id,
-                new_chat_id,
-            )
-            result = await conn.execute(
-                """UPDATE deliveries
-                   SET chat_id = $2::bigint, state = 'retry', lease_until = NULL,
-                       next_attempt_at = now(), republish_at = now(),
-                       last_error = 'chat migrated to ' || $2::bigint::text
-                   WHERE id = $1 AND state = 'sending'""",
-                delivery_id,
-                new_chat_id,
-            )
-            # Everything else still waiting for the old id goes there too.
-            await conn.execute(
-                """UPDATE deliveries SET chat_id = $2
-                   WHERE chat_id = $1 AND state IN ('queued', 'retry')""",
-                old_chat_id,
-                new_chat_id,
-            )
-        return bool(result.endswith(" 1"))
-
-    # -- scheduler ------------------------------------------------------------
-
-    async def take_due(
-        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
-    ) -> list[tuple[int, int]]:
-        """Rows that are due and unclaimed; each is pushed forward so it is taken once per period.
-
-        ``catch_up`` also takes rows whose attempt is due but whose republish
-        time is not: after a restart of a process whose queue was in memory,
-        their wake-ups are gone. SKIP LOCKED lets several schedulers (one per
-        process) run side by side.
-        """
-        async with self.connection() as conn:
-            rows = await conn.fetch(
-                """UPDATE deliveries SET republish_at = now() + $2::interval
-                   WHERE id IN (
-                       SELECT id FROM deliveries
-                       WHERE state IN ('queued', 'retry')
-                         AND (republish_at <= now() OR ($3 AND next_attempt_at <= now()))
-                       ORDER BY republish_at
-                       LIMIT $1
-                       FOR UPDATE SKIP LOCKED)
-                   RETURNING id, chat_id""",
-                limit,
-                republish_after,
-                catch_up,
-            )
-        return [(r["id"], r["chat_id"]) for r in rows]
-
-    async def expire_leases(self, *, resend: bool) -> list[int]:
-        """sending with an expired lease → ambiguous (or back to retry, when resending)."""
-        target = (
-            "state = 'retry', next_attempt_at = now(), republish_at = now()"
-            if resend
-            else "state = 'ambiguous', finished_at = now()"
-        )
-        async with self.connection() as conn:
-            # The deliveries waiting behind an expired one in its group may go now.
-            rows = await conn.fetch(
-                f"""WITH expired AS (
-                        UPDATE deliveries
-                        SET {target}, was_ambiguous = TRUE, lease_until = NULL,
-                            last_error = 'lease expired while sending: '
-                                         'Telegram may or may not have it'
-                        WHERE id IN (
-                            SELECT id FROM deliveries
-                            WHERE state = 'sending' AND lease_until < now()
-                            FOR UPDATE SKIP LOCKED)
-                        RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key
-                    ), woken AS (
-                        UPDATE deliveries n SET republish_at = now()
-                        FROM expired x
-                        WHERE n.group_ref = x.group_ref AND n.chat_id = x.chat_id
-                          AND COALESCE(n.thread_id, 0) = x.thread_key
-                          AND n.state IN ('queued', 'retry') AND n.id <> x.id
-                    )
-                    SELECT id FROM expired"""
-            )
-        return [r["id"] for r in rows]
+    # -- what operators see -----------------------------------------------------
 
     async def backlog(self) -> tuple[int, float]:
         """Deliveries not yet finished, and the age in seconds of the oldest of them."""
         async with self.connection() as conn:
             row = await conn.fetchrow(
-                """SELECT count(*) AS n,
-                          COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age
-                   FROM deliveries WHERE state IN ('queued', 'sending', 'retry')"""
+                f"""SELECT count(*) AS n,
+                           COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age
+                    FROM deliveries WHERE state IN {states(UNFINISHED)}"""
             )
         return int(row["n"]), float(row["age"])
 
@@ -608,3 +538,22 @@ class PostgresStore:
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
+
+
+@functools.cache
+def _statements(
+    transition: Transition, *, row: str = "d.id = :id", returning: str | None = None
+) -> tuple[str, tuple[str, ...]]:
+    """One transition as a PostgreSQL statement, built once per process.
+
+    With ``returning`` the changed rows come back; otherwise their count, and a
+    transition that releases its group wakes the next delivery in line.
+    """
+    if returning is not None:
+        return numbered(update(transition, POSTGRES, row=row, returning=returning))
+    wake = _WAKE_NEXT if transition.releases_group else ""
+    keys = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
+    return numbered(
+        f"""WITH done AS ({update(transition, POSTGRES, row=row, returning=keys)}){wake}
+            SELECT count(*) FROM done"""
+    )

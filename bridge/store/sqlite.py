@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -24,20 +26,50 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
-from bridge.digest import DigestItem, render_digest
+from bridge.delivery import (
+    CLAIMED_COLUMNS,
+    UNFINISHED,
+    WAITING,
+    AmbiguityPolicy,
+    Delivery,
+    DeliveryState,
+    FoldedRow,
+    Guard,
+    T,
+    ThreadChange,
+    Transition,
+    as_uuid,
+    delivery_from_row,
+    digest_carrier,
+    initial,
+    lease_expired,
+    next_occurrence,
+    threads_closed_by_digest,
+)
+from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
-from bridge.models import Delivery, DeliveryState, Notification, Status
-from bridge.store.base import Accepted, AlertMessage, BotSilence, NewDelivery, migrations
+from bridge.models import Notification, Status
+from bridge.store.base import (
+    Accepted,
+    AlertMessage,
+    BotSilence,
+    DigestRenderer,
+    ExpiredLease,
+    NewDelivery,
+    migrations,
+)
+from bridge.store.sql import SQLITE, states, update, where_clause
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-Transaction = Callable[[sqlite3.Connection, float], T]
+R = TypeVar("R")
+Transaction = Callable[[sqlite3.Connection, float], R]
+#: The store's clock, in Unix seconds: the wall clock, or a test's fake one.
+Clock = Callable[[], float]
 
 
 class StoreInUse(StoreUnavailable):
@@ -48,32 +80,31 @@ def _seconds(delta: timedelta) -> float:
     return delta.total_seconds()
 
 
-def _when(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
-
-
-def _uuid(text: str | None) -> uuid.UUID | None:
-    return None if text is None else uuid.UUID(text)
+def _when(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 # What sqlite3 says when the file, not a query, is the problem: these become
 # StoreUnavailable (HTTP 503, so Alertmanager retries).
 _UNAVAILABLE_HINTS = ("locked", "disk", "unable to open", "readonly", "full")
 
-# After a delivery finished: the next one waiting in its group's line (same
-# chat and topic) may be published at once.
-_WAKE_NEXT = """
-    UPDATE deliveries SET republish_at = :now
-    WHERE id = (SELECT id FROM deliveries
-                WHERE group_ref = :group_ref AND chat_id = :chat_id
-                  AND COALESCE(thread_id, 0) = :thread_key
-                  AND state IN ('queued', 'retry') AND id > :id
-                ORDER BY id LIMIT 1)"""
+
+_CLAIM = update(T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS))
+
+# What a storm digest for the carrier's chat, topic and id (in that order) takes in.
+_FOLDABLE = where_clause(
+    T.digested,
+    SQLITE,
+    row="d.chat_id = ? AND COALESCE(d.thread_id, 0) = COALESCE(?, 0) AND d.id <> ?",
+)
 
 
 class SqliteStore:
-    def __init__(self, path: Path, connection: sqlite3.Connection, lock: IO[str]) -> None:
+    def __init__(
+        self, path: Path, connection: sqlite3.Connection, lock: IO[str], clock: Clock
+    ) -> None:
         self.path = path
+        self._clock = clock
         self._db = connection
         self._lock = lock
         # One thread: sqlite3 connections are not to be shared across threads,
@@ -81,7 +112,7 @@ class SqliteStore:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteStore:
+    async def open(cls, path: str | Path, *, clock: Clock = time.time) -> SqliteStore:
         path = Path(path)
         lock = _take_lock(path)
         try:
@@ -89,18 +120,18 @@ class SqliteStore:
         except BaseException:
             lock.close()
             raise
-        return cls(path, connection, lock)
+        return cls(path, connection, lock, clock)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
         self._lock.close()  # releases the flock
 
-    async def _run(self, transaction: Transaction[T]) -> T:
+    async def _run(self, transaction: Transaction[R]) -> R:
         """Run ``transaction`` in the store's thread, inside BEGIN IMMEDIATE ... COMMIT."""
 
-        def call() -> T:
-            now = time.time()
+        def call() -> R:
+            now = self._clock()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -186,33 +217,31 @@ class SqliteStore:
             row = db.execute(
                 "SELECT occurrence, occurrence_at FROM notifications WHERE key = ?", (str(key),)
             ).fetchone()
-            if row is None:
-                occurrence = 1
-                db.execute(
-                    """INSERT INTO notifications
-                           (key, occurrence, occurrence_at, source, receiver, group_key, status,
-                            common_labels, external_url, alert_count)
-                       VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (
-                        str(key),
-                        now,
-                        notification.source,
-                        notification.receiver,
-                        notification.group_key,
-                        notification.status.value,
-                        json.dumps(dict(notification.common_labels)),
-                        notification.external_url,
-                        len(notification.alerts) + notification.truncated_alerts,
-                    ),
-                )
-            elif row[1] <= now - _seconds(dedup_window):
-                occurrence = row[0] + 1
-                db.execute(
-                    "UPDATE notifications SET occurrence = ?, occurrence_at = ? WHERE key = ?",
-                    (occurrence, now, str(key)),
-                )
-            else:
+            seen = None if row is None else (row[0], _when(row[1]))
+            occurrence = next_occurrence(seen, _when(now), dedup_window)
+            if occurrence is None:
                 return Accepted(occurrence=None, deliveries=[])
+            db.execute(
+                """INSERT INTO notifications
+                       (key, occurrence, occurrence_at, source, receiver, group_key, status,
+                        common_labels, external_url, alert_count)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (key) DO UPDATE
+                       SET occurrence = excluded.occurrence,
+                           occurrence_at = excluded.occurrence_at""",
+                (
+                    str(key),
+                    occurrence,
+                    now,
+                    notification.source,
+                    notification.receiver,
+                    notification.group_key,
+                    notification.status.value,
+                    json.dumps(dict(notification.common_labels)),
+                    notification.external_url,
+                    len(notification.alerts) + notification.truncated_alerts,
+                ),
+            )
             queued: list[tuple[int, int]] = []
             suppressed = 0
             for d in deliveries:
@@ -224,12 +253,13 @@ class SqliteStore:
                     "SELECT user_name FROM acks WHERE notification_key = ? AND chat_id = ?",
                     (str(key), chat_id),
                 ).fetchone()
+                start = initial(acked[0] if acked else None)
                 inserted = db.execute(
                     """INSERT INTO deliveries
                            (notification_key, occurrence, chat_id, thread_id, silent, template,
                             text, created_at, next_attempt_at, republish_at, group_ref,
-                            resolves_group, state, finished_at, last_error)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            resolves_group, state, finished_at, reason, last_error)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                        ON CONFLICT DO NOTHING
                        RETURNING id""",
                     (
@@ -245,14 +275,15 @@ class SqliteStore:
                         now + _seconds(republish_after),
                         str(group),
                         notification.status is Status.RESOLVED,
-                        "suppressed" if acked else "queued",
-                        now if acked else None,
-                        f"acked by {acked[0]}" if acked else None,
+                        start.state.value,
+                        now if start.finished else None,
+                        start.reason,
+                        start.error,
                     ),
                 ).fetchone()
                 if inserted is None:
                     continue
-                if acked:
+                if start.finished:
                     suppressed += 1
                 else:
                     queued.append((inserted[0], chat_id))
@@ -262,177 +293,72 @@ class SqliteStore:
 
     # -- worker ---------------------------------------------------------------
 
-    async def claim(self, delivery_id: int, *, lease: timedelta) -> Delivery | None:
-        """queued|retry (due, and first in its group's line) → sending; else None."""
+    async def claim(
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+    ) -> Delivery | None:
+        """T.claim, and the row's open thread anchor, group key and the chat's backlog."""
 
         def claim(db: sqlite3.Connection, now: float) -> Delivery | None:
-            row = db.execute(
-                """UPDATE deliveries AS d
-                   SET state = 'sending', attempts = attempts + 1, last_attempt_at = :now,
-                       lease_until = :now + :lease
-                   WHERE d.id = :id AND d.state IN ('queued', 'retry')
-                     AND d.next_attempt_at <= :now
-                     AND NOT EXISTS (
-                         SELECT 1 FROM deliveries e
-                         WHERE e.group_ref = d.group_ref AND e.chat_id = d.chat_id
-                           AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
-                           AND e.id < d.id AND e.state IN ('queued', 'sending', 'retry'))
-                   RETURNING id, chat_id, thread_id, silent, text, attempts, plain_text,
-                             group_ref, resolves_group, created_at, notification_key""",
-                {"id": delivery_id, "now": now, "lease": _seconds(lease)},
-            ).fetchone()
+            row = db.execute(_CLAIM, _params(now, id=delivery_id, lease=lease)).fetchone()
             if row is None:
                 return None
-            (id_, chat_id, thread_id, silent, text, attempts, plain, group_ref, resolves) = row[:9]
-            created_at, notification_key = row[9], row[10]
             group_key = db.execute(
-                "SELECT group_key FROM notifications WHERE key = ?", (notification_key,)
+                "SELECT group_key FROM notifications WHERE key = ?", (row["notification_key"],)
             ).fetchone()[0]
             anchor = db.execute(
                 """SELECT message_id FROM group_threads
                    WHERE group_ref = ? AND chat_id = ? AND thread_key = COALESCE(?, 0)
                      AND closed_at IS NULL""",
-                (group_ref, chat_id, thread_id),
+                (row["group_ref"], row["chat_id"], row["thread_id"]),
             ).fetchone()
-            return Delivery(
-                id=id_,
-                chat_id=chat_id,
-                thread_id=thread_id,
-                silent=bool(silent),
-                text=text,
-                attempts=attempts,
-                plain_text=bool(plain),
-                group_ref=_uuid(group_ref),
-                resolves_group=bool(resolves),
-                anchor_message_id=anchor[0] if anchor else None,
-                group_key=group_key,
-                accepted_at=_when(created_at),
+            backlog = db.execute(
+                f"""SELECT count(*) FROM (
+                        SELECT 1 FROM deliveries
+                        WHERE chat_id = ? AND COALESCE(thread_id, 0) = COALESCE(?, 0)
+                          AND state IN {states(WAITING)} AND id <> ?
+                        LIMIT ?)""",
+                (row["chat_id"], row["thread_id"], row["id"], backlog_up_to),
+            ).fetchone()[0]
+            return delivery_from_row(
+                row, anchor=anchor[0] if anchor else None, group_key=group_key, backlog=backlog
             )
 
         return await self._run(claim)
 
-    async def coalesce(self, carrier: Delivery, *, threshold: int) -> Delivery | None:
-        """A storm: fold what waits for the carrier's chat and topic into one digest."""
+    async def apply(self, transition: Transition, delivery_id: int, **params: object) -> bool:
+        """Run one transition on one row; one that finishes it wakes the next in line."""
+        sql = _statement(transition)
 
-        def coalesce(db: sqlite3.Connection, now: float) -> tuple[str, int] | None:
-            waiting = [
-                r[0]
-                for r in db.execute(
-                    """SELECT id FROM deliveries
-                       WHERE chat_id = ? AND COALESCE(thread_id, 0) = COALESCE(?, 0)
-                         AND state IN ('queued', 'retry') AND id <> ?
-                       ORDER BY id""",
-                    (carrier.chat_id, carrier.thread_id, carrier.id),
-                )
-            ]
-            if len(waiting) < threshold:
-                return None
-            marks = ",".join("?" * len(waiting))
-            db.execute(
-                f"""UPDATE deliveries
-                    SET state = 'suppressed', finished_at = ?, digest_id = ?,
-                        last_error = 'in storm digest ' || ?
-                    WHERE id IN ({marks})""",
-                (now, carrier.id, carrier.id, *waiting),
-            )
-            rows = db.execute(
-                f"""SELECT n.status, n.alert_count, n.common_labels
-                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
-                    WHERE d.id IN ({marks}, ?) ORDER BY d.id = ?, d.id""",
-                (*waiting, carrier.id, carrier.id),
-            ).fetchall()
-            text = render_digest([DigestItem(r[0], r[1], json.loads(r[2])) for r in rows])
-            # The digest is nobody's thread: it neither replies nor opens one.
-            db.execute(
-                """UPDATE deliveries SET text = ?, group_ref = NULL, resolves_group = 0,
-                                         plain_text = 0
-                   WHERE id = ?""",
-                (text, carrier.id),
-            )
-            return text, len(waiting)
-
-        folded = await self._run(coalesce)
-        if folded is None:
-            return None
-        text, count = folded
-        return replace(
-            carrier,
-            text=text,
-            group_ref=None,
-            resolves_group=False,
-            anchor_message_id=None,
-            plain_text=False,
-            coalesced=count,
-        )
-
-    async def postpone(self, delivery_id: int, delay: timedelta) -> bool:
-        def postpone(db: sqlite3.Connection, now: float) -> bool:
-            cursor = db.execute(
-                """UPDATE deliveries
-                   SET next_attempt_at = MAX(next_attempt_at, :at),
-                       republish_at = MAX(next_attempt_at, :at)
-                   WHERE id = :id AND state IN ('queued', 'retry')""",
-                {"id": delivery_id, "at": now + _seconds(delay)},
-            )
-            return cursor.rowcount == 1
-
-        return await self._run(postpone)
-
-    async def defer(self, delivery_id: int, *, republish_after: timedelta) -> bool:
-        def defer(db: sqlite3.Connection, now: float) -> bool:
-            cursor = db.execute(
-                """UPDATE deliveries SET republish_at = MAX(next_attempt_at, :at)
-                   WHERE id = :id AND state IN ('queued', 'retry')""",
-                {"id": delivery_id, "at": now + _seconds(republish_after)},
-            )
-            return cursor.rowcount == 1
-
-        return await self._run(defer)
-
-    async def _finish(self, delivery_id: int, sql_set: str, params: dict[str, Any]) -> bool:
-        """Only the lease holder records an outcome; a terminal one wakes the next in line."""
-        terminal = params.pop("terminal", True)
-
-        def finish(db: sqlite3.Connection, now: float) -> bool:
-            done = db.execute(
-                f"""UPDATE deliveries SET {sql_set}, lease_until = NULL
-                    WHERE id = :id AND state = 'sending'
-                    RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0)""",
-                {**params, "id": delivery_id, "now": now},
-            ).fetchone()
+        def apply(db: sqlite3.Connection, now: float) -> bool:
+            done = db.execute(sql, _params(now, **params, id=delivery_id)).fetchone()
             if done is None:
                 return False
-            if terminal:
+            if transition.releases_group:
                 _wake_next(db, now, done)
             return True
 
-        return await self._run(finish)
+        return await self._run(apply)
 
     async def mark_delivered(
-        self, delivery_id: int, message_id: int, *, plain_text: bool, reply_to: int | None
+        self,
+        delivery_id: int,
+        message_id: int,
+        *,
+        plain_text: bool,
+        reply_to: int | None,
+        thread: ThreadChange,
     ) -> bool:
-        """Record the send; open the group's thread (a stand-alone message) or close it."""
+        """T.delivered, and ``thread`` applied to the group's thread."""
+        sql = _statement(T.delivered)
+        params = {"message_id": message_id, "plain_text": plain_text, "reply_to": reply_to}
 
         def delivered(db: sqlite3.Connection, now: float) -> bool:
-            done = db.execute(
-                """UPDATE deliveries
-                   SET state = 'delivered', telegram_message_id = :message_id,
-                       plain_text = :plain, reply_to_message_id = :reply_to, finished_at = :now,
-                       lease_until = NULL, last_error = NULL
-                   WHERE id = :id AND state IN ('sending', 'ambiguous')
-                   RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0), resolves_group""",
-                {
-                    "id": delivery_id,
-                    "message_id": message_id,
-                    "plain": plain_text,
-                    "reply_to": reply_to,
-                    "now": now,
-                },
-            ).fetchone()
+            done = db.execute(sql, _params(now, **params, id=delivery_id)).fetchone()
             if done is None:
                 return False
-            _, group_ref, chat_id, thread_key, resolves = done
-            if group_ref is not None and reply_to is None:
+            keys = (done["group_ref"], done["chat_id"], done["thread_key"])
+            if thread in (ThreadChange.OPEN, ThreadChange.OPEN_CLOSED):
+                closed = now if thread is ThreadChange.OPEN_CLOSED else None
                 db.execute(
                     """INSERT INTO group_threads
                            (group_ref, chat_id, thread_key, message_id, opened_at, closed_at)
@@ -440,49 +366,25 @@ class SqliteStore:
                        ON CONFLICT (group_ref, chat_id, thread_key) DO UPDATE
                            SET message_id = excluded.message_id, opened_at = excluded.opened_at,
                                closed_at = excluded.closed_at""",
-                    (group_ref, chat_id, thread_key, message_id, now, now if resolves else None),
+                    (*keys, message_id, now, closed),
                 )
-            elif reply_to is not None and resolves:
+            elif thread is ThreadChange.CLOSE:
                 db.execute(
                     """UPDATE group_threads SET closed_at = ?
                        WHERE group_ref = ? AND chat_id = ? AND thread_key = ?""",
-                    (now, group_ref, chat_id, thread_key),
+                    (now, *keys),
                 )
-            _wake_next(db, now, done[:4])
+            _wake_next(db, now, done)
             return True
 
         return await self._run(delivered)
 
-    async def mark_retry(self, delivery_id: int, *, delay: timedelta, error: str) -> bool:
-        return await self._finish(
-            delivery_id,
-            "state = 'retry', last_error = :error, next_attempt_at = :now + :delay, "
-            "republish_at = :now + :delay",
-            {"error": error, "delay": _seconds(delay), "terminal": False},
-        )
+    async def follow_migration(
+        self, delivery_id: int, old_chat_id: int, new_chat_id: int, *, error: str
+    ) -> bool:
+        """T.migrated; remember the chat's new id for every later delivery."""
+        sql = update(T.migrated, SQLITE)
 
-    async def mark_failed(self, delivery_id: int, *, error: str) -> bool:
-        return await self._finish(
-            delivery_id,
-            "state = 'failed', last_error = :error, finished_at = :now",
-            {"error": error},
-        )
-
-    async def mark_ambiguous(self, delivery_id: int, *, error: str, resend: bool) -> bool:
-        if resend:
-            return await self._finish(
-                delivery_id,
-                "state = 'retry', was_ambiguous = 1, last_error = :error, "
-                "next_attempt_at = :now, republish_at = :now",
-                {"error": error, "terminal": False},
-            )
-        return await self._finish(
-            delivery_id,
-            "state = 'ambiguous', was_ambiguous = 1, last_error = :error, finished_at = :now",
-            {"error": error},
-        )
-
-    async def follow_migration(self, delivery_id: int, old_chat_id: int, new_chat_id: int) -> bool:
         def follow(db: sqlite3.Connection, now: float) -> bool:
             db.execute(
                 """INSERT INTO chat_migrations (old_chat_id, new_chat_id, migrated_at)
@@ -490,71 +392,119 @@ class SqliteStore:
                    ON CONFLICT (old_chat_id) DO UPDATE SET new_chat_id = excluded.new_chat_id""",
                 (old_chat_id, new_chat_id, now),
             )
-            cursor = db.execute(
-                """UPDATE deliveries
-                   SET chat_id = :new, state = 'retry', lease_until = NULL,
-                       next_attempt_at = :now, republish_at = :now,
-                       last_error = 'chat migrated to ' || :new
-                   WHERE id = :id AND state = 'sending'""",
-                {"id": delivery_id, "new": new_chat_id, "now": now},
-            )
-            moved = cursor.rowcount == 1
+            params = _params(now, id=delivery_id, new_chat_id=new_chat_id, error=error)
+            moved = db.execute(sql, params).fetchone() is not None
+            waiting = states(WAITING)
             db.execute(
-                """UPDATE deliveries SET chat_id = ?
-                   WHERE chat_id = ? AND state IN ('queued', 'retry')""",
+                f"UPDATE deliveries SET chat_id = ? WHERE chat_id = ? AND state IN {waiting}",
                 (new_chat_id, old_chat_id),
             )
             return moved
 
         return await self._run(follow)
 
+    async def coalesce(
+        self, carrier: Delivery, *, threshold: int, render: DigestRenderer
+    ) -> Delivery | None:
+        """A storm: fold what waits for the carrier's chat and topic into one digest."""
+
+        def coalesce(db: sqlite3.Connection, now: float) -> tuple[str, int] | None:
+            waiting = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT id FROM deliveries d WHERE {_FOLDABLE} ORDER BY id",
+                    (carrier.chat_id, carrier.thread_id, carrier.id),
+                )
+            ]
+            if len(waiting) < threshold:
+                return None
+            marks = ",".join(str(int(i)) for i in waiting)
+            params = _params(now, digest_id=carrier.id, error=f"in storm digest {carrier.id}")
+            folded = db.execute(
+                update(
+                    T.digested,
+                    SQLITE,
+                    row=f"d.id IN ({marks})",
+                    returning="id, group_ref, resolves_group",
+                ),
+                params,
+            ).fetchall()
+            ids = ",".join(str(int(r["id"])) for r in folded)
+            rows = db.execute(
+                f"""SELECT n.status, n.alert_count, n.common_labels
+                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                    WHERE d.id IN ({ids}, ?) ORDER BY d.id = ?, d.id""",
+                (carrier.id, carrier.id),
+            ).fetchall()
+            text = render([DigestItem(r[0], r[1], json.loads(r[2])) for r in rows])
+            closed = threads_closed_by_digest(
+                FoldedRow(r["id"], as_uuid(r["group_ref"]), bool(r["resolves_group"]))
+                for r in folded
+            )
+            db.executemany(
+                """UPDATE group_threads SET closed_at = ?
+                   WHERE group_ref = ? AND chat_id = ? AND thread_key = COALESCE(?, 0)
+                     AND closed_at IS NULL""",
+                [(now, str(ref), carrier.chat_id, carrier.thread_id) for ref in closed],
+            )
+            # The digest is nobody's thread: it neither replies nor opens one.
+            db.execute(
+                """UPDATE deliveries SET text = ?, group_ref = NULL, resolves_group = 0,
+                                         plain_text = 0
+                   WHERE id = ?""",
+                (text, carrier.id),
+            )
+            return text, len(folded)
+
+        folded = await self._run(coalesce)
+        if folded is None:
+            return None
+        return digest_carrier(carrier, *folded)
+
     # -- the scheduler and the shards -------------------------------------------
 
     async def take_due(
-        self, *, limit: int, republish_after: timedelta, catch_up: bool = False
+        self,
+        *,
+        limit: int,
+        republish_after: timedelta,
+        catch_up: bool = False,
+        after_id: int = 0,
     ) -> list[tuple[int, int]]:
+        order = "id" if catch_up else "republish_at"
+
         def take(db: sqlite3.Connection, now: float) -> list[tuple[int, int]]:
             rows = db.execute(
-                """SELECT id, chat_id FROM deliveries
-                   WHERE state IN ('queued', 'retry')
-                     AND (republish_at <= :now OR (:catch_up AND next_attempt_at <= :now))
-                   ORDER BY republish_at LIMIT :limit""",
-                {"now": now, "catch_up": catch_up, "limit": limit},
+                f"""SELECT id, chat_id FROM deliveries
+                    WHERE state IN {states(WAITING)}
+                      AND (republish_at <= :now
+                           OR (:catch_up AND next_attempt_at <= :now AND id > :after_id))
+                    ORDER BY {order} LIMIT :limit""",
+                {"now": now, "catch_up": catch_up, "limit": limit, "after_id": after_id},
             ).fetchall()
             db.executemany(
                 "UPDATE deliveries SET republish_at = ? WHERE id = ?",
                 [(now + _seconds(republish_after), r[0]) for r in rows],
             )
-            return [(r[0], r[1]) for r in rows]
+            return sorted((r[0], r[1]) for r in rows)
 
         return await self._run(take)
 
-    async def expire_leases(self, *, resend: bool) -> list[int]:
-        target = (
-            "state = 'retry', next_attempt_at = :now, republish_at = :now"
-            if resend
-            else "state = 'ambiguous', finished_at = :now"
-        )
+    async def expire_leases(self, *, policy: AmbiguityPolicy) -> list[ExpiredLease]:
+        """T.lease_expired_*: before the request was written the row waits again;
+        after, it is ambiguous. The deliveries behind it in its group may go."""
+        transitions = (T.lease_expired_unwritten, lease_expired(policy))
 
-        def expire(db: sqlite3.Connection, now: float) -> list[int]:
-            expired = db.execute(
-                f"""UPDATE deliveries
-                    SET {target}, was_ambiguous = 1, lease_until = NULL,
-                        last_error = 'lease expired while sending: '
-                                     || 'Telegram may or may not have it'
-                    WHERE state = 'sending' AND lease_until < :now
-                    RETURNING id, group_ref, chat_id, COALESCE(thread_id, 0)""",
-                {"now": now},
-            ).fetchall()
-            for id_, group_ref, chat_id, thread_key in expired:
-                # The deliveries waiting behind an expired one in its group may go now.
-                db.execute(
-                    """UPDATE deliveries SET republish_at = ?
-                       WHERE group_ref = ? AND chat_id = ? AND COALESCE(thread_id, 0) = ?
-                         AND state IN ('queued', 'retry') AND id <> ?""",
-                    (now, group_ref, chat_id, thread_key, id_),
-                )
-            return [r[0] for r in expired]
+        def expire(db: sqlite3.Connection, now: float) -> list[ExpiredLease]:
+            found = []
+            for transition in transitions:
+                sql = _statement(transition, row="")
+                for done in db.execute(sql, _params(now)).fetchall():
+                    if transition.releases_group:
+                        _wake_next(db, now, done)
+                    written = Guard.WRITTEN in transition.guards
+                    found.append(ExpiredLease(done["id"], done["chat_id"], written))
+            return found
 
         return await self._run(expire)
 
@@ -583,8 +533,8 @@ class SqliteStore:
     async def backlog(self) -> tuple[int, float]:
         def backlog(db: sqlite3.Connection, now: float) -> tuple[int, float]:
             n, oldest = db.execute(
-                """SELECT count(*), min(created_at) FROM deliveries
-                   WHERE state IN ('queued', 'sending', 'retry')"""
+                f"""SELECT count(*), min(created_at) FROM deliveries
+                    WHERE state IN {states(UNFINISHED)}"""
             ).fetchone()
             return int(n), (now - oldest) if oldest is not None else 0.0
 
@@ -724,14 +674,42 @@ class SqliteInteractions:
         )
 
 
-def _wake_next(db: sqlite3.Connection, now: float, done: Sequence[Any]) -> None:
-    id_, group_ref, chat_id, thread_key = done
-    if group_ref is not None:
-        db.execute(
-            _WAKE_NEXT,
-            {"now": now, "group_ref": group_ref, "chat_id": chat_id, "thread_key": thread_key,
-             "id": id_},
-        )  # fmt: skip
+def _wake_next(db: sqlite3.Connection, now: float, done: sqlite3.Row) -> None:
+    """After a delivery finished, the next one waiting in its group's line (same chat
+    and topic) may be published at once."""
+    if done["group_ref"] is None:
+        return
+    db.execute(
+        f"""UPDATE deliveries SET republish_at = :now
+            WHERE id = (SELECT id FROM deliveries
+                        WHERE group_ref = :group_ref AND chat_id = :chat_id
+                          AND COALESCE(thread_id, 0) = :thread_key
+                          AND state IN {states(WAITING)} AND id > :id
+                        ORDER BY id LIMIT 1)""",
+        {"now": now, "group_ref": done["group_ref"], "chat_id": done["chat_id"],
+         "thread_key": done["thread_key"], "id": done["id"]},
+    )  # fmt: skip
+
+
+@functools.cache
+def _statement(transition: Transition, *, row: str = "d.id = :id") -> str:
+    """One transition as an UPDATE that returns what waking the next in line needs."""
+    keys = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
+    return update(transition, SQLITE, row=row, returning=keys)
+
+
+def _params(now: float, **params: object) -> dict[str, object]:
+    """SQLite's values: times as Unix seconds, durations as seconds, UUIDs as text."""
+    converted: dict[str, object] = {"now": now}
+    for name, value in params.items():
+        if isinstance(value, timedelta):
+            value = value.total_seconds()
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        converted[name] = value
+    return converted
 
 
 def _statements(script: str) -> list[str]:
@@ -770,6 +748,7 @@ def _take_lock(path: Path) -> IO[str]:
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row  # by name for the shared row mapper, by index elsewhere
         db.execute("PRAGMA journal_mode = WAL")
         # A 200 to Alertmanager means the row is on disk, power cut or not.
         db.execute("PRAGMA synchronous = FULL")

@@ -16,8 +16,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bridge.delivery import AmbiguityPolicy, Delivery, DeliveryState, Reason, T, thread_change
+from bridge.digest import render_digest
 from bridge.errors import StoreUnavailable
-from bridge.models import Alert, DeliveryState, Notification, Status
+from bridge.models import Alert, Notification, Status
 from bridge.store import NewDelivery, PostgresStore, Store
 from bridge.store.sqlite import SqliteStore
 from tests.conftest import PG_ADMIN_URL
@@ -97,6 +99,31 @@ async def states(store: Store) -> dict[DeliveryState, int]:
     return await store.state_counts()
 
 
+async def send(store: Store, d: int, *, lease: timedelta = LEASE) -> Delivery | None:
+    """What the worker does before it writes a request: claim, then begin_send."""
+    claimed = await store.claim(d, lease=lease)
+    if claimed is None or not await store.apply(T.begin_send, d):
+        return None
+    return claimed
+
+
+async def deliver(
+    store: Store, claimed: Delivery, message_id: int, reply_to: int | None = None
+) -> bool:
+    thread = thread_change(claimed.group_ref, reply_to, claimed.resolves_group)
+    return await store.mark_delivered(
+        claimed.id, message_id, plain_text=False, reply_to=reply_to, thread=thread
+    )
+
+
+async def fail(store: Store, d: int, error: str) -> bool:
+    return await store.apply(T.failed, d, reason=Reason.FORBIDDEN, error=error)
+
+
+async def retry(store: Store, d: int, delay: timedelta) -> bool:
+    return await store.apply(T.retry, d, reason=Reason.SERVER_ERROR, error="500", delay=delay)
+
+
 # -- accept ---------------------------------------------------------------------
 
 
@@ -138,61 +165,81 @@ async def test_accepted_rows_are_published_by_the_receiver_not_the_scheduler(
 async def test_a_delivery_is_claimed_once(store: Store) -> None:
     (d,) = await accept(store, to(42))
     claimed = await store.claim(d, lease=LEASE)
-    assert claimed is not None and claimed.chat_id == 42 and claimed.attempts == 1
+    assert claimed is not None and claimed.chat_id == 42 and claimed.attempts == 0
     assert claimed.text == "text for 42" and claimed.accepted_at is not None
     assert await store.claim(d, lease=LEASE) is None
     assert await states(store) == {S.SENDING: 1}
+    # Only the request about to be written counts as an attempt, once.
+    assert await store.apply(T.begin_send, d)
+    assert not await store.apply(T.begin_send, d)
 
 
 async def test_delivered_records_the_message_and_is_final(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    await store.claim(d, lease=LEASE)
-    assert await store.mark_delivered(d, 777, plain_text=False, reply_to=None)
-    assert not await store.mark_failed(d, error="too late")  # not under a lease any more
+    claimed = await send(store, d)
+    assert claimed is not None and await deliver(store, claimed, 777)
+    assert not await fail(store, d, "too late")  # not under a lease any more
     assert await states(store) == {S.DELIVERED: 1}
 
 
 async def test_only_the_lease_holder_records_an_outcome(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    assert not await store.mark_failed(d, error="never claimed")
-    assert not await store.mark_retry(d, delay=timedelta(0), error="never claimed")
+    assert not await fail(store, d, "never claimed")
+    assert not await retry(store, d, timedelta(0))
 
 
 async def test_a_retry_waits_for_its_time(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    await store.claim(d, lease=LEASE)
-    assert await store.mark_retry(d, delay=timedelta(seconds=0.3), error="500")
+    await send(store, d)
+    assert await retry(store, d, timedelta(seconds=0.3))
     assert await store.claim(d, lease=LEASE) is None  # not due yet
     assert await store.take_due(limit=10, republish_after=LATER) == []
     await asyncio.sleep(0.35)
     assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
     again = await store.claim(d, lease=LEASE)
-    assert again is not None and again.attempts == 2
+    assert again is not None and again.attempts == 1
 
 
 async def test_failed_is_terminal(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    await store.claim(d, lease=LEASE)
-    assert await store.mark_failed(d, error="403 blocked")
+    await send(store, d)
+    assert await fail(store, d, "403 blocked")
     assert await store.claim(d, lease=LEASE) is None
     assert await states(store) == {S.FAILED: 1}
 
 
 async def test_an_expired_lease_is_ambiguous_and_a_late_answer_settles_it(store: Store) -> None:
     (d,) = await accept(store, to(42))
+    claimed = await send(store, d, lease=timedelta(seconds=0.05))
+    assert claimed is not None
+    await asyncio.sleep(0.1)
+    expired = await store.expire_leases(policy=AmbiguityPolicy.ASSUME_SENT)
+    assert [(e.delivery_id, e.chat_id, e.written) for e in expired] == [(d, 42, True)]
+    assert await states(store) == {S.AMBIGUOUS: 1}
+    assert await deliver(store, claimed, 5)
+    assert await states(store) == {S.DELIVERED: 1}
+
+
+async def test_a_lease_that_expires_before_the_request_was_written_is_not_ambiguous(
+    store: Store,
+) -> None:
+    (d,) = await accept(store, to(42))
     await store.claim(d, lease=timedelta(seconds=0.05))
     await asyncio.sleep(0.1)
-    assert await store.expire_leases(resend=False) == [d]
-    assert await states(store) == {S.AMBIGUOUS: 1}
-    assert await store.mark_delivered(d, 5, plain_text=False, reply_to=None)
-    assert await states(store) == {S.DELIVERED: 1}
+    expired = await store.expire_leases(policy=AmbiguityPolicy.ASSUME_SENT)
+    assert [(e.delivery_id, e.written) for e in expired] == [(d, False)]
+    assert await states(store) == {S.QUEUED: 1}  # never attempted: simply waiting again
+    assert not await store.apply(T.begin_send, d)  # the old claimer may not write now
+    again = await store.claim(d, lease=LEASE)
+    assert again is not None and again.attempts == 0
 
 
 async def test_under_resend_an_expired_lease_goes_back_to_retry(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    await store.claim(d, lease=timedelta(seconds=0.05))
+    await send(store, d, lease=timedelta(seconds=0.05))
     await asyncio.sleep(0.1)
-    assert await store.expire_leases(resend=True) == [d]
+    expired = await store.expire_leases(policy=AmbiguityPolicy.RESEND)
+    assert [(e.delivery_id, e.written) for e in expired] == [(d, True)]
     assert await states(store) == {S.RETRY: 1}
     assert (await store.claim(d, lease=LEASE)) is not None
 
@@ -200,15 +247,16 @@ async def test_under_resend_an_expired_lease_goes_back_to_retry(store: Store) ->
 async def test_ambiguous_from_the_sender_under_each_policy(store: Store) -> None:
     kept, resent = await accept(store, to(1, 2))
     for d in (kept, resent):
-        await store.claim(d, lease=LEASE)
-    assert await store.mark_ambiguous(kept, error="timeout", resend=False)
-    assert await store.mark_ambiguous(resent, error="timeout", resend=True)
+        await send(store, d)
+    why = {"reason": Reason.TIMEOUT, "error": "timeout"}
+    assert await store.apply(T.ambiguous_assume_sent, kept, **why)
+    assert await store.apply(T.ambiguous_resend, resent, **why)
     assert await states(store) == {S.AMBIGUOUS: 1, S.RETRY: 1}
 
 
 async def test_a_postponed_row_is_not_claimable_until_its_slot(store: Store) -> None:
     (d,) = await accept(store, to(42))
-    assert await store.postpone(d, timedelta(seconds=0.3))
+    assert await store.apply(T.postpone, d, delay=timedelta(seconds=0.3))
     assert await store.claim(d, lease=LEASE) is None
     await asyncio.sleep(0.35)
     assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
@@ -223,14 +271,14 @@ async def test_resolved_waits_behind_its_firing_and_replies_to_it(store: Store) 
     (firing,) = await accept(store, to(42), group=group)
     (resolved,) = await accept(store, to(42), group=group, n=notification(status=Status.RESOLVED))
     assert await store.claim(resolved, lease=LEASE) is None  # behind the firing
-    assert await store.defer(resolved, republish_after=LATER)
-    await store.claim(firing, lease=LEASE)
-    await store.mark_delivered(firing, 100, plain_text=False, reply_to=None)
+    assert await store.apply(T.defer, resolved, republish_after=LATER)
+    claimed_firing = await send(store, firing)
+    assert claimed_firing is not None and await deliver(store, claimed_firing, 100)
     # The firing finished: the resolved one is woken at once, with the anchor.
     assert await store.take_due(limit=10, republish_after=LATER) == [(resolved, 42)]
-    claimed = await store.claim(resolved, lease=LEASE)
+    claimed = await send(store, resolved)
     assert claimed is not None and claimed.anchor_message_id == 100 and claimed.resolves_group
-    await store.mark_delivered(resolved, 101, plain_text=False, reply_to=100)
+    assert await deliver(store, claimed, 101, reply_to=100)
     # The thread is closed: the group's next firing starts a new one.
     (next_firing,) = await accept(store, to(42), group=group, n=notification("Again"))
     claimed = await store.claim(next_firing, lease=LEASE)
@@ -239,8 +287,8 @@ async def test_resolved_waits_behind_its_firing_and_replies_to_it(store: Store) 
 
 async def test_a_chat_migration_moves_the_delivery_and_what_comes_after(store: Store) -> None:
     first, waiting = await accept(store, to(-1) + to(-1, thread=9))
-    await store.claim(first, lease=LEASE)
-    assert await store.follow_migration(first, -1, -100)
+    await send(store, first)
+    assert await store.follow_migration(first, -1, -100, error="chat migrated")
     for d in (first, waiting):
         claimed = await store.claim(d, lease=LEASE)
         assert claimed is not None and claimed.chat_id == -100
@@ -258,8 +306,8 @@ async def test_a_storm_folds_into_one_digest_and_every_row_is_accounted_for(
     ids = [(await accept(store, to(42), n=notification(f"Storm{i % 3}")))[0] for i in range(12)]
     carrier = await store.claim(ids[0], lease=LEASE)
     assert carrier is not None
-    assert await store.coalesce(carrier, threshold=20) is None  # 11 waiting: no storm
-    digest = await store.coalesce(carrier, threshold=10)
+    assert await store.coalesce(carrier, threshold=20, render=render_digest) is None  # 11: no storm
+    digest = await store.coalesce(carrier, threshold=10, render=render_digest)
     assert digest is not None and digest.coalesced == 11 and digest.group_ref is None
     assert "12" in digest.text and "Storm0" in digest.text
     assert await states(store) == {S.SENDING: 1, S.SUPPRESSED: 11}
@@ -270,7 +318,7 @@ async def test_a_storm_in_one_chat_leaves_the_others_alone(store: Store) -> None
     (other,) = await accept(store, to(43))
     carrier = await store.claim(ids[0], lease=LEASE)
     assert carrier is not None
-    assert (await store.coalesce(carrier, threshold=3)) is not None
+    assert (await store.coalesce(carrier, threshold=3, render=render_digest)) is not None
     assert await store.claim(other, lease=LEASE) is not None
 
 
@@ -279,8 +327,8 @@ async def test_a_storm_in_one_chat_leaves_the_others_alone(store: Store) -> None
 
 async def test_backlog_counts_what_is_unfinished(store: Store) -> None:
     a, _ = await accept(store, to(1, 2))
-    await store.claim(a, lease=LEASE)
-    await store.mark_delivered(a, 1, plain_text=False, reply_to=None)
+    claimed = await send(store, a)
+    assert claimed is not None and await deliver(store, claimed, 1)
     depth, age = await store.backlog()
     assert depth == 1 and age >= 0
 
@@ -317,8 +365,8 @@ async def test_an_acked_notification_s_reminders_are_suppressed(store: Store) ->
     bot = store.interactions()
     key = uuid.uuid4()
     (d,) = await accept(store, to(42), key=key, window=timedelta(0))
-    await store.claim(d, lease=LEASE)
-    await store.mark_delivered(d, 900, plain_text=False, reply_to=None)
+    claimed = await send(store, d)
+    assert claimed is not None and await deliver(store, claimed, 900)
     message = await bot.message(42, 900)
     assert message is not None and message.delivery_id == d and message.notification_key == key
     assert message.common_labels == {"alertname": "DiskFull"} and not message.resolved

@@ -165,7 +165,7 @@ async def test_json_logs_name_the_delivery_and_chat_and_no_secret(
     [failed] = [r for r in records if r.get("delivery_id") and r["level"] == "error"]
     assert failed["chat_id"] == -1001
     assert failed["group_key"] == webhook(alert("Logged"))["groupKey"]
-    assert "403" in failed["message"]
+    assert "forbidden" in failed["message"]
     assert any(r.get("notification") and r.get("source") == "alertmanager" for r in records)
     assert "pg-pw-4242" not in text and TOKEN not in text
 

@@ -19,6 +19,7 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import SendMessage
 
+from bridge.delivery import Reason
 from bridge.telegram import Ambiguous, Failed, Migrated, Retry, classify
 
 METHOD = SendMessage(chat_id=1, text="x")
@@ -39,17 +40,19 @@ def connector_error() -> aiohttp.ClientConnectorError:
 
 def test_429_retries_after_exactly_what_telegram_said() -> None:
     outcome = classify(TelegramRetryAfter(method=METHOD, message="Too Many", retry_after=7))
-    assert isinstance(outcome, Retry) and outcome.reason.startswith("429")
+    assert isinstance(outcome, Retry) and outcome.reason is Reason.RATE_LIMITED
     assert outcome.delay == timedelta(seconds=7)
 
 
 def test_a_parsed_5xx_is_retried_with_backoff() -> None:
     outcome = classify(TelegramServerError(method=METHOD, message="Internal Server Error"))
     assert isinstance(outcome, Retry) and outcome.delay is None
+    assert outcome.reason is Reason.SERVER_ERROR
 
 
 def test_a_connection_never_made_is_retried() -> None:
-    assert isinstance(classify(network_error(connector_error())), Retry)
+    outcome = classify(network_error(connector_error()))
+    assert isinstance(outcome, Retry) and outcome.reason is Reason.CONNECT
 
 
 @pytest.mark.parametrize(
@@ -71,22 +74,42 @@ def test_an_undecodable_answer_is_ambiguous() -> None:
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "reason"),
     [
-        TelegramForbiddenError(method=METHOD, message="Forbidden: bot was blocked by the user"),
-        TelegramForbiddenError(method=METHOD, message="Forbidden: bot was kicked"),
-        TelegramBadRequest(method=METHOD, message="Bad Request: chat not found"),
+        (
+            TelegramForbiddenError(method=METHOD, message="Forbidden: bot was blocked by the user"),
+            Reason.FORBIDDEN,
+        ),
+        (
+            TelegramForbiddenError(method=METHOD, message="Forbidden: bot was kicked"),
+            Reason.FORBIDDEN,
+        ),
+        (
+            TelegramBadRequest(method=METHOD, message="Bad Request: chat not found"),
+            Reason.CHAT_NOT_FOUND,
+        ),
+        (
+            TelegramBadRequest(
+                method=METHOD, message="Bad Request: message to be replied not found"
+            ),
+            Reason.REPLY_TARGET_GONE,
+        ),
+        (
+            TelegramBadRequest(method=METHOD, message="Bad Request: message is too long"),
+            Reason.BAD_REQUEST,
+        ),
     ],
 )
-def test_blocked_kicked_and_chat_not_found_fail_without_retry(error) -> None:
+def test_blocked_kicked_and_chat_not_found_fail_without_retry(error, reason) -> None:
     outcome = classify(error)
-    assert isinstance(outcome, Failed) and error.message in outcome.reason
+    assert isinstance(outcome, Failed) and outcome.reason is reason
+    assert error.message in outcome.detail
 
 
 def test_a_parse_error_is_marked_for_the_plain_text_resend() -> None:
     error = TelegramBadRequest(method=METHOD, message="Bad Request: can't parse entities: x")
     outcome = classify(error)
-    assert isinstance(outcome, Failed) and outcome.reason.startswith("can't parse")
+    assert isinstance(outcome, Failed) and outcome.reason is Reason.PARSE_ERROR
 
 
 def test_a_migrated_group_is_followed() -> None:

@@ -1,0 +1,178 @@
+"""The lifecycle's transitions (``bridge/delivery.py``) as SQL, in either dialect.
+
+A transition is data: the states it starts from, the columns it writes, the
+guards it needs. This module turns one into an ``UPDATE``; a ``Dialect`` holds
+the few places PostgreSQL and SQLite spell things differently (the clock,
+durations, ``GREATEST`` against ``MAX``, placeholders). Statements are written
+with ``:name`` placeholders; PostgreSQL's are numbered at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bridge.delivery import (
+    UNFINISHED,
+    Const,
+    Guard,
+    Increment,
+    NotBefore,
+    Now,
+    Param,
+    Transition,
+    WaitingAgain,
+    Write,
+)
+
+#: PostgreSQL infers a parameter's type from its first use, and a parameter
+#: used as two types fails at run time; every parameter a transition writes is
+#: cast to its column's type.
+PG_COLUMN_TYPES = {
+    "chat_id": "bigint",
+    "telegram_message_id": "bigint",
+    "reply_to_message_id": "bigint",
+    "digest_id": "bigint",
+    "plain_text": "boolean",
+    "reason": "text",
+    "last_error": "text",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    now: str  # the current time as an expression
+    greatest: str  # the two-argument maximum
+    true: str
+    false: str
+    #: How a duration parameter is added to a time: ``{now} + {param}``.
+    duration: str
+
+    def literal(self, value: str | bool | int | None) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, bool):
+            return self.true if value else self.false
+        if isinstance(value, int):
+            return str(value)
+        return "'" + value.replace("'", "''") + "'"
+
+
+POSTGRES = Dialect(
+    name="postgres",
+    now="now()",
+    greatest="GREATEST",
+    true="TRUE",
+    false="FALSE",
+    duration="{now} + :{param}::interval",
+)
+SQLITE = Dialect(
+    name="sqlite",
+    now=":now",  # the store passes its clock's time, in Unix seconds
+    greatest="MAX",
+    true="1",
+    false="0",
+    duration="{now} + :{param}",  # durations are passed as seconds
+)
+
+
+def expression(write: Write, column: str, dialect: Dialect) -> str:
+    match write:
+        case Now(plus=None):
+            return dialect.now
+        case Now(plus=str(param)):
+            return dialect.duration.format(now=dialect.now, param=param)
+        case NotBefore(column=current, at=at):
+            return f"{dialect.greatest}({current}, {expression(at, column, dialect)})"
+        case Param(name=name):
+            cast = PG_COLUMN_TYPES.get(column) if dialect is POSTGRES else None
+            return f":{name}::{cast}" if cast else f":{name}"
+        case Const(value=value):
+            return dialect.literal(value)
+        case Increment(column=counted):
+            return f"{counted} + 1"
+        case WaitingAgain():
+            return "CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry' END"
+    raise AssertionError(f"unknown write {write!r}")
+
+
+def states(names: frozenset[str] | set[str]) -> str:
+    return "(" + ", ".join(f"'{s}'" for s in sorted(names)) + ")"
+
+
+def guard(condition: Guard, dialect: Dialect) -> str:
+    now = dialect.now
+    match condition:
+        case Guard.DUE:
+            return f"d.next_attempt_at <= {now}"
+        case Guard.FIRST_IN_GROUP:
+            return f"""NOT EXISTS (
+                SELECT 1 FROM deliveries e
+                WHERE e.group_ref = d.group_ref AND e.chat_id = d.chat_id
+                  AND COALESCE(e.thread_id, 0) = COALESCE(d.thread_id, 0)
+                  AND e.id < d.id AND e.state IN {states(UNFINISHED)})"""
+        case Guard.LEASE_HELD:
+            return f"d.lease_until > {now}"
+        case Guard.LEASE_EXPIRED:
+            return f"d.lease_until < {now}"
+        case Guard.NOT_WRITTEN:
+            return "d.send_started_at IS NULL"
+        case Guard.WRITTEN:
+            return "d.send_started_at IS NOT NULL"
+    raise AssertionError(f"unknown guard {condition!r}")
+
+
+def set_clause(transition: Transition, dialect: Dialect) -> str:
+    return ", ".join(
+        f"{column} = {expression(write, column, dialect)}"
+        for column, write in transition.assignments().items()
+    )
+
+
+def where_clause(transition: Transition, dialect: Dialect, *, row: str = "d.id = :id") -> str:
+    """The rows ``transition`` may change: its start states, its guards, and ``row``."""
+    conditions = [f"d.state IN {states(transition.start)}"]
+    conditions += [guard(g, dialect) for g in transition.guards]
+    if row:
+        conditions.insert(0, row)
+    return " AND ".join(conditions)
+
+
+def update(
+    transition: Transition,
+    dialect: Dialect,
+    *,
+    row: str = "d.id = :id",
+    returning: str = "id",
+) -> str:
+    """``UPDATE deliveries`` for one transition, with ``:name`` placeholders."""
+    return (
+        f"UPDATE deliveries AS d SET {set_clause(transition, dialect)} "
+        f"WHERE {where_clause(transition, dialect, row=row)} "
+        f"RETURNING {returning}"
+    )
+
+
+_NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+def numbered(sql: str) -> tuple[str, tuple[str, ...]]:
+    """PostgreSQL's placeholders: ``:name`` → ``$n``; the names in ``$n`` order."""
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in order:
+            order.append(name)
+        return f"${order.index(name) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(order)
+
+
+def arguments(order: tuple[str, ...], params: Mapping[str, object]) -> list[object]:
+    missing = [name for name in order if name not in params]
+    if missing:
+        raise TypeError(f"missing statement parameters: {missing}")
+    return [params[name] for name in order]
