@@ -161,6 +161,10 @@ class Transition:
     #: its group in its chat may go at once.
     releases_group: bool = False
 
+    def allows(self, state: DeliveryState, facts: Mapping[Guard, bool]) -> bool:
+        """Whether a row in ``state``, of which ``facts`` hold, takes this transition."""
+        return state in self.start and all(facts[g] for g in self.guards)
+
     def assignments(self) -> dict[str, Write]:
         """Every column this transition sets, the state included."""
         state: dict[str, Write] = {} if self.to is None else {"state": Const(self.to.value)}
@@ -335,6 +339,7 @@ class T:
             "last_error": Param("error"),
         },
         guards=(Guard.NOT_WRITTEN,),
+        releases_group=True,
     )
 
     @classmethod

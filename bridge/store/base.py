@@ -211,3 +211,6 @@ class Store(Protocol):
     async def backlog(self) -> tuple[int, float]: ...
 
     async def state_counts(self) -> dict[DeliveryState, int]: ...
+
+    async def state_of(self, delivery_id: int) -> DeliveryState | None:
+        """One delivery's state; None for an unknown id."""

@@ -435,6 +435,14 @@ class PostgresStore:
                     carrier.chat_id,
                     carrier.thread_id,
                 )
+            # What waited behind a folded row in its group's line may go now.
+            await conn.execute(
+                f"""UPDATE deliveries SET republish_at = now()
+                    WHERE chat_id = $1 AND COALESCE(thread_id, 0) = COALESCE($2::bigint, 0)
+                      AND state IN {states(WAITING)} AND republish_at > now()""",
+                carrier.chat_id,
+                carrier.thread_id,
+            )
             # The digest is nobody's thread: it neither replies nor opens one.
             await conn.execute(
                 """UPDATE deliveries SET text = $2, group_ref = NULL, resolves_group = FALSE,
@@ -534,6 +542,11 @@ class PostgresStore:
         async with self.connection() as conn:
             rows = await conn.fetch("SELECT state, count(*) AS n FROM deliveries GROUP BY state")
         return {DeliveryState(r["state"]): r["n"] for r in rows}
+
+    async def state_of(self, delivery_id: int) -> DeliveryState | None:
+        async with self.connection() as conn:
+            state = await conn.fetchval("SELECT state FROM deliveries WHERE id = $1", delivery_id)
+        return None if state is None else DeliveryState(state)
 
     async def ping(self) -> None:
         async with self.connection() as conn:

@@ -447,6 +447,13 @@ class SqliteStore:
                      AND closed_at IS NULL""",
                 [(now, str(ref), carrier.chat_id, carrier.thread_id) for ref in closed],
             )
+            # What waited behind a folded row in its group's line may go now.
+            db.execute(
+                f"""UPDATE deliveries SET republish_at = ?
+                    WHERE chat_id = ? AND COALESCE(thread_id, 0) = COALESCE(?, 0)
+                      AND state IN {states(WAITING)} AND republish_at > ?""",
+                (now, carrier.chat_id, carrier.thread_id, now),
+            )
             # The digest is nobody's thread: it neither replies nor opens one.
             db.execute(
                 """UPDATE deliveries SET text = ?, group_ref = NULL, resolves_group = 0,
@@ -546,6 +553,13 @@ class SqliteStore:
             return {DeliveryState(state): n for state, n in rows}
 
         return await self._run(counts)
+
+    async def state_of(self, delivery_id: int) -> DeliveryState | None:
+        def state(db: sqlite3.Connection, now: float) -> DeliveryState | None:
+            row = db.execute("SELECT state FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
+            return None if row is None else DeliveryState(row[0])
+
+        return await self._run(state)
 
 
 class SqliteInteractions:

@@ -8,6 +8,7 @@ the group's line, fold a storm into a digest, and keep the bot's records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -30,14 +31,18 @@ LATER = timedelta(seconds=30)
 S = DeliveryState
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+@contextlib.asynccontextmanager
+async def open_store(kind: str, folder: Path) -> AsyncIterator[Store]:
+    """A migrated store of ``kind`` ("postgres": a fresh database; "sqlite": a file in
+    ``folder``), removed afterwards."""
     s: Store
-    if request.param == "sqlite":
-        s = await SqliteStore.open(tmp_path / "alertbridge.db")
+    if kind == "sqlite":
+        s = await SqliteStore.open(folder / "alertbridge.db")
         await s.migrate()
-        yield s
-        await s.close()
+        try:
+            yield s
+        finally:
+            await s.close()
         return
     name = f"ab_contract_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(PG_ADMIN_URL)
@@ -45,11 +50,19 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     try:
         s = await PostgresStore.connect(PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}")
         await s.migrate()
-        yield s
-        await s.close()
+        try:
+            yield s
+        finally:
+            await s.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(request.param, tmp_path) as opened:
+        yield opened
 
 
 def notification(name: str = "DiskFull", status: Status = Status.FIRING) -> Notification:
