@@ -42,3 +42,22 @@ class QueueUnavailable(BridgeError):
 
 class AlertmanagerError(BridgeError):
     """Alertmanager's API refused a call, or no configured Alertmanager answered."""
+
+
+class BotRefusal(BridgeError):
+    """A bot command or button that is not carried out; the text is the answer to
+    the user. ``outcome`` is the metric label: the subclass says which, never the text."""
+
+    outcome = "invalid"
+
+
+class Denied(BotRefusal):
+    """The user or chat is not in the allow-list for this action."""
+
+    outcome = "denied"
+
+
+class Invalid(BotRefusal):
+    """The command cannot be carried out as asked (no reply target, bad usage, unknown id)."""
+
+    outcome = "invalid"

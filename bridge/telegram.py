@@ -32,6 +32,7 @@ from aiohttp import ClientConnectorError
 from bridge.bot.keyboards import alert_keyboard
 from bridge.config import TelegramConfig
 from bridge.delivery import Delivery, Reason
+from bridge.logs import delivery_fields
 from bridge.render import html_to_plain
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ class TelegramSender:
                 delivery.id,
                 delivery.chat_id,
                 delivery.anchor_message_id,
+                extra=delivery_fields(delivery),
             )
             return await self._send_formatted(delivery, None)
         return outcome
@@ -157,6 +159,7 @@ class TelegramSender:
                 delivery.id,
                 delivery.chat_id,
                 outcome.detail,
+                extra=delivery_fields(delivery),
             )
             return await self._attempt(delivery, plain=True, reply_to=reply_to)
         return outcome
@@ -195,12 +198,22 @@ class TelegramSender:
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:
                 return True
-            log.warning("chat %d: cannot edit thread message %d: %s", chat_id, message_id, exc)
+            self._edit_failed(delivery, message_id, exc)
             return False
         except Exception as exc:  # noqa: BLE001 - an edit is cosmetic; the delivery stands
-            log.warning("chat %d: cannot edit thread message %d: %s", chat_id, message_id, exc)
+            self._edit_failed(delivery, message_id, exc)
             return False
         return True
+
+    def _edit_failed(self, delivery: Delivery, message_id: int, exc: Exception) -> None:
+        log.warning(
+            "delivery %d chat %d: cannot edit thread message %d: %s",
+            delivery.id,
+            delivery.chat_id,
+            message_id,
+            exc,
+            extra=delivery_fields(delivery),
+        )
 
     async def close(self) -> None:
         await self._bot.session.close()

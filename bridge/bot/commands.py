@@ -26,7 +26,7 @@ from aiogram.types import (
 from bridge.alertmanager_api import AlertmanagerClient
 from bridge.bot.keyboards import Callback, alert_keyboard, decode, page_keyboard, undo_keyboard
 from bridge.config import AlertmanagerApiConfig, AllowList, BotConfig, parse_duration
-from bridge.errors import AlertmanagerError
+from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
 from bridge.render import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
 from bridge.store.base import AlertMessage, Interactions
@@ -45,10 +45,6 @@ COMMANDS = [
 ]
 #: Room left under Telegram's 4096 for a page of /alerts or /silences.
 PAGE_BUDGET = 3500
-
-
-class Refused(Exception):
-    """Said to the user as it is; nothing was changed."""
 
 
 def user_label(user: User | None) -> str:
@@ -144,9 +140,8 @@ class BotHandler:
             return  # another bot's command in a group: not ours to answer
         try:
             await action(message, args.strip())
-        except Refused as refusal:
-            outcome = "denied" if "not allowed" in str(refusal) else "invalid"
-            self._count(command, outcome, message.from_user, message.chat.id, str(refusal))
+        except BotRefusal as refusal:
+            self._count(command, refusal.outcome, message.from_user, message.chat.id, str(refusal))
             await self._reply(message, str(refusal))
             return
         except AlertmanagerError as exc:
@@ -164,9 +159,9 @@ class BotHandler:
             return
         try:
             notice = await self._press(callback, query)
-        except Refused as refusal:
-            outcome = "denied" if "not allowed" in str(refusal) else "invalid"
-            self._count(f"button_{callback.verb}", outcome, query.from_user, chat_id, str(refusal))
+        except BotRefusal as refusal:
+            label = f"button_{callback.verb}"
+            self._count(label, refusal.outcome, query.from_user, chat_id, str(refusal))
             await query.answer(str(refusal), show_alert=True)
             return
         except AlertmanagerError as exc:
@@ -194,7 +189,7 @@ class BotHandler:
             self._require(self._settings.allow.silence, user, chat_id, "expire silences")
             silence = await self._store.silence(callback.row_id)
             if silence is None or silence.chat_id != chat_id:
-                raise Refused("That silence is not known here.")
+                raise Invalid("That silence is not known here.")
             await self._expire(silence.silence_id)
             await self._bot.edit_message_reply_markup(
                 chat_id=chat_id, message_id=query.message.message_id, reply_markup=None
@@ -202,7 +197,7 @@ class BotHandler:
             return "Silence expired"
         target = await self._store.delivery(callback.row_id)
         if target is None or target.chat_id != chat_id:
-            raise Refused("That alert is not known here.")
+            raise Invalid("That alert is not known here.")
         if callback.verb == "ack":
             return await self._ack(target, user, chat_id)
         duration = timedelta(hours=1) if callback.duration == "1h" else timedelta(days=1)
@@ -215,7 +210,7 @@ class BotHandler:
 
     def _require(self, allow: AllowList, user: User | None, chat_id: int, what: str) -> None:
         if user is None or not allow.allows(user.id, chat_id):
-            raise Refused(f"Sorry, you are not allowed to {what} here.")
+            raise Denied(f"Sorry, you are not allowed to {what} here.")
 
     def _count(
         self,
@@ -294,10 +289,10 @@ class BotHandler:
     async def _replied_alert(self, message: Message, usage: str) -> AlertMessage:
         replied = message.reply_to_message
         if replied is None:
-            raise Refused(f"Reply to an alert message with {usage}.")
+            raise Invalid(f"Reply to an alert message with {usage}.")
         target = await self._store.message(message.chat.id, replied.message_id)
         if target is None:
-            raise Refused("That message is not an alert the bridge sent.")
+            raise Invalid("That message is not an alert the bridge sent.")
         return target
 
     async def _ack_command(self, message: Message, args: str) -> None:
@@ -312,7 +307,7 @@ class BotHandler:
         except ValueError:
             duration = None
         if duration is None or duration <= timedelta(0):
-            raise Refused("Usage: reply to an alert with /silence 2h [comment].")
+            raise Invalid("Usage: reply to an alert with /silence 2h [comment].")
         target = await self._replied_alert(message, "/silence 2h [comment]")
         await self._silence(
             target, message.from_user, message.chat.id, duration, comment or "from Telegram"
@@ -323,7 +318,7 @@ class BotHandler:
             self._settings.allow.silence, message.from_user, message.chat.id, "expire silences"
         )
         if not args:
-            raise Refused("Usage: /unsilence SILENCE_ID (see /silences).")
+            raise Invalid("Usage: /unsilence SILENCE_ID (see /silences).")
         await self._expire(args.split()[0])
         await self._reply(
             message, f"Silence <code>{telegram_escape(args.split()[0])}</code> expired."
@@ -367,7 +362,7 @@ class BotHandler:
         if self._identifying:
             labels = {k: v for k, v in labels.items() if k in self._identifying}
         if not labels:
-            raise Refused("This alert has no labels to silence by.")
+            raise Invalid("This alert has no labels to silence by.")
         now = datetime.now(UTC)
         ends = now + duration
         who = user_label(user)
@@ -402,7 +397,7 @@ class BotHandler:
 
     def _api(self) -> AlertmanagerClient:
         if self._alertmanager is None:
-            raise Refused("No Alertmanager is configured (the alertmanager: section).")
+            raise Invalid("No Alertmanager is configured (the alertmanager: section).")
         return self._alertmanager
 
     async def _reply(
