@@ -40,7 +40,9 @@ PARSERS = {
     "firing": alertmanager.parse,
     "resolved": alertmanager.parse,
     "group-300": alertmanager.parse,
+    "reminder": alertmanager.parse,
     "grafana-firing": grafana.parse,
+    "grafana-documented": grafana.parse,
     "generic-uptime": partial(generic.parse, settings=_uptime_settings(), name="uptime"),
 }
 
