@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -272,6 +273,15 @@ def test_alertmanager_says_why_it_sent_a_notification() -> None:
     assert n.route_labels == {"team": "db"}
     first = alertmanager.parse((EXAMPLES / "payloads/firing.json").read_bytes())
     assert first.notification_reason == "" and not first.is_reminder
+
+
+def test_the_default_template_tells_a_reminder_from_news() -> None:
+    env = build_environment()
+    reminder = alertmanager.parse((EXAMPLES / "payloads/reminder.json").read_bytes())
+    news = replace(reminder, notification_reason="first notification")
+    for template in ("default", "compact"):
+        assert "eminder" in render(env, template, reminder, Destination(chat_id=1)), template
+        assert "eminder" not in render(env, template, news, Destination(chat_id=1)), template
 
 
 def test_a_reason_or_route_labels_of_an_unexpected_type_are_ignored() -> None:
