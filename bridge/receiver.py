@@ -105,7 +105,8 @@ def _authorized(request: Request, config: Config) -> bool:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isdigit alone admits digits of other scripts ("²", "٣"), which int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadError(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
     body = bytearray()
     async for chunk in request.stream():

@@ -289,3 +289,15 @@ def test_a_reason_or_route_labels_of_an_unexpected_type_are_ignored() -> None:
     document.update(notification_reason=5, routeLabels=["team"], newField={"x": 1})
     n = alertmanager.parse(json.dumps(document).encode())
     assert n.notification_reason == "" and n.route_labels == {}
+
+
+async def test_a_content_length_of_foreign_digits_is_read_not_crashed_on() -> None:
+    from starlette.requests import Request
+
+    from bridge.receiver import _read_body
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-length", "²".encode())]}
+    assert await _read_body(Request(scope, receive), 1024) == b"{}"
