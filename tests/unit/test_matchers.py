@@ -184,6 +184,13 @@ def test_a_refused_matcher_names_the_file_line_and_key() -> None:
     assert "error parsing regexp" in message
 
 
+def test_matchers_on_the_root_route_are_refused_as_alertmanager_refuses_them() -> None:
+    text = MINIMAL.replace("  chats: [-1001] ", "  matchers: ['team=ops']\n  chats: [-1001] ")
+    with pytest.raises(ConfigError) as refusal:
+        parse_config(text, source="c.yml", environ={})
+    assert "c.yml:6: route: the root route takes every alert" in str(refusal.value)
+
+
 def test_a_classic_only_matcher_is_read_and_a_warning_says_how_to_write_it(caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="bridge.routing"):
         route = build_route({"chats": [-1], "routes": [{"matchers": [r"a=b\n"], "chats": [-2]}]})
