@@ -300,6 +300,18 @@ class Config(_Strict):
             ) from exc
         return zone
 
+    @field_validator("route")
+    @classmethod
+    def _root_takes_every_alert(cls, route: RouteConfig) -> RouteConfig:
+        # Alertmanager refuses matchers on its root route too: the root is
+        # where an alert that matches nothing else goes.
+        if route.matchers:
+            raise ValueError(
+                "the root route takes every alert and has no matchers; "
+                "put them on a route under routes:"
+            )
+        return route
+
     @field_validator("listen")
     @classmethod
     def _listen_shape(cls, listen: str) -> str:
