@@ -443,12 +443,12 @@ class Reloaded:
     needs_restart: list[str]
 
     def summary(self) -> str:
-        applied = ", ".join(self.applied) or "nothing changed"
-        if not self.needs_restart:
-            return f"applied: {applied}"
-        return (
-            f"applied: {applied}; not applied, they need a restart: {', '.join(self.needs_restart)}"
-        )
+        if not self.applied and not self.needs_restart:
+            return "nothing changed"
+        summary = f"applied: {', '.join(self.applied) or 'nothing'}"
+        if self.needs_restart:
+            summary += f"; not applied, they need a restart: {', '.join(self.needs_restart)}"
+        return summary
 
 
 def in_force(running: Settings, loaded: Settings) -> Settings:

@@ -76,9 +76,9 @@ def alert_view(
     one place decides what the message says and which buttons still apply.
     The buttons act on ``delivery_id``; a resolved group has none.
     """
-    markup = alert_keyboard(delivery_id, acked=acked is not None) if buttons else None
-    if resolved:
-        markup = None
+    markup = None
+    if buttons and not resolved:
+        markup = alert_keyboard(delivery_id, acked=acked is not None)
     if acked is not None:
         at = local_time(acked.at, timezone, "%H:%M %Z")
         line = f"\n\n✋ <i>Acked by {telegram_escape(acked.by)} at {at}</i>"
