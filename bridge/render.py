@@ -239,6 +239,11 @@ def _datetime_filter(
     if value is None:
         return ""
     zone = tz if tz is not None else str(env.globals.get("timezone", "UTC"))
+    return local_time(value, zone, fmt)
+
+
+def local_time(value: datetime | str, zone: str, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
+    """``value`` as the clock in ``zone`` shows it: how every time a person reads is written."""
     moment = _as_datetime(value)
     if zone != "UTC":
         moment = moment.astimezone(ZoneInfo(zone))

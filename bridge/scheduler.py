@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
-from bridge.config import DeliveryConfig
+from bridge.config import Config, DeliveryConfig
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.store import Store
@@ -35,13 +36,18 @@ class Scheduler:
         self,
         store: Store,
         publisher: Publisher,
-        settings: DeliveryConfig,
+        current: Callable[[], Config],
         metrics: Metrics,
     ) -> None:
+        """``current``: the config in force, asked at each pass (a reload changes it)."""
         self._store = store
         self._publisher = publisher
-        self._settings = settings
+        self._current = current
         self._metrics = metrics
+
+    @property
+    def _settings(self) -> DeliveryConfig:
+        return self._current().delivery
 
     @property
     def republish_after(self) -> timedelta:
@@ -84,9 +90,9 @@ class Scheduler:
                 return published
 
     async def run(self, stop: asyncio.Event, *, catch_up_first: bool = False) -> None:
-        interval = self._settings.scheduler_interval.total_seconds()
         catch_up = catch_up_first
         while not stop.is_set():
+            interval = self._settings.scheduler_interval.total_seconds()
             try:
                 published = await self.tick(catch_up=catch_up)
                 if catch_up and published:

@@ -16,17 +16,17 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
 
-from bridge.config import Config, load_config
+from bridge.config import Config, LiveConfig, Reloaded, load_config, plan_reload
 from bridge.errors import BridgeError, ConfigError
 from bridge.metrics import Metrics
-from bridge.ops import create_ops_app
+from bridge.ops import Reload, create_ops_app
 from bridge.queue.amqp import AmqpQueue
 from bridge.queue.base import Queue
 from bridge.queue.local import LocalQueue
@@ -71,38 +71,54 @@ async def _open_queue(config: Config) -> Queue:
     return LocalQueue(prefetch=config.amqp.prefetch, delivery_limit=config.amqp.delivery_limit)
 
 
-# Settings a running process cannot swap: connections and the worker's own
-# delivery settings are built once at start.
-_NEEDS_RESTART = ("telegram", "database_url", "amqp_url", "sqlite_path", "amqp", "listen")
+def reloader(
+    path: Path,
+    live: LiveConfig,
+    deps: ReceiverDeps | None,
+    prepare: Sequence[Callable[[Config, Config], Awaitable[None]]] = (),
+) -> Reload:
+    """Re-read the config file and put it in force, or change nothing and say why.
 
+    Everything reads ``live`` at the moment it acts, so swapping it applies
+    the new config everywhere at once; the receiver's compiled rules are
+    swapped in the same step. Settings marked RESTART keep their running
+    values, and the answer names them. ``prepare`` (old, new) runs first:
+    what must be told elsewhere (Telegram's webhook) before it takes effect.
+    """
 
-def reloader(path: Path, deps: ReceiverDeps) -> Callable[[], Awaitable[str]]:
-    """Re-read the config file and swap the receiver's rules, or keep the old ones."""
+    one_at_a_time = asyncio.Lock()  # SIGHUP and POST /-/reload may come together
 
-    async def reload() -> str:
-        try:
-            config = load_config(path)
-            rules = Rules.from_config(config)
-        except BridgeError as exc:
-            log.error("config reload failed; the previous config stays in force: %s", exc)
-            raise
-        old = deps.rules.config
-        deps.rules = rules
-        later = [key for key in _NEEDS_RESTART if getattr(config, key) != getattr(old, key)]
-        if config.delivery != old.delivery:
-            later.append("delivery (worker side)")
-        summary = "routes, templates, sources and receiver settings reloaded"
-        if later:
-            summary += f"; changes to {', '.join(later)} take effect at the next restart"
-        log.info("config reloaded from %s: %s", path, summary)
-        return summary
+    async def reload() -> Reloaded:
+        async with one_at_a_time:
+            try:
+                reloaded = plan_reload(live(), load_config(path))
+                rules = Rules.from_config(reloaded.config) if deps is not None else None
+                for step in prepare:
+                    await step(live(), reloaded.config)
+            except BridgeError as exc:
+                log.error("config reload failed; the previous config stays in force: %s", exc)
+                raise
+            live.replace(reloaded.config)
+            if deps is not None and rules is not None:
+                deps.rules = rules
+            level = logging.WARNING if reloaded.needs_restart else logging.INFO
+            log.log(level, "config reloaded from %s: %s", path, reloaded.summary())
+            return reloaded
 
     return reload
 
 
-async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
-    with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
-        await reload()
+def _reload_on_sighup(reload: Reload, background: set[asyncio.Task[None]]) -> None:
+    async def quietly() -> None:
+        with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
+            await reload()
+
+    def on_sighup() -> None:
+        task = asyncio.create_task(quietly())
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
 
 
 async def run_until_signalled(
@@ -133,6 +149,7 @@ async def run(
             "database_url and amqp_url to run them apart"
         )
     metrics = metrics if metrics is not None else Metrics()
+    live = LiveConfig(config)
 
     store = await open_store(config)
     queue: Queue | None = None
@@ -150,20 +167,11 @@ async def run(
             from bridge.telegram import TelegramSender, create_bot
             from bridge.worker import Worker
 
-            buttons = config.bot is not None and config.bot.buttons
-            sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
-            limits = config.rate_limits
-            limiter = RateLimiter(limits, time.monotonic) if limits.enabled else None
-            handler = Worker(
-                store,
-                sender,
-                config.delivery,
-                metrics,
-                limiter=limiter,
-                max_inline_wait=limits.max_inline_wait,
-                digest_after=limits.digest_after,
-            )
-            scheduler = Scheduler(store, queue, config.delivery, metrics)
+            sender = TelegramSender(create_bot(config.telegram), live)
+            # Built even while off: a reload may turn the limits on.
+            limiter = RateLimiter(lambda: live().rate_limits, time.monotonic)
+            handler = Worker(store, sender, live, metrics, limiter=limiter)
+            scheduler = Scheduler(store, queue, live, metrics)
             if config.standalone:  # one worker owns every chat
                 await queue.consume(handler.handle)
                 log.info("standalone: state in %s, queue in process", config.sqlite_path)
@@ -178,6 +186,7 @@ async def run(
             tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
 
         app: Starlette
+        deps: ReceiverDeps | None = None
         if receiver:
             deps = ReceiverDeps(
                 rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
@@ -185,22 +194,19 @@ async def run(
             if config.bot is not None:
                 from bridge.bot.startup import start_bot
 
-                bot_parts = await start_bot(config, store, metrics, stop)
+                bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
                 tasks.extend(bot_parts.tasks)
-            if config_path is not None:
-                deps.reload = reloader(config_path, deps)
-                reload = deps.reload
-
-                def on_sighup() -> None:
-                    task = asyncio.create_task(_quiet_reload(reload))
-                    background.add(task)
-                    task.add_done_callback(background.discard)
-
-                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        reload = None
+        if config_path is not None:
+            prepare = [bot_parts.reconfigure] if bot_parts is not None else []
+            reload = reloader(config_path, live, deps, prepare)
+            _reload_on_sighup(reload, background)
+        if deps is not None:
+            deps.reload = reload
             app = create_app(deps)
-        else:  # a worker alone still answers probes and scrapes
-            app = create_ops_app(store, lambda: queue.connected, metrics)
+        else:  # a worker alone still answers probes and scrapes, and reloads
+            app = create_ops_app(store, lambda: queue.connected, metrics, reload=reload)
         server = _Server(
             uvicorn.Config(
                 app,

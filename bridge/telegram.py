@@ -9,6 +9,7 @@ never made) is safe to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,8 +30,8 @@ from aiogram.methods.base import Response
 from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 from aiohttp import ClientConnectorError
 
-from bridge.bot.keyboards import alert_keyboard
-from bridge.config import TelegramConfig
+from bridge.bot.keyboards import alert_view
+from bridge.config import Config, TelegramConfig
 from bridge.models import Delivery
 from bridge.render import html_to_plain
 
@@ -100,15 +101,29 @@ def _is_parse_error(error: TelegramBadRequest) -> bool:
 
 
 class TelegramSender:
-    def __init__(self, bot: Bot, *, buttons: bool = False) -> None:
+    def __init__(self, bot: Bot, current: Callable[[], Config]) -> None:
+        """``current``: the config in force, asked at each send (a reload changes it)."""
         self._bot = bot
-        self._buttons = buttons
+        self._current = current
+
+    def _view(self, delivery: Delivery) -> tuple[str, InlineKeyboardMarkup | None]:
+        """Ack and Silence buttons while the group fires (when the bot is on).
+
+        A notification just delivered has not been acked yet: a reminder of
+        an acked one is suppressed before it gets here.
+        """
+        config = self._current()
+        return alert_view(
+            delivery.text,
+            delivery.id,
+            resolved=delivery.resolves_group,
+            acked=None,
+            buttons=config.alert_buttons,
+            timezone=config.timezone,
+        )
 
     def _keyboard(self, delivery: Delivery) -> InlineKeyboardMarkup | None:
-        """Ack and Silence buttons while the group fires (when the bot is on)."""
-        if not self._buttons or delivery.resolves_group:
-            return None
-        return alert_keyboard(delivery.id)
+        return self._view(delivery)[1]
 
     async def send(self, delivery: Delivery) -> Outcome:
         """Send as a reply to the group's thread anchor when there is one."""
@@ -168,13 +183,14 @@ class TelegramSender:
         The buttons act on the latest state, and go when the group resolves.
         """
         chat_id = delivery.chat_id
+        text, markup = self._view(delivery)
         try:
             await self._bot.edit_message_text(
-                text=delivery.text,
+                text=text,
                 chat_id=chat_id,
                 message_id=message_id,
                 parse_mode="HTML",
-                reply_markup=self._keyboard(delivery),
+                reply_markup=markup,
             )
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:

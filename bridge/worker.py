@@ -12,10 +12,11 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from bridge.config import DeliveryConfig
+from bridge.config import Config, DeliveryConfig
 from bridge.errors import StoreUnavailable
 from bridge.logs import delivery_fields
 from bridge.metrics import Metrics
@@ -52,23 +53,36 @@ class Worker:
         self,
         store: Store,
         sender: Sender,
-        settings: DeliveryConfig,
+        current: Callable[[], Config],
         metrics: Metrics,
         *,
         limiter: RateLimiter | None = None,
-        max_inline_wait: timedelta = timedelta(seconds=1),
-        digest_after: int = 0,
     ) -> None:
+        """``current``: the config in force, asked at each use (a reload changes it)."""
         self._store = store
         self._sender = sender
-        self._settings = settings
+        self._current = current
         self._metrics = metrics
-        self._limiter = limiter
-        self._max_inline_wait = max_inline_wait.total_seconds()
-        self._digest_after = digest_after
+        self._rate_limiter = limiter
         # Slots reserved for parked deliveries (delivery id → chat, slot): a
         # delivery keeps its place in its chat's calendar when it comes back.
         self._slots: dict[int, tuple[int, float]] = {}
+
+    @property
+    def _settings(self) -> DeliveryConfig:
+        return self._current().delivery
+
+    @property
+    def _limiter(self) -> RateLimiter | None:
+        return self._rate_limiter if self._current().rate_limits.enabled else None
+
+    @property
+    def _max_inline_wait(self) -> float:
+        return self._current().rate_limits.max_inline_wait.total_seconds()
+
+    @property
+    def _digest_after(self) -> int:
+        return self._current().rate_limits.digest_after
 
     async def handle(self, delivery_id: int, chat_id: int) -> None:
         if self._limiter is not None and not await self._park_until_slot(delivery_id, chat_id):

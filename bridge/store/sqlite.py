@@ -622,24 +622,25 @@ class SqliteInteractions:
         )
 
     async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
-        return await self._alert_message(
-            "d.chat_id = ? AND d.telegram_message_id = ? AND d.state = 'delivered'",
-            (chat_id, message_id),
-        )
-
-    async def delivery(self, delivery_id: int) -> AlertMessage | None:
-        return await self._alert_message(
-            "d.id = ? AND d.telegram_message_id IS NOT NULL", (delivery_id,)
-        )
-
-    async def _alert_message(self, where: str, params: tuple[int, ...]) -> AlertMessage | None:
         def find(db: sqlite3.Connection, now: float) -> AlertMessage | None:
+            # The message (m) shows its own delivery or, as its thread's first
+            # message, the latest delivered in the thread (d).
             row = db.execute(
-                f"""SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
-                           n.common_labels, n.status
-                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
-                    WHERE {where}""",
-                params,
+                """SELECT d.id, m.chat_id, m.telegram_message_id, d.notification_key, d.text,
+                          n.common_labels, n.status,
+                          COALESCE(m.reply_to_message_id, m.telegram_message_id),
+                          a.user_name, a.acked_at
+                   FROM deliveries m
+                   JOIN deliveries d ON d.chat_id = m.chat_id AND d.state = 'delivered'
+                        AND (d.id = m.id OR (m.reply_to_message_id IS NULL
+                                             AND d.reply_to_message_id = m.telegram_message_id))
+                   JOIN notifications n ON n.key = d.notification_key
+                   LEFT JOIN acks a ON a.notification_key = d.notification_key
+                        AND a.chat_id = d.chat_id
+                   WHERE m.chat_id = ? AND m.telegram_message_id = ? AND m.state = 'delivered'
+                   ORDER BY d.id DESC
+                   LIMIT 1""",
+                (chat_id, message_id),
             ).fetchone()
             if row is None:
                 return None
@@ -651,6 +652,9 @@ class SqliteInteractions:
                 text=row[4],
                 common_labels=json.loads(row[5]),
                 resolved=row[6] == "resolved",
+                anchor_message_id=row[7],
+                acked_by=row[8],
+                acked_at=None if row[9] is None else datetime.fromtimestamp(row[9], UTC),
             )
 
         return await self._run(find)
