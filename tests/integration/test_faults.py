@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
 import yaml
 
+from bridge.errors import StoreUnavailable
 from bridge.sandbox.botapi import TelegramDouble
+from bridge.store import PostgresStore
 from tests.conftest import (
+    PG_ADMIN_URL,
     REPO,
     build_config,
     config_dict,
@@ -211,3 +216,129 @@ async def test_a_timeout_after_the_request_was_written_is_ambiguous(
     await bridge.post("/alertmanager", webhook(alert("Slow")))
     assert await all_settled(database_url, 1) == {"ambiguous": 1}
     assert len(telegram.sent_messages()) == 1
+
+
+@contextlib.asynccontextmanager
+async def backend_killer(database_url: str) -> AsyncIterator[Callable[[], Awaitable[int]]]:
+    """What a PostgreSQL restart does to every session, for this test's database only.
+
+    pg_terminate_backend sends each backend the SIGTERM a fast shutdown sends:
+    it answers FATAL 57P01 and closes. The server stays up for everyone else.
+    """
+    admin = await asyncpg.connect(PG_ADMIN_URL)
+    name = database_url.rsplit("/", 1)[1]
+
+    async def kill() -> int:
+        return int(
+            await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+        )
+
+    try:
+        yield kill
+    finally:
+        await admin.close()
+
+
+async def test_connections_a_restart_terminates_are_store_unavailable(database_url) -> None:
+    store = await PostgresStore.connect(database_url)
+    await store.migrate()
+    seen: collections.Counter[str] = collections.Counter()
+
+    async def answers() -> bool:
+        try:
+            await store.state_counts()
+        except StoreUnavailable:
+            return False
+        return True
+
+    try:
+        async with backend_killer(database_url) as kill:
+            for _ in range(40):
+                await wait_until(answers, timeout=10)  # a live connection waits in the pool
+                assert await kill() >= 1
+                try:
+                    await store.state_counts()
+                except StoreUnavailable as exc:
+                    seen[type(exc.__cause__).__name__] += 1
+                # A genuine bug would have raised something else and ended the test.
+    finally:
+        await store.close()
+    assert seen, "no call met a terminated connection; the test proved nothing"
+
+
+def metric(bridge, name: str, **labels: str) -> float:
+    return bridge.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_the_receiver_answers_503_never_500_while_the_database_restarts(
+    bridge_factory, database_url
+) -> None:
+    bridge = await bridge_factory()
+    answers: collections.Counter[int] = collections.Counter()
+    refused: list[dict] = []
+    posting = True
+
+    async def post_until_stopped(poster: int) -> None:
+        n = 0
+        while posting:
+            payload = webhook(alert(f"Restart{poster:02d}x{n:05d}"))
+            n += 1
+            answer = await bridge.post("/alertmanager", payload)
+            answers[answer.status_code] += 1
+            if answer.status_code != 200:
+                refused.append(payload)
+
+    posters = [asyncio.create_task(post_until_stopped(i)) for i in range(8)]
+    try:
+        async with backend_killer(database_url) as kill:
+            # Enough requests meet a terminated connection to see how each is answered.
+            while sum(n for status, n in answers.items() if status != 200) < 30:
+                accepted = answers[200]
+                await kill()
+                await wait_until(lambda n=accepted: answers[200] > n, timeout=20)  # back
+    finally:
+        posting = False
+        await asyncio.gather(*posters)
+
+    assert set(answers) <= {200, 503}, answers
+    # Alertmanager retries a 503: then it is stored (or found stored: a duplicate).
+    for payload in refused:
+        assert (await bridge.post("/alertmanager", payload)).status_code == 200
+    connection = await asyncpg.connect(database_url)
+    try:
+        stored = await connection.fetchval("SELECT count(*) FROM notifications")
+    finally:
+        await connection.close()
+    assert stored == answers[200] + len(refused)
+
+
+async def test_telegram_s_answer_is_recorded_through_a_database_restart(
+    bridge_factory, telegram: TelegramDouble, database_url
+) -> None:
+    # Under `resend`, an answer the worker failed to record would be sent twice.
+    bridge = await bridge_factory(delivery={"on_ambiguous": "resend", "lease": "5s"})
+    telegram.hang_next(1, seconds=0.5)  # Telegram has it; its answer comes 0.5 s later
+    await bridge.post("/alertmanager", webhook(alert("Restart")))
+    await wait_until(lambda: len(telegram.sent_messages()) == 1)
+
+    def record_waits() -> float:
+        return metric(
+            bridge, "alertbridge_dependency_waits_total", dependency="store", stage="record"
+        )
+
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 3.0  # well inside the 5 s lease
+    async with backend_killer(database_url) as kill:
+        # Every session of the database is killed as soon as it appears, until the
+        # worker has had to wait to record the answer (or, without that, give_up).
+        while record_waits() < 2 and loop.time() < give_up:
+            await kill()
+
+    assert await all_settled(database_url, 1, timeout=30) == {"delivered": 1}
+    assert len(telegram.sent_messages()) == 1
+    assert record_waits() >= 2
+    assert metric(bridge, "alertbridge_deliveries_ambiguous_total", policy="resend") == 0
