@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -17,14 +18,18 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aio_pika
 import asyncpg
 import pytest
 import yaml
 
+from bridge.config import AmqpConfig
 from bridge.errors import StoreUnavailable
+from bridge.queue.amqp import shard_queue
 from bridge.sandbox.botapi import TelegramDouble
 from bridge.store import PostgresStore
 from tests.conftest import (
+    AMQP_URL,
     PG_ADMIN_URL,
     REPO,
     build_config,
@@ -342,3 +347,99 @@ async def test_telegram_s_answer_is_recorded_through_a_database_restart(
     assert len(telegram.sent_messages()) == 1
     assert record_waits() >= 2
     assert metric(bridge, "alertbridge_deliveries_ambiguous_total", policy="resend") == 0
+
+
+def proxied(database_url: str, proxy: TcpProxy) -> str:
+    return re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+
+
+async def queue_depth(queue: str) -> int:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+
+
+async def test_a_claim_that_meets_a_store_outage_waits_and_is_never_dead_lettered(
+    database_url, amqp_names, telegram: TelegramDouble
+) -> None:
+    # The receiver reaches the database directly; the worker through a proxy
+    # that the test cuts, so only the worker's claim meets the outage.
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    receiver = await start_bridge(
+        build_config(config_dict(database_url, amqp_names, telegram.url)), worker=False
+    )
+    worker = await start_bridge(
+        build_config(config_dict(proxied(database_url, proxy), amqp_names, telegram.url)),
+        receiver=False,
+    )
+    dead = f"{amqp_names['queue']}.dead"
+    try:
+        await proxy.cut()
+        assert (
+            await receiver.post("/alertmanager", webhook(alert("ClaimLater")))
+        ).status_code == 200
+
+        async def held_or_dead() -> bool:
+            claim_waits = metric(
+                worker, "alertbridge_dependency_waits_total", dependency="store", stage="claim"
+            )
+            return claim_waits >= 3 or await queue_depth(dead) > 0
+
+        await wait_until(held_or_dead, timeout=30)
+        await proxy.restore()
+        assert await all_settled(database_url, 1) == {"delivered": 1}
+    finally:
+        await worker.shutdown()
+        await receiver.shutdown()
+        await proxy.stop()
+    assert await queue_depth(dead) == 0
+    assert metric(worker, "alertbridge_dead_letters_total", reason="delivery_limit") == 0
+    assert len(telegram.sent_messages()) == 1
+
+
+async def test_a_dead_lettered_wake_up_is_counted_logged_and_its_delivery_still_made(
+    database_url, amqp_names, telegram: TelegramDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = config_dict(database_url, amqp_names, telegram.url)
+    data["amqp"]["delivery_limit"] = 2
+    receiver = await start_bridge(build_config(data), worker=False)
+    try:
+        answer = await receiver.post("/alertmanager", webhook(alert("DeadLettered")))
+        [delivery_id] = answer.json()["deliveries"]
+    finally:
+        await receiver.shutdown()
+
+    # A consumer that never acks, as a broken worker would: RabbitMQ dead-letters
+    # the wake-up once its delivery limit is reached.
+    dead = f"{amqp_names['queue']}.dead"
+
+    async def never_ack(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.nack(requeue=True)
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        for shard in range(AmqpConfig().shards):
+            queue = await channel.declare_queue(
+                shard_queue(amqp_names["queue"], shard), passive=True
+            )
+            await queue.consume(never_ack)
+        await wait_until(lambda: queue_depth(dead), timeout=30, interval=0.1)
+
+    caplog.set_level(logging.ERROR, logger="bridge.scheduler")
+    bridge = await start_bridge(build_config(data), receiver=False)
+    try:
+        assert await all_settled(database_url, 1) == {"delivered": 1}
+        await wait_until(
+            lambda: metric(bridge, "alertbridge_dead_letters_total", reason="delivery_limit") == 1
+        )
+    finally:
+        await bridge.shutdown()
+    assert await queue_depth(dead) == 0
+    assert len(telegram.sent_messages()) == 1
+    [record] = [r for r in caplog.records if getattr(r, "delivery_id", None) == delivery_id]
+    assert f"delivery {delivery_id}" in record.getMessage()
