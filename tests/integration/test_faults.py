@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aio_pika
 import asyncpg
+import httpx
 import pytest
 import yaml
 
@@ -443,3 +444,119 @@ async def test_a_dead_lettered_wake_up_is_counted_logged_and_its_delivery_still_
     assert len(telegram.sent_messages()) == 1
     [record] = [r for r in caplog.records if getattr(r, "delivery_id", None) == delivery_id]
     assert f"delivery {delivery_id}" in record.getMessage()
+
+
+async def get(bridge, path: str):
+    return await bridge.client.get(path)
+
+
+async def test_a_bridge_started_before_postgresql_waits_for_it_then_serves(
+    database_url, amqp_names, telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    await proxy.cut()  # PostgreSQL is not there yet
+    config = build_config(config_dict(proxied(database_url, proxy), amqp_names, telegram.url))
+    bridge = await start_bridge(config)  # returns once /healthz answers
+    try:
+        ready = await get(bridge, "/readyz")
+        assert ready.status_code == 503 and "PostgreSQL" in ready.json()["problems"][0]
+        refused = await bridge.post("/alertmanager", webhook(alert("EarlyBird")))
+        assert refused.status_code == 503  # Alertmanager keeps it and retries
+        await wait_until(
+            lambda: (
+                metric(
+                    bridge, "alertbridge_dependency_waits_total", dependency="store", stage="start"
+                )
+                >= 2
+            )
+        )
+        assert not bridge.task.done()
+
+        await proxy.restore()
+        await wait_until(lambda: _status(bridge, "/readyz", 200), timeout=30)
+        answer = await bridge.post("/alertmanager", webhook(alert("EarlyBird")))
+        assert answer.status_code == 200
+        assert await all_settled(database_url, 1) == {"delivered": 1}
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert len(telegram.sent_messages()) == 1
+
+
+async def test_a_bridge_started_before_rabbitmq_waits_for_it_then_serves(
+    database_url, amqp_names, telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    await proxy.cut()
+    data = config_dict(database_url, amqp_names, telegram.url)
+    data["amqp_url"] = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+    bridge = await start_bridge(build_config(data))
+    try:
+        ready = await get(bridge, "/readyz")
+        assert ready.status_code == 503 and "RabbitMQ" in ready.json()["problems"][0]
+        await wait_until(
+            lambda: (
+                metric(
+                    bridge, "alertbridge_dependency_waits_total", dependency="broker", stage="start"
+                )
+                >= 2
+            )
+        )
+        await proxy.restore()
+        await wait_until(lambda: _status(bridge, "/readyz", 200), timeout=30)
+        answer = await bridge.post("/alertmanager", webhook(alert("EarlyBroker")))
+        assert answer.status_code == 200
+        assert await all_settled(database_url, 1) == {"delivered": 1}
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert len(telegram.sent_messages()) == 1
+
+
+async def _status(bridge, path: str, status: int) -> bool:
+    return (await get(bridge, path)).status_code == status
+
+
+async def test_sigterm_while_waiting_for_postgresql_exits_cleanly(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    await proxy.cut()
+    listen = f"127.0.0.1:{free_port()}"
+    data = config_dict(proxied(database_url, proxy), amqp_names, telegram.url, listen=listen)
+    config_path = tmp_path / "alertbridge.yml"
+    config_path.write_text(yaml.safe_dump(data))
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "worker", "--config", str(config_path)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=log,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://{listen}") as client:
+
+                async def alive_not_ready() -> bool:
+                    assert worker.poll() is None, "the worker exited instead of waiting"
+                    try:
+                        healthz = await client.get("/healthz")
+                        readyz = await client.get("/readyz")
+                    except httpx.TransportError:
+                        return False
+                    return healthz.status_code == 200 and readyz.status_code == 503
+
+                await wait_until(alive_not_ready, timeout=60, interval=0.1)
+            worker.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(worker.wait, 30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            await proxy.stop()
+    assert code == 0
+    text = log_path.read_text()
+    assert "PostgreSQL is not available (attempt 1)" in text, text
+    assert "Traceback" not in text, text
