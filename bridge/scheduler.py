@@ -3,6 +3,15 @@
 The receiver publishes right after its commit, so in the happy path this
 finds nothing. It is what makes a broker outage, a lost message or a due
 retry end in a delivery anyway.
+
+It also reads the dead-letter queue. A dead-lettered message is only a
+wake-up for a row the store owns, so recovering it needs no replay: the
+unfinished row is published again when its republish time comes, as every
+unclaimed row is. Putting dead letters straight back on their shard would
+instead send a message that keeps failing round the same loop. What the
+scheduler adds is that nobody has to look: each dead letter is counted
+(``alertbridge_dead_letters_total``) and logged with its delivery id, and
+taken off the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Protocol
 from bridge.config import Config, DeliveryConfig
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
+from bridge.queue.base import DeadLetter
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,8 @@ BATCH = 500
 
 class Publisher(Protocol):
     async def publish(self, deliveries: list[tuple[int, int]]) -> None: ...
+
+    async def take_dead_letters(self, limit: int) -> list[DeadLetter]: ...
 
     @property
     def connected(self) -> bool: ...
@@ -70,6 +82,7 @@ class Scheduler:
         depth, oldest = await self._store.backlog()
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
+        await self.surface_dead_letters()
         published = 0
         while True:
             due = await self._store.take_due(
@@ -88,6 +101,37 @@ class Scheduler:
             published += len(due)
             if len(due) < BATCH:
                 return published
+
+    async def surface_dead_letters(self) -> int:
+        """Count, log and take off the dead-letter queue what landed there; how many."""
+        try:
+            letters = await self._publisher.take_dead_letters(BATCH)
+        except QueueUnavailable as exc:
+            log.warning("scheduler: dead letters not read: %s", exc)
+            return 0
+        for letter in letters:
+            self._metrics.dead_letters.labels(letter.reason).inc()
+            handed_out = (
+                "" if letter.deliveries is None else f", handed out {letter.deliveries} times"
+            )
+            if letter.delivery_id is None:
+                log.error(
+                    "a malformed queue message was dead-lettered (%s%s) and is dropped: %r",
+                    letter.reason,
+                    handed_out,
+                    letter.body,
+                )
+                continue
+            log.error(
+                "delivery %d chat %s: its queue message was dead-lettered (%s%s); the store "
+                "still has the delivery and publishes it again while it is unfinished",
+                letter.delivery_id,
+                letter.chat_id,
+                letter.reason,
+                handed_out,
+                extra={"delivery_id": letter.delivery_id, "chat_id": letter.chat_id},
+            )
+        return len(letters)
 
     async def run(self, stop: asyncio.Event, *, catch_up_first: bool = False) -> None:
         catch_up = catch_up_first

@@ -3,6 +3,11 @@
 Every dependency is built here and passed down; nothing below reaches for a
 global. Shutdown on SIGTERM/SIGINT: stop accepting HTTP, stop taking queue
 messages, let the deliveries in hand be recorded and acked, then close.
+
+A process started while PostgreSQL or RabbitMQ is down waits for it with
+capped backoff, logging each attempt, instead of exiting: meanwhile its port
+answers /healthz 200, /readyz 503 naming what it waits for, and 503 to any
+webhook, so senders retry. It becomes ready when the dependency appears.
 """
 
 from __future__ import annotations
@@ -17,15 +22,20 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.backoff import jittered
 from bridge.config import Config, LiveConfig, Reloaded, load_config, plan_reload
-from bridge.errors import BridgeError, ConfigError
-from bridge.metrics import Metrics
+from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
+from bridge.metrics import Dependency, Metrics, WaitStage
 from bridge.ops import Reload, create_ops_app
 from bridge.queue.amqp import AmqpQueue
 from bridge.queue.base import Queue
@@ -47,6 +57,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: Pauses between attempts to reach a store or broker that is down at start
+#: (seconds): quick to notice a dependency that is just restarting, capped so
+#: a long outage costs one cheap attempt every few seconds.
+START_BACKOFF_INITIAL = 0.5
+START_BACKOFF_MAX = 15.0
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the service decides when to stop."""
@@ -54,6 +72,93 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _Starting:
+    """The process's HTTP face: while it waits for its dependencies, alive but not
+    ready; once they are there, the real application (``app``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.app: ASGIApp | None = None
+        self.waiting_for = "starting"
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response: Response
+        if scope["path"] == "/healthz":
+            response = JSONResponse({"status": "ok"})
+        elif scope["path"] == "/metrics":
+            response = Response(
+                generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST
+            )
+        else:
+            # A webhook too: 503, never 4xx, so Alertmanager keeps it and retries.
+            response = JSONResponse(
+                {
+                    "status": "not ready",
+                    "problems": [self.waiting_for],
+                    "error": f"starting, {self.waiting_for}; retry later",
+                },
+                status_code=503,
+            )
+        await response(scope, receive, send)
+
+
+async def _when_available(
+    name: str,
+    dependency: Dependency,
+    connect: Callable[[], Awaitable[T]],
+    *,
+    stop: asyncio.Event,
+    starting: _Starting,
+    metrics: Metrics,
+    serve: Callable[[], None],
+) -> T | None:
+    """``connect()``, tried again with capped backoff while ``name`` is unavailable.
+
+    None when ``stop`` was set while waiting. The first failure opens the
+    port (``serve``), so probes see the process alive and not ready.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await connect()
+        except (StoreUnavailable, QueueUnavailable) as exc:
+            attempt += 1
+            pause = jittered(attempt, initial=START_BACKOFF_INITIAL, cap=START_BACKOFF_MAX)
+            starting.waiting_for = f"waiting for {name}: {exc}"
+            metrics.dependency_waits.labels(dependency, WaitStage.START).inc()
+            log.warning(
+                "%s is not available (attempt %d): %s; trying again in %.1fs",
+                name,
+                attempt,
+                exc,
+                pause,
+            )
+            serve()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+            if stop.is_set():
+                log.info("stopped while waiting for %s", name)
+                return None
+
+
+async def _open_and_migrate(config: Config) -> Store:
+    store = await open_store(config)
+    try:
+        applied = await store.migrate()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await store.close()
+        raise
+    if applied:
+        log.info("database schema: applied %s", ", ".join(applied))
+    return store
 
 
 async def open_store(config: Config) -> Store:
@@ -151,15 +256,52 @@ async def run(
     metrics = metrics if metrics is not None else Metrics()
     live = LiveConfig(config)
 
-    store = await open_store(config)
+    starting = _Starting(metrics)
+    server = _Server(
+        uvicorn.Config(
+            starting,
+            host=config.listen_host,
+            port=config.listen_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    http: asyncio.Task[None] | None = None
+
+    def serve() -> None:
+        nonlocal http
+        if http is None:
+            http = asyncio.create_task(server.serve(), name="http")
+
+    def waiting(
+        name: str, dependency: Dependency, connect: Callable[[], Awaitable[T]]
+    ) -> Awaitable[T | None]:
+        return _when_available(
+            name, dependency, connect, stop=stop, starting=starting, metrics=metrics, serve=serve
+        )
+
+    store: Store | None = None
     queue: Queue | None = None
     sender: TelegramSender | None = None
     bot_parts: BotParts | None = None
     try:
-        applied = await store.migrate()
-        if applied:
-            log.info("database schema: applied %s", ", ".join(applied))
-        queue = await _open_queue(config)
+        # Standalone, the store is a file here: a problem with it is not
+        # something to wait out, and the process says so and exits.
+        if config.database_url:
+            store = await waiting(
+                "PostgreSQL", Dependency.STORE, partial(_open_and_migrate, config)
+            )
+        else:
+            store = await _open_and_migrate(config)
+        if store is None:
+            return
+        if config.amqp_url:
+            queue = await waiting("RabbitMQ", Dependency.BROKER, partial(_open_queue, config))
+        else:
+            queue = await _open_queue(config)
+        if queue is None:
+            return
         tasks: list[asyncio.Task[None]] = []
         background: set[asyncio.Task[None]] = set()
 
@@ -170,7 +312,7 @@ async def run(
             sender = TelegramSender(create_bot(config.telegram), live)
             # Built even while off: a reload may turn the limits on.
             limiter = RateLimiter(lambda: live().rate_limits, time.monotonic)
-            handler = Worker(store, sender, live, metrics, limiter=limiter)
+            handler = Worker(store, sender, live, metrics, limiter=limiter, stopping=stop)
             scheduler = Scheduler(store, queue, live, metrics)
             if config.standalone:  # one worker owns every chat
                 await queue.consume(handler.handle)
@@ -207,17 +349,8 @@ async def run(
             app = create_app(deps)
         else:  # a worker alone still answers probes and scrapes, and reloads
             app = create_ops_app(store, lambda: queue.connected, metrics, reload=reload)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=config.listen_host,
-                port=config.listen_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
+        starting.app = app
+        serve()
         role = "receiver" if receiver else "worker /healthz /readyz /metrics"
         log.info("%s listening on %s", role, config.listen)
 
@@ -232,6 +365,9 @@ async def run(
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        server.should_exit = True
+        if http is not None:
+            await asyncio.gather(http, return_exceptions=True)
         if bot_parts is not None:
             for close in bot_parts.closers:
                 await close()
@@ -239,5 +375,6 @@ async def run(
             await sender.close()
         if queue is not None:
             await queue.close()
-        await store.close()
+        if store is not None:
+            await store.close()
         log.info("stopped")

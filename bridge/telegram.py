@@ -221,7 +221,7 @@ def classify(exc: BaseException) -> Outcome:
             return Failed(f"can't parse entities: {exc.message}")
         return Failed(f"400 {exc.message}")
     if isinstance(exc, TelegramNetworkError):
-        if isinstance(exc.__cause__, ClientConnectorError):
+        if _never_connected(exc):
             return Retry(f"cannot connect to the Bot API: {exc.message}")
         return Ambiguous(f"no answer after the request was sent: {exc.message}")
     if isinstance(exc, ClientDecodeError):
@@ -234,3 +234,15 @@ def classify(exc: BaseException) -> Outcome:
     # Anything else (a bug, an aiohttp error past the request) may have
     # happened after the request was written.
     return Ambiguous(f"unexpected {type(exc).__name__}: {exc}")
+
+
+def _never_connected(error: TelegramNetworkError) -> bool:
+    """Whether aiohttp failed to open the connection, so no byte of the request left.
+
+    aiogram raises TelegramNetworkError inside its ``except ClientError``;
+    from 3.25 it chains the cause (``raise ... from e``), before that only
+    Python's implicit ``__context__`` holds it. Both are read, so a session
+    or version that does not chain still has a refused connection retried.
+    """
+    cause = error.__cause__ if error.__cause__ is not None else error.__context__
+    return isinstance(cause, ClientConnectorError)

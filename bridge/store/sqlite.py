@@ -56,9 +56,36 @@ def _uuid(text: str | None) -> uuid.UUID | None:
     return None if text is None else uuid.UUID(text)
 
 
-# What sqlite3 says when the file, not a query, is the problem: these become
-# StoreUnavailable (HTTP 503, so Alertmanager retries).
-_UNAVAILABLE_HINTS = ("locked", "disk", "unable to open", "readonly", "full")
+# SQLite's primary result codes that mean the file, not a query, is the
+# trouble, and that a retry can cure: another connection holds a lock, the
+# disk is full or failing, memory ran out, the file cannot be opened or
+# written right now. These become StoreUnavailable (HTTP 503, so Alertmanager
+# retries; the worker waits). Anything else (SQLITE_ERROR, SQLITE_CONSTRAINT,
+# SQLITE_CORRUPT, ...) is a bug or damage that waiting does not mend.
+_RETRYABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a sqlite3 error is one a retry can cure; decided by SQLite's result code.
+
+    ``sqlite_errorcode`` is the extended code (SQLITE_IOERR_FSYNC, ...); its
+    low byte is the primary code. An error sqlite3 raises itself, with no
+    code from SQLite (a closed connection, a misuse), is not retryable.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _RETRYABLE_CODES
+
 
 # After a delivery finished: the next one waiting in its group's line (same
 # chat and topic) may be published at once.
@@ -105,16 +132,21 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     result = transaction(self._db, now)
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLITE_FULL, SQLITE_IOERR and others roll back by themselves;
+                    # a failed COMMIT does not, and would block every later BEGIN.
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
                 return result
-            except sqlite3.OperationalError as exc:
-                if not any(hint in str(exc) for hint in _UNAVAILABLE_HINTS):
+            except sqlite3.Error as exc:
+                if not unavailable(exc):
                     raise  # a bug in a query, not the file's state
                 raise StoreUnavailable(
-                    f"SQLite store {self.path}: {exc}; check the disk and the file's permissions"
+                    f"SQLite store {self.path}: {exc} ({exc.sqlite_errorname}); "
+                    "check the disk and the file's permissions"
                 ) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
