@@ -83,11 +83,14 @@ def utf16_len(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+# A NUL cannot be escaped: TDLib's parse_html refuses any ("Text must not
+# contain null bytes"). It becomes the space Telegram shows for it in plain text.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\0": " "})
 
 
 def telegram_escape(text: str) -> str:
-    """Escape exactly what Telegram's HTML parse mode needs escaped."""
+    """Escape exactly what Telegram's HTML parse mode needs escaped (a NUL, which
+    no HTML can carry, becomes a space)."""
     return text.translate(_ESCAPES)
 
 
