@@ -24,7 +24,6 @@ from tests.conftest import (
     REPO,
     build_config,
     config_dict,
-    free_port,
     start_bridge,
     states,
     wait_until,
@@ -58,12 +57,8 @@ def start_worker_process(config_path: str) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=REPO,
-        # Its own port for /healthz and /metrics: the receiver has the config's.
-        env={
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "ALERTBRIDGE_LISTEN": f"127.0.0.1:{free_port()}",
-        },
+        # The config's listen port is 0: /healthz and /metrics on a port of its own.
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
