@@ -16,6 +16,8 @@ Where the double deliberately does less than Telegram, it says so:
   as the HTML nests them.
 * A ``tg://user?id=`` link becomes a ``text_mention`` without asking whether the
   bot may see that user.
+* The entities Telegram finds in the text itself (``find_entities``: URLs,
+  mentions, hashtags, commands) are not added.
 """
 
 from __future__ import annotations
