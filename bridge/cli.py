@@ -248,6 +248,12 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
         print()
 
 
+def _announce(address: str) -> None:
+    """The one line on standard output, whatever the log level: where HTTP is
+    served (with a listen port of 0, the port the system chose)."""
+    print(f"listening on {address}", flush=True)
+
+
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop: its sockets and callbacks cost about half of asyncio's, and
     this process spends most of its time in them."""
@@ -296,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                     receiver=args.command in ("serve", "receiver"),
                     worker=args.command in ("serve", "worker"),
                     config_path=args.config,
+                    listening=_announce,
                 )
             )
     except BridgeError as exc:

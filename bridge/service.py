@@ -227,14 +227,46 @@ def _reload_on_sighup(reload: Reload, background: set[asyncio.Task[None]]) -> No
 
 
 async def run_until_signalled(
-    config: Config, *, receiver: bool, worker: bool, config_path: Path | None = None
+    config: Config,
+    *,
+    receiver: bool,
+    worker: bool,
+    config_path: Path | None = None,
+    listening: Callable[[str], None] | None = None,
 ) -> None:
     """The CLI's entry: run until SIGTERM or SIGINT; SIGHUP reloads the config."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(config, receiver=receiver, worker=worker, stop=stop, config_path=config_path)
+    await run(
+        config,
+        receiver=receiver,
+        worker=worker,
+        stop=stop,
+        config_path=config_path,
+        listening=listening,
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound and listening before the server starts: the address
+    it reports is the one that serves (port 0: the one the system chose), and a
+    connection made as soon as it is reported waits in the backlog."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run(
@@ -245,8 +277,12 @@ async def run(
     stop: asyncio.Event,
     metrics: Metrics | None = None,
     config_path: Path | None = None,
+    listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Run until ``stop`` is set, then shut down without losing what is in hand."""
+    """Run until ``stop`` is set, then shut down without losing what is in hand.
+
+    ``listening`` is told the address HTTP is served on, once it is.
+    """
     if config.standalone and not (receiver and worker):
         raise ConfigError(
             "standalone mode (no database_url and amqp_url) runs the receiver and the "
@@ -255,6 +291,10 @@ async def run(
         )
     metrics = metrics if metrics is not None else Metrics()
     live = LiveConfig(config)
+    # Bound first, so a port in use stops the process before anything starts.
+    listener = _listen(config.listen_host, config.listen_port)
+    address = _address(listener)
+    role = "receiver" if receiver else "worker /healthz /readyz /metrics"
 
     starting = _Starting(metrics)
     server = _Server(
@@ -270,9 +310,14 @@ async def run(
     http: asyncio.Task[None] | None = None
 
     def serve() -> None:
+        """Serve HTTP from now on: the probes while waiting for a dependency, the
+        whole app once it is up (``starting.app``)."""
         nonlocal http
         if http is None:
-            http = asyncio.create_task(server.serve(), name="http")
+            http = asyncio.create_task(server.serve(sockets=[listener]), name="http")
+            log.info("%s listening on %s", role, address)
+            if listening is not None:
+                listening(address)
 
     def waiting(
         name: str, dependency: Dependency, connect: Callable[[], Awaitable[T]]
@@ -351,8 +396,6 @@ async def run(
             app = create_ops_app(store, lambda: queue.connected, metrics, reload=reload)
         starting.app = app
         serve()
-        role = "receiver" if receiver else "worker /healthz /readyz /metrics"
-        log.info("%s listening on %s", role, config.listen)
 
         # Everything loaded at start-up (aiogram alone is ~100k objects) lives as
         # long as the process: out of the collector's sight, a full collection
@@ -377,4 +420,5 @@ async def run(
             await queue.close()
         if store is not None:
             await store.close()
+        listener.close()  # if the server never took it
         log.info("stopped")

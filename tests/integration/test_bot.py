@@ -19,7 +19,7 @@ from tests.alertmanager import Alertmanager, am_alert
 from tests.conftest import (
     build_config,
     config_dict,
-    free_port,
+    refusing_port,
     start_bridge,
     states,
     wait_until,
@@ -69,14 +69,10 @@ def answers(telegram: TelegramDouble) -> list[str]:
 @pytest.fixture
 async def stack(bridge_factory, telegram: TelegramDouble, tmp_path):
     """Alertmanager → bridge (bot polling) → double, with the bot's Alertmanager API."""
-    port = free_port()
-    alertmanager = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager")
+    alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
-    bridge = await bridge_factory(
-        listen=f"127.0.0.1:{port}",
-        bot=bot_settings(),
-        alertmanager={"urls": [alertmanager.url]},
-    )
+    bridge = await bridge_factory(bot=bot_settings(), alertmanager={"urls": [alertmanager.url]})
+    await alertmanager.notify(f"http://{bridge.config.listen}/alertmanager")
     yield alertmanager, bridge
     await alertmanager.stop()
 
@@ -164,15 +160,14 @@ async def test_silence_command_with_duration_and_comment(stack, telegram) -> Non
 async def test_a_repeated_webhook_update_creates_one_silence(
     bridge_factory, telegram: TelegramDouble, tmp_path
 ) -> None:
-    port = free_port()
-    alertmanager = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager")
+    alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
     try:
         bridge = await bridge_factory(
-            listen=f"127.0.0.1:{port}",
             bot=bot_settings(updates="webhook", webhook_secret=SECRET),
             alertmanager={"urls": [alertmanager.url]},
         )
+        await alertmanager.notify(f"http://{bridge.config.listen}/alertmanager")
         await alertmanager.fire(am_alert("DiskFull", severity="critical"))
         [message] = await telegram.wait_for_messages(1, timeout=30)
         data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
@@ -241,23 +236,24 @@ async def test_a_reply_that_meets_flood_control_waits_and_arrives(
 async def test_silences_fail_over_to_the_next_alertmanager(
     bridge_factory, telegram: TelegramDouble, tmp_path
 ) -> None:
-    alertmanager = Alertmanager(tmp_path / "am", "http://127.0.0.1:9/unused")
+    alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
-    try:
-        down = f"http://127.0.0.1:{free_port()}"  # the first replica of the pair is down
-        bridge = await bridge_factory(
-            bot=bot_settings(), alertmanager={"urls": [down, alertmanager.url]}
-        )
-        await bridge.post("/alertmanager", webhook(alert("Disk")))
-        [message] = await telegram.wait_for_messages(1, timeout=30)
-        data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
-        telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL)
-        await wait_until(lambda: len(telegram.sent_messages()) == 2)
-        [silence] = await am_silences(alertmanager)
-        assert alertmanager.url in telegram.sent_messages()[1].raw_text
-        assert {m["name"] for m in silence["matchers"]} == {"alertname", "severity"}
-    finally:
-        await alertmanager.stop()
+    with refusing_port() as port:
+        try:
+            down = f"http://127.0.0.1:{port}"  # the first replica of the pair is down
+            bridge = await bridge_factory(
+                bot=bot_settings(), alertmanager={"urls": [down, alertmanager.url]}
+            )
+            await bridge.post("/alertmanager", webhook(alert("Disk")))
+            [message] = await telegram.wait_for_messages(1, timeout=30)
+            data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
+            telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL)
+            await wait_until(lambda: len(telegram.sent_messages()) == 2)
+            [silence] = await am_silences(alertmanager)
+            assert alertmanager.url in telegram.sent_messages()[1].raw_text
+            assert {m["name"] for m in silence["matchers"]} == {"alertname", "severity"}
+        finally:
+            await alertmanager.stop()
 
 
 async def test_ack_on_a_thread_s_first_message_shows_the_group_as_it_is_now(
@@ -363,7 +359,16 @@ async def test_a_reload_applies_permissions_and_alertmanager_urls_at_once(
 ) -> None:
     alertmanager = Alertmanager(tmp_path / "am", "http://127.0.0.1:9/unused")
     await alertmanager.start()
-    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with refusing_port() as port:
+        await reload_applies_permissions_and_urls(
+            database_url, amqp_names, telegram, tmp_path, alertmanager, port
+        )
+
+
+async def reload_applies_permissions_and_urls(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path, alertmanager, port: int
+) -> None:
+    down = f"http://127.0.0.1:{port}"  # nothing listens there
     data = config_dict(
         database_url,
         amqp_names,

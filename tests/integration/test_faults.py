@@ -35,12 +35,12 @@ from tests.conftest import (
     REPO,
     build_config,
     config_dict,
-    free_port,
     start_bridge,
     states,
     wait_until,
 )
 from tests.payloads import alert, webhook
+from tests.processes import BRIDGE_LISTENING, Output
 from tests.tcp_proxy import TcpProxy
 
 NAME = re.compile(r"Storm\d{4}")
@@ -69,12 +69,8 @@ def start_worker_process(config_path: str) -> subprocess.Popen[bytes]:
             "warning",
         ],
         cwd=REPO,
-        # Its own port for /healthz and /metrics: the receiver has the config's.
-        env={
-            **os.environ,
-            "PYTHONUNBUFFERED": "1",
-            "ALERTBRIDGE_LISTEN": f"127.0.0.1:{free_port()}",
-        },
+        # The config's listen port is 0: /healthz and /metrics on a port of its own.
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -525,8 +521,7 @@ async def test_sigterm_while_waiting_for_postgresql_exits_cleanly(
     proxy = TcpProxy("127.0.0.1", 5432)
     await proxy.start()
     await proxy.cut()
-    listen = f"127.0.0.1:{free_port()}"
-    data = config_dict(proxied(database_url, proxy), amqp_names, telegram.url, listen=listen)
+    data = config_dict(proxied(database_url, proxy), amqp_names, telegram.url, listen="127.0.0.1:0")
     config_path = tmp_path / "alertbridge.yml"
     config_path.write_text(yaml.safe_dump(data))
     log_path = tmp_path / "worker.log"
@@ -535,9 +530,14 @@ async def test_sigterm_while_waiting_for_postgresql_exits_cleanly(
             [sys.executable, "-m", "bridge", "worker", "--config", str(config_path)],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
             stderr=log,
         )
+        assert worker.stdout is not None
+        output = Output(worker.stdout, BRIDGE_LISTENING)
         try:
+            # It serves its probes while it waits: the line comes before PostgreSQL.
+            listen = await output.address(timeout=60)
             async with httpx.AsyncClient(base_url=f"http://{listen}") as client:
 
                 async def alive_not_ready() -> bool:

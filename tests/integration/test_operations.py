@@ -20,7 +20,6 @@ from tests.conftest import (
     TOKEN,
     build_config,
     config_dict,
-    free_port,
     start_bridge,
     states,
     wait_until,
@@ -118,7 +117,7 @@ async def test_a_reload_names_the_settings_that_need_a_restart(
     path.write_text(yaml.safe_dump(data))
     bridge = await start_bridge(build_config(data), config_path=path)
     try:
-        data["listen"] = f"127.0.0.1:{free_port()}"
+        data["listen"] = "127.0.0.1:9"  # never bound: listen waits for a restart
         data["amqp"]["shards"] = 4
         data["delivery"]["dedup_window"] = "1m"
         path.write_text(yaml.safe_dump(data))
@@ -185,8 +184,9 @@ async def test_sigterm_mid_stream_loses_nothing_and_doubles_nothing(
     data = config_dict(database_url, amqp_names, telegram.url)
     data["amqp"]["prefetch"] = 2  # about 40 sends/s: the stream outlasts the posting
     total = 200
-    async with bridge_process(data, log_level="warning") as server:
-        async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+    async with bridge_process(data, log_level="warning") as served:
+        server = served.process
+        async with httpx.AsyncClient(base_url=served.url) as client:
             answers = await asyncio.gather(
                 *(
                     client.post("/alertmanager", json=webhook(alert(f"Term{i:04d}")))
@@ -222,8 +222,8 @@ async def test_json_logs_name_the_delivery_and_chat_and_no_secret(
     telegram.block_chat(-1001)  # the delivery fails: an error line about it
     log_file = tmp_path / "bridge.log"
     with log_file.open("wb") as stderr:
-        async with bridge_process(data, log_format="json", stderr=stderr):
-            async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+        async with bridge_process(data, log_format="json", stderr=stderr) as served:
+            async with httpx.AsyncClient(base_url=served.url) as client:
                 answer = await client.post("/alertmanager", json=webhook(alert("Logged")))
                 assert answer.status_code == 200
             await wait_until(lambda: _done(database_url, 1))
