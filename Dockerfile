@@ -5,9 +5,11 @@
 #   docker build -t alertbridge .
 #   docker run --rm -p 8080:8080 -v "$PWD/alertbridge.yml:/etc/alertbridge/config.yml:ro" alertbridge
 #
-# The builder turns the project and every dependency into wheels; the final
+# The builder fetches every dependency pinned in requirements.lock, each file
+# checked against its sha256, and builds the project's own wheel; the final
 # stage installs only those wheels into a virtualenv, so no compiler, no
-# source tree and no pip cache end up in the image.
+# source tree and no pip cache end up in the image. (requirements.lock is
+# written by `bash .ci/lock`; tests/packaging replays these steps.)
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -18,12 +20,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-# Only what the wheel is built from: metadata, the package and the built-in
-# templates (shipped inside the package as bridge/templates).
+# The dependencies first: this layer changes only with the lock.
+COPY requirements.lock ./
+RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r requirements.lock \
+    && cp requirements.lock /wheels/
+# Only what the wheel is built from: metadata, the package, the built-in
+# templates (bridge/templates) and the demo's sample payloads (bridge/examples).
 COPY pyproject.toml README.md ./
 COPY bridge/ bridge/
 COPY templates/ templates/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+COPY alertmanager-examples/payloads/ alertmanager-examples/payloads/
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 
 FROM ${PYTHON_IMAGE}
@@ -41,10 +48,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     ALERTBRIDGE_CONFIG=/etc/alertbridge/config.yml
 
 # Install from the builder's wheels only (--no-index: nothing is fetched here),
-# then drop pip from the runtime venv.
+# the locked ones checked against the lock's hashes once more, the project
+# without dependencies (the lock has them all, and pip check says so); then
+# drop pip from the runtime venv.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv "$VIRTUAL_ENV" \
-    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --no-index --find-links=/wheels alertbridge \
+    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --no-index --find-links=/wheels \
+       --require-hashes -r /wheels/requirements.lock \
+    && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir --no-index --no-deps /wheels/alertbridge-*.whl \
+    && "$VIRTUAL_ENV/bin/pip" check \
     && "$VIRTUAL_ENV/bin/pip" uninstall --yes pip \
     && groupadd --system --gid 10001 alertbridge \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

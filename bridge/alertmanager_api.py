@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,9 +27,71 @@ class Silence:
     id: str
     state: str
     matchers: list[dict[str, Any]]
-    ends_at: str
+    ends_at: datetime
     created_by: str
     comment: str
+
+
+def _reserved(char: str) -> bool:
+    """A character the classic matcher parser cannot take in a bare label name."""
+    return char.isspace() or char in "{}!=~,\\\"'`"
+
+
+def _go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: Alertmanager prints unusual label names with it."""
+    out = ['"']
+    for char in text:
+        if 0xD800 <= ord(char) <= 0xDFFF:  # a lone surrogate: Go decoded it as U+FFFD
+            char = "\ufffd"
+        code = ord(char)
+        if char in ('"', "\\"):
+            out.append("\\" + char)
+        elif char.isprintable():  # Go's IsPrint: letters, marks, numbers, punctuation,
+            out.append(char)  # symbols and the ASCII space, as Python's
+        elif char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif code < 0x20:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+}
+
+#: (isEqual, isRegex) -> Alertmanager's MatchType.String().
+_OPERATORS = {(True, False): "=", (False, False): "!=", (True, True): "=~", (False, True): "!~"}
+
+
+def matcher_string(matcher: Mapping[str, Any]) -> str:
+    """An API v2 matcher as Alertmanager prints it (``labels.Matcher.String``).
+
+    ``name!="v"``, ``name=~"v"``, ``name!~"v"``; the value escaped the
+    OpenMetrics way, a name the classic parser could not read quoted whole.
+    """
+    name, value = str(matcher["name"]), str(matcher["value"])
+    # The API's own default: a matcher without isEqual is an equality.
+    op = _OPERATORS[bool(matcher.get("isEqual", True)), bool(matcher.get("isRegex", False))]
+    if any(_reserved(char) for char in name):
+        return f"{_go_quote(name)}{op}{_go_quote(value)}"
+    escaped = value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return f'{name}{op}"{escaped}"'
+
+
+def matchers_string(matchers: Sequence[Mapping[str, Any]]) -> str:
+    """Alertmanager's ``labels.Matchers.String``: ``{a="b",c!="d"}``."""
+    return "{" + ",".join(matcher_string(m) for m in matchers) + "}"
 
 
 def silence_matchers(labels: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -50,6 +112,11 @@ class AlertmanagerClient:
         elif settings.basic is not None:
             pair = f"{settings.basic.username}:{settings.basic.password}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+
+    @property
+    def identifying_labels(self) -> list[str]:
+        """Which labels identify an alert for a silence; empty: all its labels."""
+        return self._settings.silence_labels
 
     @property
     def ui_url(self) -> str:
@@ -102,18 +169,23 @@ class AlertmanagerClient:
     async def silences(self) -> list[Silence]:
         """Active and pending silences, soonest to end first."""
         _, raw = await self._call("GET", "/silences")
-        found = [
-            Silence(
-                id=s["id"],
-                state=s["status"]["state"],
-                matchers=s.get("matchers", []),
-                ends_at=s.get("endsAt", ""),
-                created_by=s.get("createdBy", ""),
-                comment=s.get("comment", ""),
-            )
-            for s in raw or []
-            if s.get("status", {}).get("state") in ("active", "pending")
-        ]
+        try:
+            found = [
+                Silence(
+                    id=s["id"],
+                    state=s["status"]["state"],
+                    matchers=s.get("matchers", []),
+                    ends_at=datetime.fromisoformat(s["endsAt"]),
+                    created_by=s.get("createdBy", ""),
+                    comment=s.get("comment", ""),
+                )
+                for s in raw or []
+                if s.get("status", {}).get("state") in ("active", "pending")
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AlertmanagerError(
+                f"Alertmanager listed a silence it did not describe: {exc!r}"
+            ) from exc
         return sorted(found, key=lambda s: s.ends_at)
 
     async def create_silence(

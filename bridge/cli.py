@@ -39,8 +39,9 @@ commands:
   check-config  validate the config file, print the route tree, exit
   render        show what a payload becomes in each chat, without sending
 
-The config file comes from --config or $ALERTBRIDGE_CONFIG. These variables
-override it: ALERTBRIDGE_DATABASE_URL, ALERTBRIDGE_AMQP_URL,
+The config file comes from --config FILE or $ALERTBRIDGE_CONFIG; check-config
+and render also take it as their first argument, as amtool check-config does.
+These variables override it: ALERTBRIDGE_DATABASE_URL, ALERTBRIDGE_AMQP_URL,
 ALERTBRIDGE_SQLITE_PATH, ALERTBRIDGE_TELEGRAM_TOKEN,
 ALERTBRIDGE_TELEGRAM_API_URL, ALERTBRIDGE_LISTEN. With neither
 database_url nor amqp_url, serve runs standalone on the SQLite file
@@ -48,8 +49,8 @@ sqlite_path (default ./alertbridge.db); with both, on PostgreSQL and RabbitMQ.
 
 examples:
   alertbridge demo
-  alertbridge check-config --config alertbridge.yml
-  alertbridge render --config alertbridge.yml alertmanager-examples/payloads/firing.json
+  alertbridge check-config alertbridge.yml
+  alertbridge render alertbridge.yml alertmanager-examples/payloads/firing.json
   alertbridge serve --config alertbridge.yml
 """
 
@@ -63,11 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"alertbridge {__version__}")
     common = argparse.ArgumentParser(add_help=False)
+    # No default here: a file named on the command line, either way, must be
+    # told apart from $ALERTBRIDGE_CONFIG, which only fills in when none is.
     common.add_argument(
         "--config",
         "-c",
         type=Path,
-        default=os.environ.get("ALERTBRIDGE_CONFIG"),
+        metavar="FILE",
         help="the YAML config file (default: $ALERTBRIDGE_CONFIG)",
     )
     common.add_argument(
@@ -89,9 +92,24 @@ def _parser() -> argparse.ArgumentParser:
         ("receiver", "run only the HTTP receiver"),
         ("worker", "run only the delivery worker and scheduler"),
         ("migrate", "apply database migrations and exit"),
-        ("check-config", "validate the config and print the route tree"),
     ):
         commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the config and print the route tree",
+        description="Validate the config file (every mistake with its file, line and key), "
+        "print the route tree with each matcher as Alertmanager would write it, and exit: "
+        "0 when the file is good, 2 when it is not.",
+        epilog="example: alertbridge check-config alertbridge.yml",
+    )
+    check.add_argument(
+        "config_file",
+        nargs="?",
+        type=Path,
+        metavar="CONFIG",
+        help="the YAML config file (or --config FILE, or $ALERTBRIDGE_CONFIG)",
+    )
     demo = commands.add_parser(
         "demo",
         help="the whole product offline, with a sandbox Telegram and its chat page",
@@ -114,11 +132,25 @@ def _parser() -> argparse.ArgumentParser:
         "render",
         parents=[common],
         help="show what a payload becomes in each chat, without sending",
-        description="Route and render a webhook payload exactly as the receiver would, and "
-        "print, per destination, the text that would be sent and its length. Needs no "
+        description="Route and render a webhook payload exactly as the receiver would, and\n"
+        "print, per destination, the text that would be sent and its length. Needs no\n"
         "database, broker or Telegram.",
+        epilog="examples:\n"
+        "  alertbridge render alertbridge.yml payload.json\n"
+        "  alertbridge render --config alertbridge.yml payload.json\n"
+        "  ALERTBRIDGE_CONFIG=alertbridge.yml alertbridge render - < payload.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    render.add_argument("payload", type=Path, help="a webhook body (JSON file), or - for stdin")
+    render.add_argument(
+        "config_file",
+        nargs="?",
+        type=Path,
+        metavar="CONFIG",
+        help="the YAML config file (or --config FILE, or $ALERTBRIDGE_CONFIG)",
+    )
+    render.add_argument(
+        "payload", type=Path, metavar="PAYLOAD", help="a webhook body (JSON file), or - for stdin"
+    )
     render.add_argument(
         "--source",
         default="auto",
@@ -131,10 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> Config:
-    if args.config is None:
-        raise BridgeError("no config file: pass --config FILE or set ALERTBRIDGE_CONFIG")
-    return load_config(args.config)
+def _config_path(args: argparse.Namespace) -> Path:
+    named = getattr(args, "config_file", None)
+    if named is not None and args.config is not None and named.resolve() != args.config.resolve():
+        raise BridgeError(f"two config files: {named} and --config {args.config}; give one of them")
+    path = named or args.config or os.environ.get("ALERTBRIDGE_CONFIG")
+    if not path:
+        usage = {"check-config": "FILE", "render": "FILE PAYLOAD"}.get(args.command)
+        how = f"name it (alertbridge {args.command} {usage}), " if usage else ""
+        raise BridgeError(f"no config file: {how}pass --config FILE or set ALERTBRIDGE_CONFIG")
+    return Path(path)
 
 
 async def _migrate(config: Config) -> None:
@@ -210,6 +248,12 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
         print()
 
 
+def _announce(address: str) -> None:
+    """The one line on standard output, whatever the log level: where HTTP is
+    served (with a listen port of 0, the port the system chose)."""
+    print(f"listening on {address}", flush=True)
+
+
 def _run(main: Coroutine[Any, Any, None]) -> None:
     """Run on uvloop: its sockets and callbacks cost about half of asyncio's, and
     this process spends most of its time in them."""
@@ -239,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.configure(args.log_level, args.log_format)
     try:
-        config = _load(args)
+        args.config = _config_path(args)
+        config = load_config(args.config)
         # Now that the secrets are known, no record may show them.
         logs.configure(args.log_level, args.log_format, logs.config_secrets(config))
         if args.command == "check-config":
@@ -257,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                     receiver=args.command in ("serve", "receiver"),
                     worker=args.command in ("serve", "worker"),
                     config_path=args.config,
+                    listening=_announce,
                 )
             )
     except BridgeError as exc:

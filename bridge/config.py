@@ -1,18 +1,25 @@
 """Load and validate the one YAML config file.
 
-Everything the bridge does is decided here, once, at start: a typo or a wrong
-type stops the process with the key path and the line it sits on, instead of
-surfacing at 3 a.m. as an alert that went nowhere.
+Everything the bridge does is decided here: a typo or a wrong type stops the
+process (or is refused by a reload) with the key path and the line it sits
+on, instead of surfacing at 3 a.m. as an alert that went nowhere.
+
+A reload swaps the config in force (``LiveConfig``), which every component
+reads at the moment it acts. The few settings a running process cannot swap
+are marked ``RESTART`` in the schema below; that mark is the only list of
+them, and a reload keeps their running values and names them.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import types
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -61,6 +68,22 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsRestart:
+    """Marks a setting a running process reads once, at start: ``Annotated[T, RESTART]``.
+
+    ``to_add``: only adding the section needs a restart (what it starts is not
+    running); the settings inside it reload, and removing it takes effect at
+    once (what it started stops acting on anything).
+    """
+
+    to_add: bool = False
+
+
+RESTART = NeedsRestart()
+RESTART_TO_ADD = NeedsRestart(to_add=True)
 
 
 class _Strict(BaseModel):
@@ -205,12 +228,12 @@ class BotPermissions(_Strict):
 class BotConfig(_Strict):
     # How updates arrive: Telegram POSTs them to /telegram/webhook, or the
     # bridge long-polls getUpdates (one poller per bot, by a database lock).
-    updates: Literal["webhook", "polling"] = "polling"
+    updates: Annotated[Literal["webhook", "polling"], RESTART] = "polling"
     # webhook: the public URL Telegram posts to (setWebhook at start), and
     # the secret it sends in X-Telegram-Bot-Api-Secret-Token.
     webhook_url: str | None = None
     webhook_secret: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,256}$")
-    set_commands: bool = True
+    set_commands: Annotated[bool, RESTART] = True
     # Inline Ack / Silence 1h / Silence 1d buttons on firing alert messages.
     buttons: bool = True
     allow: BotPermissions = BotPermissions()
@@ -255,23 +278,25 @@ class RouteConfig(_Strict):
 
 
 class Config(_Strict):
-    telegram: TelegramConfig
+    # The Bot API connection is opened at start.
+    telegram: Annotated[TelegramConfig, RESTART]
     # Both set: PostgreSQL and RabbitMQ, any number of processes. Neither:
     # standalone, one process with its state in the SQLite file below.
-    database_url: str | None = None
-    amqp_url: str | None = None
-    sqlite_path: Path = Path("alertbridge.db")
-    listen: str = "0.0.0.0:8080"
+    database_url: Annotated[str | None, RESTART] = None
+    amqp_url: Annotated[str | None, RESTART] = None
+    sqlite_path: Annotated[Path, RESTART] = Path("alertbridge.db")
+    listen: Annotated[str, RESTART] = "0.0.0.0:8080"
     receiver: ReceiverConfig = ReceiverConfig()
     delivery: DeliveryConfig = DeliveryConfig()
-    amqp: AmqpConfig = AmqpConfig()
+    # Queues, shards and the consumer are declared at start.
+    amqp: Annotated[AmqpConfig, RESTART] = AmqpConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
     template_dirs: list[Path] = Field(default_factory=list)
     # The zone templates show times in (the `datetime` filter's default).
     timezone: str = "UTC"
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
     # Telegram commands and buttons; without it the bridge only sends.
-    bot: BotConfig | None = None
+    bot: Annotated[BotConfig | None, RESTART_TO_ADD] = None
     # Alertmanager's API, for /alerts, /silences and silences from Telegram.
     alertmanager: AlertmanagerApiConfig | None = None
     route: RouteConfig
@@ -300,6 +325,18 @@ class Config(_Strict):
             ) from exc
         return zone
 
+    @field_validator("route")
+    @classmethod
+    def _root_takes_every_alert(cls, route: RouteConfig) -> RouteConfig:
+        # Alertmanager refuses matchers on its root route too: the root is
+        # where an alert that matches nothing else goes.
+        if route.matchers:
+            raise ValueError(
+                "the root route takes every alert and has no matchers; "
+                "put them on a route under routes:"
+            )
+        return route
+
     @field_validator("listen")
     @classmethod
     def _listen_shape(cls, listen: str) -> str:
@@ -320,6 +357,11 @@ class Config(_Strict):
     @property
     def standalone(self) -> bool:
         return not self.database_url
+
+    @property
+    def alert_buttons(self) -> bool:
+        """Ack and Silence buttons on firing alert messages: the bot is on and wants them."""
+        return self.bot is not None and self.bot.buttons
 
     @model_validator(mode="after")
     def _route_has_default(self) -> Config:
@@ -349,6 +391,138 @@ class Config(_Strict):
     @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+
+# -- reload: what a running process takes, and what waits for a restart ------------
+
+Settings = TypeVar("Settings", bound=BaseModel)
+
+
+def _section(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (``X`` or ``X | None``), if it is one."""
+    candidates = [annotation]
+    if get_origin(annotation) in (Union, types.UnionType):
+        candidates = list(get_args(annotation))
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def restart_settings(model: type[BaseModel] = Config) -> dict[str, NeedsRestart]:
+    """Every setting marked ``NeedsRestart`` in ``model``'s schema, by dotted path."""
+    found: dict[str, NeedsRestart] = {}
+
+    def walk(cls: type[BaseModel], prefix: str) -> None:
+        for name, info in cls.model_fields.items():
+            path = prefix + (info.alias or name)
+            mark = next((m for m in info.metadata if isinstance(m, NeedsRestart)), None)
+            if mark is not None:
+                found[path] = mark
+            section = _section(info.annotation)
+            if section is not None and (mark is None or mark.to_add):
+                walk(section, path + ".")
+
+    walk(model, "")
+    return found
+
+
+def changed_settings(old: BaseModel, new: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted paths of the settings that differ, as deep as both have sections.
+
+    Paths only, never values: the config holds secrets.
+    """
+    changed: list[str] = []
+    for name, info in type(new).model_fields.items():
+        before, after = getattr(old, name), getattr(new, name)
+        if before == after:
+            continue
+        path = prefix + (info.alias or name)
+        if isinstance(before, BaseModel) and type(before) is type(after):
+            changed += changed_settings(before, after, path + ".")
+        else:
+            changed.append(path)
+    return changed
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """A reload's outcome: the config now in force and what changed, by dotted path."""
+
+    config: Config
+    applied: list[str]
+    # Changed in the file, kept at the running value until the next restart.
+    needs_restart: list[str]
+
+    def summary(self) -> str:
+        if not self.applied and not self.needs_restart:
+            return "nothing changed"
+        summary = f"applied: {', '.join(self.applied) or 'nothing'}"
+        if self.needs_restart:
+            summary += f"; not applied, they need a restart: {', '.join(self.needs_restart)}"
+        return summary
+
+
+def in_force(running: Settings, loaded: Settings) -> Settings:
+    """``loaded``, with every ``NeedsRestart`` setting kept at its ``running`` value.
+
+    A section marked ``to_add`` that is not running stays off; one the file
+    removes is removed (what it started stops acting at once).
+    """
+    data = loaded.model_dump(by_alias=True)
+    kept = running.model_dump(by_alias=True)
+    # Sorted: a section's own mark is applied before the marks inside it.
+    for path, mark in sorted(restart_settings(type(loaded)).items()):
+        *parents, leaf = path.split(".")
+        source: Any = kept
+        target: Any = data
+        for part in parents:
+            source, target = source.get(part), target.get(part)
+            if not isinstance(source, dict) or not isinstance(target, dict):
+                break
+        else:
+            if not mark.to_add:
+                target[leaf] = source[leaf]
+            elif source[leaf] is None:
+                target[leaf] = None
+    try:
+        return type(loaded).model_validate(data)
+    except ValidationError as exc:
+        kept_paths = [p for p, mark in restart_settings(type(loaded)).items() if not mark.to_add]
+        waiting = [
+            path
+            for path in changed_settings(running, loaded)
+            if any(path == k or path.startswith(k + ".") for k in kept_paths)
+        ]
+        problems = "; ".join(
+            (f"{_dotted(e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise ConfigError(
+            f"the new config holds only with {', '.join(waiting)} changed, which needs a "
+            f"restart: {problems}. Restart to apply it, or reload a config that holds with "
+            "the running values"
+        ) from exc
+
+
+def plan_reload(running: Config, loaded: Config) -> Reloaded:
+    """What a reload of ``loaded`` does to a process running ``running`` (pure)."""
+    now = in_force(running, loaded)
+    return Reloaded(now, changed_settings(running, now), changed_settings(now, loaded))
+
+
+class LiveConfig:
+    """The config in force. Components ask it at the moment they act, so a
+    reload reaches every one of them at once and none keeps a stale copy."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+
+    def __call__(self) -> Config:
+        return self._config
+
+    def replace(self, config: Config) -> None:
+        self._config = config
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

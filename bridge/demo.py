@@ -130,13 +130,15 @@ async def run_demo(*, port: int, bridge_port: int, exit_when_done: bool) -> None
         loop.add_signal_handler(sig, stop.set)
     sandbox = TelegramDouble(token=TOKEN, enforce_rate_limits=True)
     await sandbox.start(port)
-    listen = f"127.0.0.1:{bridge_port}"
     with _workdir() as workdir:
-        config = demo_config(sandbox.url, listen, workdir / "alertbridge.db")
-        sandbox.connect_bridge(f"http://{listen}", WEBHOOK_TOKEN)
-        bridge = asyncio.create_task(run(config, receiver=True, worker=True, stop=stop))
+        config = demo_config(sandbox.url, f"127.0.0.1:{bridge_port}", workdir / "alertbridge.db")
+        bound: asyncio.Future[str] = loop.create_future()
+        bridge = asyncio.create_task(
+            run(config, receiver=True, worker=True, stop=stop, listening=bound.set_result)
+        )
         try:
-            await _wait_until_up(f"http://{listen}/healthz", bridge)
+            listen = await _served_at(bound, bridge)  # a port of 0: the one the system chose
+            sandbox.connect_bridge(f"http://{listen}", WEBHOOK_TOKEN)
             _say(f"bridge up at http://{listen} (standalone: state in {config.sqlite_path})")
             _say(f"chat page: {sandbox.url}/   <- open it: messages, buttons, your own payloads")
             # Ctrl-C may come while the samples are still going out: stop there.
@@ -172,18 +174,14 @@ def _say(text: str) -> None:
     print(f"demo: {text}", flush=True)
 
 
-async def _wait_until_up(url: str, bridge: asyncio.Task[None]) -> None:
-    async with aiohttp.ClientSession() as client:
-        for _ in range(200):
-            if bridge.done():
-                bridge.result()  # the bridge's own error, as it is
-                raise RuntimeError("the bridge stopped before it served")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with client.get(url) as answer:
-                    if answer.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"the bridge did not answer {url} within 10 s")
+async def _served_at(bound: asyncio.Future[str], bridge: asyncio.Task[None]) -> str:
+    """The address the bridge serves on, once it does; its own error if it stops first."""
+    waiting: set[asyncio.Future[Any]] = {bound, bridge}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not bound.done():
+        bridge.result()  # the bridge's own error, as it is
+        raise RuntimeError("the bridge stopped before it served")
+    return bound.result()
 
 
 async def _fire(base: str, steps: list[Step]) -> None:

@@ -6,9 +6,26 @@ fingerprints or chat ids, so a storm cannot blow up the time series count.
 
 from __future__ import annotations
 
+import enum
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Dependency(enum.StrEnum):
+    """What the bridge waited for."""
+
+    STORE = "store"
+    BROKER = "broker"
+
+
+class WaitStage(enum.StrEnum):
+    """Where it waited."""
+
+    START = "start"  # the process, before it can serve
+    CLAIM = "claim"  # a queue message, held un-acked until the claim goes through
+    RECORD = "record"  # Telegram's answer, until the store takes it or the lease ends
 
 
 class Metrics:
@@ -133,5 +150,25 @@ class Metrics:
         self.telegram_rate_limited = Counter(
             "alertbridge_telegram_rate_limited_total",
             "429 answers from Telegram.",
+            registry=r,
+        )
+        self.dependency_waits = Counter(
+            "alertbridge_dependency_waits_total",
+            "Backoff pauses waiting for a store or broker that could not be reached, "
+            "by dependency (store, broker) and stage (start, claim, record).",
+            ["dependency", "stage"],
+            registry=r,
+        )
+        self.unrecorded = Counter(
+            "alertbridge_outcomes_unrecorded_total",
+            "Telegram answers the store could not take before the delivery's lease ran "
+            "out; the scheduler settles those rows as an expired lease.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "alertbridge_dead_letters_total",
+            "Queue messages found dead-lettered and taken off the dead-letter queue, by "
+            "reason; an unfinished delivery's row stays in the store, which publishes it again.",
+            ["reason"],
             registry=r,
         )

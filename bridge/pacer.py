@@ -10,9 +10,11 @@ slot, with no attempt counted and its slot kept for when it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.clock import Clock
+from bridge.config import Config
 from bridge.ratelimit import RateLimiter
 
 #: How long a delivery handed back for its slot waits in the store at most
@@ -43,26 +45,31 @@ class Later:
 
 
 class Pacer:
-    def __init__(
-        self,
-        limiter: RateLimiter,
-        clock: Clock,
-        *,
-        max_inline_wait: float,
-        hold_at_most: float,
-        digest_after: int = 0,
-    ) -> None:
+    def __init__(self, limiter: RateLimiter, clock: Clock, current: Callable[[], Config]) -> None:
+        """``current``: the config in force, asked at each use (a reload changes it)."""
         self._limiter = limiter
         self._clock = clock
-        self._max_inline_wait = max_inline_wait
-        self._hold_at_most = hold_at_most
-        self._digest_after = digest_after
+        self._current = current
         # Slots of deliveries handed back (delivery id → chat, slot): a
         # delivery keeps its place in its chat's calendar when it comes back.
         self._parked: dict[int, tuple[int, float]] = {}
         self._forgotten_at = clock.monotonic()
         # When each chat's storm was first seen: its digest waits for the rest.
         self._storms: dict[int, float] = {}
+
+    @property
+    def _max_inline_wait(self) -> float:
+        return self._current().rate_limits.max_inline_wait.total_seconds()
+
+    @property
+    def _hold_at_most(self) -> float:
+        # Half the lease: the other half covers the request and recording its answer.
+        return self._current().delivery.lease.total_seconds() / 2
+
+    @property
+    def digest_after(self) -> int:
+        """Waiting deliveries for one chat that make a storm digest; 0: never."""
+        return self._current().rate_limits.digest_after
 
     @property
     def limiter(self) -> RateLimiter:
@@ -84,16 +91,12 @@ class Pacer:
         """A delivery's slot has come with ``backlog`` others waiting for its chat: None
         to send it alone; 0 to send it as a storm digest now; else how many seconds to
         let the storm gather first, so it goes as one digest, not a digest per burst."""
-        if not self._digest_after or backlog < self._digest_after:
+        if not self.digest_after or backlog < self.digest_after:
             self._storms.pop(chat_id, None)
             return None
         now = self._clock.monotonic()
         began = self._storms.setdefault(chat_id, now)
         return max(began + STORM_GATHER - now, 0.0)
-
-    @property
-    def digest_after(self) -> int:
-        return self._digest_after
 
     def digested(self, chat_id: int) -> None:
         """The chat's backlog went into a digest: its booked slots are free again."""

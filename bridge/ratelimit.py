@@ -65,8 +65,10 @@ class RateLimiter:
     the plan alone could then let two sends bunch up.
     """
 
-    def __init__(self, settings: RateLimitConfig, clock: Callable[[], float]) -> None:
-        self._settings = settings
+    def __init__(self, settings: Callable[[], RateLimitConfig], clock: Callable[[], float]) -> None:
+        """``settings``: the limits in force, asked on every use (a reload changes them)."""
+        self._current = settings
+        self._settings = settings()
         self._clock = clock
         self._share = 1.0
         self._plan: dict[int, list[Window]] = {}
@@ -74,12 +76,27 @@ class RateLimiter:
         self._bot = self._bot_window()
         self._blocked_until: dict[int, float] = defaultdict(float)
 
-    def _bot_window(self) -> Window:
+    def _bot_window(self, slots: deque[float] | None = None) -> Window:
         per_second = max(self._settings.per_bot_per_second * self._share, 1.0)
-        return Window(int(per_second), JITTER_MARGIN, deque())
+        return Window(int(per_second), JITTER_MARGIN, deque() if slots is None else slots)
+
+    def _follow_settings(self) -> None:
+        """New limits apply from now on; the slots already taken still count."""
+        settings = self._current()
+        if settings == self._settings:
+            return
+        self._settings = settings
+        self._bot = self._bot_window(self._bot.slots)
+        for table in (self._plan, self._sent):
+            for chat_id, windows in table.items():
+                renewed = self._chat_windows(chat_id)
+                for new, old in zip(renewed, windows, strict=True):
+                    new.slots = old.slots
+                table[chat_id] = renewed
 
     def set_share(self, share: float) -> None:
         """This worker's part of the per-bot limit (the share of shards it owns)."""
+        self._follow_settings()
         share = max(min(share, 1.0), 0.0)
         if share != self._share:
             self._share = share
@@ -94,6 +111,7 @@ class RateLimiter:
 
     def plan(self, chat_id: int) -> float:
         """Reserve the chat's next free slot in the calendar; returns it (on the clock)."""
+        self._follow_settings()
         windows = self._plan.get(chat_id)
         if windows is None:
             windows = self._plan[chat_id] = self._chat_windows(chat_id)
@@ -130,6 +148,7 @@ class RateLimiter:
 
     def wait_to_send(self, chat_id: int) -> float:
         """Seconds to wait before sending to ``chat_id`` now; 0 records the send."""
+        self._follow_settings()
         now = self._clock()
         ready = self._ready_at(chat_id, now)
         if ready > now:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -24,7 +24,6 @@ from starlette.routing import Route as HttpRoute
 from bridge.config import Config
 from bridge.dedup import group_ref, notification_key
 from bridge.errors import (
-    BridgeError,
     PayloadError,
     QueueUnavailable,
     StoreUnavailable,
@@ -32,7 +31,7 @@ from bridge.errors import (
 )
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
-from bridge.ops import ops_routes
+from bridge.ops import Reload, ops_routes
 from bridge.render import build_environment, check_templates, minimal_message, render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
@@ -74,7 +73,7 @@ class ReceiverDeps:
     publisher: Publisher
     metrics: Metrics
     # Re-reads the config file and swaps `rules`; None when there is no file.
-    reload: Callable[[], Awaitable[str]] | None = None
+    reload: Reload | None = None
     # More endpoints served beside the webhooks (the bot's Telegram webhook).
     extra_routes: list[HttpRoute] = field(default_factory=list)
 
@@ -105,7 +104,8 @@ def _authorized(request: Request, config: Config) -> bool:
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # isdigit alone admits digits of other scripts ("²", "٣"), which int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadError(f"body of {declared} bytes is over the {limit}-byte limit", status=413)
     body = bytearray()
     async for chunk in request.stream():
@@ -244,28 +244,17 @@ def create_app(deps: ReceiverDeps) -> Starlette:
             request, deps, name, partial(generic.parse, settings=settings, name=name)
         )
 
-    async def reload(request: Request) -> Response:
-        # Alertmanager's convention: POST /-/reload, 200 when the new config is
-        # in force, 500 (old config kept) when it is not.
-        if deps.reload is None:
-            return _error(500, "started without a config file; nothing to reload")
-        try:
-            summary = await deps.reload()
-        except BridgeError as exc:
-            return _error(500, f"reload failed, the previous config stays in force: {exc}")
-        return JSONResponse({"status": "ok", "reloaded": summary})
-
     return Starlette(
         routes=[
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
             HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
-            HttpRoute("/-/reload", reload, methods=["POST"]),
             *deps.extra_routes,
             *ops_routes(
                 deps.store,
                 lambda: deps.publisher.connected,
                 deps.metrics,
                 broker_required=False,
+                reload=deps.reload,
             ),
         ]
     )

@@ -7,10 +7,11 @@ Three promises to the rest of the bridge:
 
 * **Escaped.** Every template is autoescaped for Telegram's HTML parse mode,
   so a ``<`` or ``&`` in a label can never break the message.
-* **Fits.** The text Telegram would show is at most :data:`TELEGRAM_LIMIT`
-  UTF-16 code units. Too many alerts? The message is rendered again with
-  fewer of them and the template says how many were left out (``omitted``).
-  Still too long? A minimal built-in message that always fits is sent.
+* **Fits.** The text Telegram keeps is at most :data:`TELEGRAM_LIMIT` code
+  points (as Telegram counts, :func:`telegram_length`), and the HTML at most
+  :data:`TELEGRAM_SOURCE_LIMIT` bytes. Too many alerts? The message is
+  rendered again with fewer of them and the template says how many were left
+  out (``omitted``). Still too long? A minimal built-in message that always fits is sent.
   The HTML itself is never cut, so a tag or entity is never split.
 * **Explained.** A template that fails to load or render raises
   :class:`~bridge.errors.TemplateError` naming the template, the line, and
@@ -39,6 +40,7 @@ from bridge.models import Alert, Destination, Notification, Status
 __all__ = [
     "BUILTIN_TEMPLATES",
     "TELEGRAM_LIMIT",
+    "TELEGRAM_SOURCE_LIMIT",
     "TEMPLATE_SUFFIX",
     "build_environment",
     "duration",
@@ -47,13 +49,17 @@ __all__ = [
     "render",
     "silence_url",
     "telegram_escape",
+    "telegram_length",
     "template_file",
     "utf16_len",
     "visible_text",
 ]
 
-#: Telegram's limit on a message's text after entity parsing, in UTF-16 code units.
+#: Telegram's limit on a message's text after entity parsing: Unicode code
+#: points (not UTF-16 units) of the text it keeps; see :func:`telegram_length`.
 TELEGRAM_LIMIT = 4096
+#: The Bot API refuses a ``text`` over 32 KiB of UTF-8, markup included.
+TELEGRAM_SOURCE_LIMIT = 1 << 15
 
 
 #: The templates that ship with the bridge (``<repo>/templates``); the
@@ -79,15 +85,42 @@ ELLIPSIS = "…"
 
 
 def utf16_len(text: str) -> int:
-    """Length as Telegram counts it: UTF-16 code units (an emoji is usually 2)."""
+    """UTF-16 code units, the unit of entity offsets (an emoji is usually 2).
+
+    Not the unit of the length limit: that is :func:`telegram_length`."""
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})
+# What Telegram makes of a text before counting it (TDLib's clean_input_string):
+# control characters become spaces; '\r', U+2028..U+202E and the combining
+# marks U+030A, U+0333, U+033F are dropped.
+_CLEANED = str.maketrans(
+    {
+        **{chr(c): " " for c in range(0x20) if c not in (0x0A, 0x0D)},
+        **dict.fromkeys("\r\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u030a\u0333\u033f"),
+    }
+)
+
+
+def telegram_length(text: str) -> int:
+    """The length Telegram limits to :data:`TELEGRAM_LIMIT`, of a visible ``text``.
+
+    TDLib checks ``utf8_length`` (Unicode code points) of the text it keeps:
+    cleaned (:data:`_CLEANED`) and without trailing spaces and newlines.
+    Leading ones count here: Telegram drops them only up to the first entity,
+    so counting them never says a text fits when it does not.
+    """
+    return len(text.translate(_CLEANED).rstrip(" \n"))
+
+
+# A NUL cannot be escaped: TDLib's parse_html refuses any ("Text must not
+# contain null bytes"). It becomes the space Telegram shows for it in plain text.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\0": " "})
 
 
 def telegram_escape(text: str) -> str:
-    """Escape exactly what Telegram's HTML parse mode needs escaped."""
+    """Escape exactly what Telegram's HTML parse mode needs escaped (a NUL, which
+    no HTML can carry, becomes a space)."""
     return text.translate(_ESCAPES)
 
 
@@ -146,17 +179,12 @@ def visible_text(html: str) -> str:
     return "".join(out)
 
 
-def _cut_utf16(text: str, limit: int) -> str:
-    """``text`` shortened (with an ellipsis) to at most ``limit`` UTF-16 units."""
-    if utf16_len(text) <= limit:
+def _cut(text: str, limit: int) -> str:
+    """``text`` shortened (with an ellipsis) to a :func:`telegram_length` of at most ``limit``."""
+    if telegram_length(text) <= limit:
         return text
-    budget = limit - utf16_len(ELLIPSIS)
-    used = 0
-    for index, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > budget:
-            return text[:index].rstrip() + ELLIPSIS
-    return text  # pragma: no cover - unreachable, the whole text was over the limit
+    # The ellipsis is one code point; a dropped character cut off only shortens it.
+    return text[: max(limit - len(ELLIPSIS), 0)].rstrip() + ELLIPSIS
 
 
 def html_to_plain(html: str, limit: int = TELEGRAM_LIMIT) -> str:
@@ -165,7 +193,7 @@ def html_to_plain(html: str, limit: int = TELEGRAM_LIMIT) -> str:
     It is what the reader would have seen (:func:`visible_text`), shortened to
     ``limit`` if the HTML was not produced by :func:`render`.
     """
-    return _cut_utf16(visible_text(html).strip(), limit)
+    return _cut(visible_text(html).strip(), limit)
 
 
 # ------------------------------------------------------------------------ filters
@@ -239,6 +267,11 @@ def _datetime_filter(
     if value is None:
         return ""
     zone = tz if tz is not None else str(env.globals.get("timezone", "UTC"))
+    return local_time(value, zone, fmt)
+
+
+def local_time(value: datetime | str, zone: str, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
+    """``value`` as the clock in ``zone`` shows it: how every time a person reads is written."""
     moment = _as_datetime(value)
     if zone != "UTC":
         moment = moment.astimezone(ZoneInfo(zone))
@@ -482,7 +515,10 @@ def _render_once(template: jinja2.Template, name: str, context: dict[str, Any]) 
 
 
 def _fits(html: str, limit: int) -> bool:
-    return utf16_len(visible_text(html)) <= limit
+    return (
+        telegram_length(visible_text(html)) <= limit
+        and len(html.encode("utf-8")) <= TELEGRAM_SOURCE_LIMIT
+    )
 
 
 def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> str:
@@ -492,12 +528,12 @@ def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> 
     total = len(notification.alerts) + notification.truncated_alerts
     counted = f"{total} alert" + ("" if total == 1 else "s")
     text = (
-        f"{'🔥' if firing else '✅'} <b>{telegram_escape(_cut_utf16(name, 200))}</b> "
+        f"{'🔥' if firing else '✅'} <b>{telegram_escape(_cut(name, 200))}</b> "
         f"{notification.status.value}: {counted}\n"
         "The full message is too long for Telegram; see Alertmanager for details."
     )
     if not _fits(text, limit):  # only for absurdly small limits
-        text = telegram_escape(_cut_utf16(visible_text(text), limit))
+        text = telegram_escape(_cut(visible_text(text), limit))
     return text
 
 
@@ -512,10 +548,11 @@ def render(
 ) -> str:
     """Render ``notification`` for ``destination`` with template ``template_name``.
 
-    Returns Telegram HTML whose visible text is at most ``limit`` UTF-16 code
-    units. If all the alerts do not fit, the largest leading run of them that
-    does is shown and the template's ``omitted`` counts the rest; if not even
-    that fits, :func:`minimal_message`.
+    Returns Telegram HTML whose visible text has a :func:`telegram_length` of at
+    most ``limit`` (and which is within :data:`TELEGRAM_SOURCE_LIMIT`). If all
+    the alerts do not fit, the largest leading run of them that does is shown
+    and the template's ``omitted`` counts the rest; if not even that fits,
+    :func:`minimal_message`.
 
     Raises :class:`TemplateError` if the template cannot be loaded or rendered,
     or renders nothing visible.

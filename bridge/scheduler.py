@@ -3,6 +3,15 @@
 The receiver publishes right after its commit, so in the happy path this
 finds nothing. It is what makes a broker outage, a lost message or a due
 retry end in a delivery anyway.
+
+It also reads the dead-letter queue. A dead-lettered message is only a
+wake-up for a row the store owns, so recovering it needs no replay: the
+unfinished row is published again when its republish time comes, as every
+unclaimed row is. Putting dead letters straight back on their shard would
+instead send a message that keeps failing round the same loop. What the
+scheduler adds is that nobody has to look: each dead letter is counted
+(``alertbridge_dead_letters_total``) and logged with its delivery id, and
+taken off the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -10,14 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
 from bridge.clock import Clock
-from bridge.config import DeliveryConfig
+from bridge.config import Config, DeliveryConfig
 from bridge.delivery import AmbiguityPolicy
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
+from bridge.queue.base import DeadLetter
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -28,6 +39,8 @@ BATCH = 500
 class Publisher(Protocol):
     async def publish(self, deliveries: list[tuple[int, int]]) -> None: ...
 
+    async def take_dead_letters(self, limit: int) -> list[DeadLetter]: ...
+
     @property
     def connected(self) -> bool: ...
 
@@ -37,15 +50,20 @@ class Scheduler:
         self,
         store: Store,
         publisher: Publisher,
-        settings: DeliveryConfig,
+        current: Callable[[], Config],
         metrics: Metrics,
         clock: Clock,
     ) -> None:
+        """``current``: the config in force, asked at each pass (a reload changes it)."""
         self._clock = clock
         self._store = store
         self._publisher = publisher
-        self._settings = settings
+        self._current = current
         self._metrics = metrics
+
+    @property
+    def _settings(self) -> DeliveryConfig:
+        return self._current().delivery
 
     @property
     def republish_after(self) -> timedelta:
@@ -61,6 +79,7 @@ class Scheduler:
         depth, oldest = await self._store.backlog()
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
+        await self.surface_dead_letters()
         published = 0
         after_id = 0  # catch-up pages by id: each row once per pass
         while True:
@@ -109,10 +128,41 @@ class Scheduler:
                 extra=fields,
             )
 
+    async def surface_dead_letters(self) -> int:
+        """Count, log and take off the dead-letter queue what landed there; how many."""
+        try:
+            letters = await self._publisher.take_dead_letters(BATCH)
+        except QueueUnavailable as exc:
+            log.warning("scheduler: dead letters not read: %s", exc)
+            return 0
+        for letter in letters:
+            self._metrics.dead_letters.labels(letter.reason).inc()
+            handed_out = (
+                "" if letter.deliveries is None else f", handed out {letter.deliveries} times"
+            )
+            if letter.delivery_id is None:
+                log.error(
+                    "a malformed queue message was dead-lettered (%s%s) and is dropped: %r",
+                    letter.reason,
+                    handed_out,
+                    letter.body,
+                )
+                continue
+            log.error(
+                "delivery %d chat %s: its queue message was dead-lettered (%s%s); the store "
+                "still has the delivery and publishes it again while it is unfinished",
+                letter.delivery_id,
+                letter.chat_id,
+                letter.reason,
+                handed_out,
+                extra={"delivery_id": letter.delivery_id, "chat_id": letter.chat_id},
+            )
+        return len(letters)
+
     async def run(self, stop: asyncio.Event, *, catch_up_first: bool = False) -> None:
-        interval = self._settings.scheduler_interval.total_seconds()
         catch_up = catch_up_first
         while not stop.is_set():
+            interval = self._settings.scheduler_interval.total_seconds()
             try:
                 published = await self.tick(catch_up=catch_up)
                 if catch_up and published:

@@ -3,6 +3,11 @@
 Every dependency is built here and passed down; nothing below reaches for a
 global. Shutdown on SIGTERM/SIGINT: stop accepting HTTP, stop taking queue
 messages, let the deliveries in hand be recorded and acked, then close.
+
+A process started while PostgreSQL or RabbitMQ is down waits for it with
+capped backoff, logging each attempt, instead of exiting: meanwhile its port
+answers /healthz 200, /readyz 503 naming what it waits for, and 503 to any
+webhook, so senders retry. It becomes ready when the dependency appears.
 """
 
 from __future__ import annotations
@@ -15,18 +20,23 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bridge.backoff import jittered
 from bridge.clock import SystemClock
-from bridge.config import Config, load_config
-from bridge.errors import BridgeError, ConfigError
-from bridge.metrics import Metrics
-from bridge.ops import create_ops_app
+from bridge.config import Config, LiveConfig, Reloaded, load_config, plan_reload
+from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
+from bridge.metrics import Dependency, Metrics, WaitStage
+from bridge.ops import Reload, create_ops_app
 from bridge.pacer import Pacer
 from bridge.queue.amqp import AmqpQueue
 from bridge.queue.base import Queue
@@ -48,6 +58,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: Pauses between attempts to reach a store or broker that is down at start
+#: (seconds): quick to notice a dependency that is just restarting, capped so
+#: a long outage costs one cheap attempt every few seconds.
+START_BACKOFF_INITIAL = 0.5
+START_BACKOFF_MAX = 15.0
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the service decides when to stop."""
@@ -55,6 +73,93 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _Starting:
+    """The process's HTTP face: while it waits for its dependencies, alive but not
+    ready; once they are there, the real application (``app``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.app: ASGIApp | None = None
+        self.waiting_for = "starting"
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is not None:
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        response: Response
+        if scope["path"] == "/healthz":
+            response = JSONResponse({"status": "ok"})
+        elif scope["path"] == "/metrics":
+            response = Response(
+                generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST
+            )
+        else:
+            # A webhook too: 503, never 4xx, so Alertmanager keeps it and retries.
+            response = JSONResponse(
+                {
+                    "status": "not ready",
+                    "problems": [self.waiting_for],
+                    "error": f"starting, {self.waiting_for}; retry later",
+                },
+                status_code=503,
+            )
+        await response(scope, receive, send)
+
+
+async def _when_available(
+    name: str,
+    dependency: Dependency,
+    connect: Callable[[], Awaitable[T]],
+    *,
+    stop: asyncio.Event,
+    starting: _Starting,
+    metrics: Metrics,
+    serve: Callable[[], None],
+) -> T | None:
+    """``connect()``, tried again with capped backoff while ``name`` is unavailable.
+
+    None when ``stop`` was set while waiting. The first failure opens the
+    port (``serve``), so probes see the process alive and not ready.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await connect()
+        except (StoreUnavailable, QueueUnavailable) as exc:
+            attempt += 1
+            pause = jittered(attempt, initial=START_BACKOFF_INITIAL, cap=START_BACKOFF_MAX)
+            starting.waiting_for = f"waiting for {name}: {exc}"
+            metrics.dependency_waits.labels(dependency, WaitStage.START).inc()
+            log.warning(
+                "%s is not available (attempt %d): %s; trying again in %.1fs",
+                name,
+                attempt,
+                exc,
+                pause,
+            )
+            serve()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+            if stop.is_set():
+                log.info("stopped while waiting for %s", name)
+                return None
+
+
+async def _open_and_migrate(config: Config) -> Store:
+    store = await open_store(config)
+    try:
+        applied = await store.migrate()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await store.close()
+        raise
+    if applied:
+        log.info("database schema: applied %s", ", ".join(applied))
+    return store
 
 
 async def open_store(config: Config) -> Store:
@@ -72,63 +177,97 @@ async def _open_queue(config: Config) -> Queue:
     return LocalQueue(prefetch=config.amqp.prefetch, delivery_limit=config.amqp.delivery_limit)
 
 
-# Settings a running process cannot swap: connections and the worker's own
-# delivery settings are built once at start.
-_NEEDS_RESTART = ("telegram", "database_url", "amqp_url", "sqlite_path", "amqp", "listen")
+def reloader(
+    path: Path,
+    live: LiveConfig,
+    deps: ReceiverDeps | None,
+    prepare: Sequence[Callable[[Config, Config], Awaitable[None]]] = (),
+) -> Reload:
+    """Re-read the config file and put it in force, or change nothing and say why.
 
+    Everything reads ``live`` at the moment it acts, so swapping it applies
+    the new config everywhere at once; the receiver's compiled rules are
+    swapped in the same step. Settings marked RESTART keep their running
+    values, and the answer names them. ``prepare`` (old, new) runs first:
+    what must be told elsewhere (Telegram's webhook) before it takes effect.
+    """
 
-def reloader(path: Path, deps: ReceiverDeps) -> Callable[[], Awaitable[str]]:
-    """Re-read the config file and swap the receiver's rules, or keep the old ones."""
+    one_at_a_time = asyncio.Lock()  # SIGHUP and POST /-/reload may come together
 
-    async def reload() -> str:
-        try:
-            config = load_config(path)
-            rules = Rules.from_config(config)
-        except BridgeError as exc:
-            log.error("config reload failed; the previous config stays in force: %s", exc)
-            raise
-        old = deps.rules.config
-        deps.rules = rules
-        later = [key for key in _NEEDS_RESTART if getattr(config, key) != getattr(old, key)]
-        if config.delivery != old.delivery:
-            later.append("delivery (worker side)")
-        summary = "routes, templates, sources and receiver settings reloaded"
-        if later:
-            summary += f"; changes to {', '.join(later)} take effect at the next restart"
-        log.info("config reloaded from %s: %s", path, summary)
-        return summary
+    async def reload() -> Reloaded:
+        async with one_at_a_time:
+            try:
+                reloaded = plan_reload(live(), load_config(path))
+                rules = Rules.from_config(reloaded.config) if deps is not None else None
+                for step in prepare:
+                    await step(live(), reloaded.config)
+            except BridgeError as exc:
+                log.error("config reload failed; the previous config stays in force: %s", exc)
+                raise
+            live.replace(reloaded.config)
+            if deps is not None and rules is not None:
+                deps.rules = rules
+            level = logging.WARNING if reloaded.needs_restart else logging.INFO
+            log.log(level, "config reloaded from %s: %s", path, reloaded.summary())
+            return reloaded
 
     return reload
 
 
-def _pacer(config: Config, clock: SystemClock) -> Pacer | None:
-    limits = config.rate_limits
-    if not limits.enabled:
-        return None
-    return Pacer(
-        RateLimiter(limits, clock.monotonic),
-        clock,
-        max_inline_wait=limits.max_inline_wait.total_seconds(),
-        # Half the lease: the other half covers the request and recording its answer.
-        hold_at_most=config.delivery.lease.total_seconds() / 2,
-        digest_after=limits.digest_after,
-    )
+def _reload_on_sighup(reload: Reload, background: set[asyncio.Task[None]]) -> None:
+    async def quietly() -> None:
+        with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
+            await reload()
 
+    def on_sighup() -> None:
+        task = asyncio.create_task(quietly())
+        background.add(task)
+        task.add_done_callback(background.discard)
 
-async def _quiet_reload(reload: Callable[[], Awaitable[str]]) -> None:
-    with contextlib.suppress(BridgeError):  # logged by reload(); the old config stays
-        await reload()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
 
 
 async def run_until_signalled(
-    config: Config, *, receiver: bool, worker: bool, config_path: Path | None = None
+    config: Config,
+    *,
+    receiver: bool,
+    worker: bool,
+    config_path: Path | None = None,
+    listening: Callable[[str], None] | None = None,
 ) -> None:
     """The CLI's entry: run until SIGTERM or SIGINT; SIGHUP reloads the config."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(config, receiver=receiver, worker=worker, stop=stop, config_path=config_path)
+    await run(
+        config,
+        receiver=receiver,
+        worker=worker,
+        stop=stop,
+        config_path=config_path,
+        listening=listening,
+    )
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound and listening before the server starts: the address
+    it reports is the one that serves (port 0: the one the system chose), and a
+    connection made as soon as it is reported waits in the backlog."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise BridgeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run(
@@ -139,8 +278,12 @@ async def run(
     stop: asyncio.Event,
     metrics: Metrics | None = None,
     config_path: Path | None = None,
+    listening: Callable[[str], None] | None = None,
 ) -> None:
-    """Run until ``stop`` is set, then shut down without losing what is in hand."""
+    """Run until ``stop`` is set, then shut down without losing what is in hand.
+
+    ``listening`` is told the address HTTP is served on, once it is.
+    """
     if config.standalone and not (receiver and worker):
         raise ConfigError(
             "standalone mode (no database_url and amqp_url) runs the receiver and the "
@@ -148,16 +291,63 @@ async def run(
             "database_url and amqp_url to run them apart"
         )
     metrics = metrics if metrics is not None else Metrics()
+    live = LiveConfig(config)
+    # Bound first, so a port in use stops the process before anything starts.
+    listener = _listen(config.listen_host, config.listen_port)
+    address = _address(listener)
+    role = "receiver" if receiver else "worker /healthz /readyz /metrics"
 
-    store = await open_store(config)
+    starting = _Starting(metrics)
+    server = _Server(
+        uvicorn.Config(
+            starting,
+            host=config.listen_host,
+            port=config.listen_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
+    http: asyncio.Task[None] | None = None
+
+    def serve() -> None:
+        """Serve HTTP from now on: the probes while waiting for a dependency, the
+        whole app once it is up (``starting.app``)."""
+        nonlocal http
+        if http is None:
+            http = asyncio.create_task(server.serve(sockets=[listener]), name="http")
+            log.info("%s listening on %s", role, address)
+            if listening is not None:
+                listening(address)
+
+    def waiting(
+        name: str, dependency: Dependency, connect: Callable[[], Awaitable[T]]
+    ) -> Awaitable[T | None]:
+        return _when_available(
+            name, dependency, connect, stop=stop, starting=starting, metrics=metrics, serve=serve
+        )
+
+    store: Store | None = None
     queue: Queue | None = None
     sender: TelegramSender | None = None
     bot_parts: BotParts | None = None
     try:
-        applied = await store.migrate()
-        if applied:
-            log.info("database schema: applied %s", ", ".join(applied))
-        queue = await _open_queue(config)
+        # Standalone, the store is a file here: a problem with it is not
+        # something to wait out, and the process says so and exits.
+        if config.database_url:
+            store = await waiting(
+                "PostgreSQL", Dependency.STORE, partial(_open_and_migrate, config)
+            )
+        else:
+            store = await _open_and_migrate(config)
+        if store is None:
+            return
+        if config.amqp_url:
+            queue = await waiting("RabbitMQ", Dependency.BROKER, partial(_open_queue, config))
+        else:
+            queue = await _open_queue(config)
+        if queue is None:
+            return
         tasks: list[asyncio.Task[None]] = []
         background: set[asyncio.Task[None]] = set()
 
@@ -165,13 +355,13 @@ async def run(
             from bridge.telegram import TelegramSender, create_bot
             from bridge.worker import Worker
 
-            buttons = config.bot is not None and config.bot.buttons
-            sender = TelegramSender(create_bot(config.telegram), buttons=buttons)
+            sender = TelegramSender(create_bot(config.telegram), live)
             clock = SystemClock()
-            pacer = _pacer(config, clock)
-            limiter = pacer.limiter if pacer is not None else None
-            handler = Worker(store, sender, config.delivery, metrics, clock, pacer=pacer)
-            scheduler = Scheduler(store, queue, config.delivery, metrics, clock)
+            # Built even while off: a reload may turn the limits on.
+            limiter = RateLimiter(lambda: live().rate_limits, clock.monotonic)
+            pacer = Pacer(limiter, clock, live)
+            handler = Worker(store, sender, live, metrics, clock, pacer=pacer, stopping=stop)
+            scheduler = Scheduler(store, queue, live, metrics, clock)
             if config.standalone:  # one worker owns every chat
                 await queue.consume(handler.handle)
                 log.info("standalone: state in %s, queue in process", config.sqlite_path)
@@ -186,6 +376,7 @@ async def run(
             tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
 
         app: Starlette
+        deps: ReceiverDeps | None = None
         if receiver:
             deps = ReceiverDeps(
                 rules=Rules.from_config(config), store=store, publisher=queue, metrics=metrics
@@ -193,35 +384,21 @@ async def run(
             if config.bot is not None:
                 from bridge.bot.startup import start_bot
 
-                bot_parts = await start_bot(config, store, metrics, stop)
+                bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
                 tasks.extend(bot_parts.tasks)
-            if config_path is not None:
-                deps.reload = reloader(config_path, deps)
-                reload = deps.reload
-
-                def on_sighup() -> None:
-                    task = asyncio.create_task(_quiet_reload(reload))
-                    background.add(task)
-                    task.add_done_callback(background.discard)
-
-                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+        reload = None
+        if config_path is not None:
+            prepare = [bot_parts.reconfigure] if bot_parts is not None else []
+            reload = reloader(config_path, live, deps, prepare)
+            _reload_on_sighup(reload, background)
+        if deps is not None:
+            deps.reload = reload
             app = create_app(deps)
-        else:  # a worker alone still answers probes and scrapes
-            app = create_ops_app(store, lambda: queue.connected, metrics)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=config.listen_host,
-                port=config.listen_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
-        tasks.append(asyncio.create_task(server.serve(), name="http"))
-        role = "receiver" if receiver else "worker /healthz /readyz /metrics"
-        log.info("%s listening on %s", role, config.listen)
+        else:  # a worker alone still answers probes and scrapes, and reloads
+            app = create_ops_app(store, lambda: queue.connected, metrics, reload=reload)
+        starting.app = app
+        serve()
 
         # Everything loaded at start-up (aiogram alone is ~100k objects) lives as
         # long as the process: out of the collector's sight, a full collection
@@ -234,6 +411,9 @@ async def run(
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        server.should_exit = True
+        if http is not None:
+            await asyncio.gather(http, return_exceptions=True)
         if bot_parts is not None:
             for close in bot_parts.closers:
                 await close()
@@ -241,5 +421,7 @@ async def run(
             await sender.close()
         if queue is not None:
             await queue.close()
-        await store.close()
+        if store is not None:
+            await store.close()
+        listener.close()  # if the server never took it
         log.info("stopped")

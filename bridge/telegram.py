@@ -9,6 +9,7 @@ never made) is safe to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -29,8 +30,8 @@ from aiogram.methods.base import Response
 from aiogram.types import InlineKeyboardMarkup, ReplyParameters
 from aiohttp import ClientConnectorError
 
-from bridge.bot.keyboards import alert_keyboard
-from bridge.config import TelegramConfig
+from bridge.bot.keyboards import alert_view
+from bridge.config import Config, TelegramConfig
 from bridge.delivery import Delivery, Reason
 from bridge.logs import delivery_fields
 from bridge.render import html_to_plain
@@ -110,22 +111,30 @@ def _bad_request_reason(error: TelegramBadRequest) -> Reason:
     return Reason.BAD_REQUEST
 
 
-def _never_connected(error: TelegramNetworkError) -> bool:
-    """A connection that was never made wrote nothing: safe to retry. Some aiogram
-    versions raise without chaining the aiohttp error, so look at both links."""
-    return isinstance(error.__cause__ or error.__context__, ClientConnectorError)
-
-
 class TelegramSender:
-    def __init__(self, bot: Bot, *, buttons: bool = False) -> None:
+    def __init__(self, bot: Bot, current: Callable[[], Config]) -> None:
+        """``current``: the config in force, asked at each send (a reload changes it)."""
         self._bot = bot
-        self._buttons = buttons
+        self._current = current
+
+    def _view(self, delivery: Delivery) -> tuple[str, InlineKeyboardMarkup | None]:
+        """Ack and Silence buttons while the group fires (when the bot is on).
+
+        A notification just delivered has not been acked yet: a reminder of
+        an acked one is suppressed before it gets here.
+        """
+        config = self._current()
+        return alert_view(
+            delivery.text,
+            delivery.id,
+            resolved=delivery.resolves_group,
+            acked=None,
+            buttons=config.alert_buttons,
+            timezone=config.timezone,
+        )
 
     def _keyboard(self, delivery: Delivery) -> InlineKeyboardMarkup | None:
-        """Ack and Silence buttons while the group fires (when the bot is on)."""
-        if not self._buttons or delivery.resolves_group:
-            return None
-        return alert_keyboard(delivery.id)
+        return self._view(delivery)[1]
 
     async def send(self, delivery: Delivery) -> Outcome:
         """Send as a reply to the group's thread anchor when there is one."""
@@ -187,13 +196,14 @@ class TelegramSender:
         The buttons act on the latest state, and go when the group resolves.
         """
         chat_id = delivery.chat_id
+        text, markup = self._view(delivery)
         try:
             await self._bot.edit_message_text(
-                text=delivery.text,
+                text=text,
                 chat_id=chat_id,
                 message_id=message_id,
                 parse_mode="HTML",
-                reply_markup=self._keyboard(delivery),
+                reply_markup=markup,
             )
         except TelegramBadRequest as exc:
             if "message is not modified" in exc.message:
@@ -243,3 +253,15 @@ def classify(exc: BaseException) -> Outcome:
     # Anything else (a bug, an aiohttp error past the request) may have
     # happened after the request was written.
     return Ambiguous(Reason.UNEXPECTED, f"{type(exc).__name__}: {exc}")
+
+
+def _never_connected(error: TelegramNetworkError) -> bool:
+    """Whether aiohttp failed to open the connection, so no byte of the request left.
+
+    aiogram raises TelegramNetworkError inside its ``except ClientError``;
+    from 3.25 it chains the cause (``raise ... from e``), before that only
+    Python's implicit ``__context__`` holds it. Both are read, so a session
+    or version that does not chain still has a refused connection retried.
+    """
+    cause = error.__cause__ if error.__cause__ is not None else error.__context__
+    return isinstance(cause, ClientConnectorError)

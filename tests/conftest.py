@@ -9,6 +9,7 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,6 @@ PG_ADMIN_URL = os.environ.get(
 AMQP_URL = os.environ.get("ALERTBRIDGE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 TOKEN = "123:ABC"
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -97,7 +92,8 @@ def config_dict(
         "telegram": {"token": TOKEN, "api_url": telegram_url, "request_timeout": "2s"},
         "database_url": database_url,
         "amqp_url": AMQP_URL,
-        "listen": listen or f"127.0.0.1:{free_port()}",
+        # Port 0: the bridge binds a port the system picks and reports it.
+        "listen": listen or "127.0.0.1:0",
         "amqp": {**amqp_names, "prefetch": 16},
         "delivery": {
             "lease": "5s",
@@ -140,25 +136,22 @@ class RunningBridge:
         await self.client.aclose()
 
 
-async def wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{url} did not answer within {timeout}s")
-            await asyncio.sleep(0.05)
+@contextmanager
+def refusing_port() -> Iterator[int]:
+    """A loopback port that refuses connections while the block runs: bound
+    (port 0, the system's choice) and never listening, so no one else gets it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 async def start_bridge(
     config: Config, *, receiver: bool = True, worker: bool = True, config_path: Path | None = None
 ) -> RunningBridge:
+    """The bridge in this process; its ``config.listen`` is the address it serves on."""
     stop = asyncio.Event()
     metrics = Metrics()
+    bound: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         run(
             config,
@@ -167,17 +160,17 @@ async def start_bridge(
             stop=stop,
             metrics=metrics,
             config_path=config_path,
+            listening=bound.set_result,
         )
     )
-    bridge = RunningBridge(config, metrics, stop, task)
-    # Every process serves /healthz, a worker alone too.
-    waiter = asyncio.create_task(wait_http(f"http://{config.listen}/healthz"))
-    done, _ = await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        waiter.cancel()
+    # Every process serves HTTP (a worker alone too); once it reports where,
+    # a request waits in the socket's backlog until it is answered.
+    await asyncio.wait({bound, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not bound.done():
         task.result()  # raises what made the bridge stop
         raise RuntimeError("the bridge stopped before it served")
-    return bridge
+    served = config.model_copy(update={"listen": bound.result()})
+    return RunningBridge(served, metrics, stop, task)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """What the bot does with an update: commands, button presses, and who may.
 
-Everything it touches is passed in (the Bot, the interaction store, the
-Alertmanager client, the metrics). Every refusal is polite, logged and
+Everything it touches is passed in (the Bot, the interaction store, the HTTP
+session for Alertmanager, the config in force, the metrics). Who may do what,
+and which Alertmanager to ask, is read from the config in force at each
+update, so a reload applies at once. Every refusal is polite, logged and
 counted, and changes nothing; every callback query is answered, so the
 user's button never spins.
 """
@@ -9,11 +11,13 @@ user's button never spins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiohttp
 from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import (
     CallbackQuery,
     InlineKeyboardMarkup,
@@ -23,12 +27,20 @@ from aiogram.types import (
     User,
 )
 
-from bridge.alertmanager_api import AlertmanagerClient
-from bridge.bot.keyboards import Callback, alert_keyboard, decode, page_keyboard, undo_keyboard
-from bridge.config import AlertmanagerApiConfig, AllowList, BotConfig, parse_duration
+from bridge.alertmanager_api import AlertmanagerClient, matchers_string
+from bridge.bot.keyboards import (
+    SILENCE_BUTTONS,
+    Acked,
+    Callback,
+    alert_view,
+    decode,
+    page_keyboard,
+    undo_keyboard,
+)
+from bridge.config import AllowList, BotPermissions, Config, parse_duration
 from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
-from bridge.render import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
+from bridge.render import local_time, telegram_escape, utf16_len
 from bridge.store.base import AlertMessage, Interactions
 
 log = logging.getLogger(__name__)
@@ -94,29 +106,42 @@ def alert_line(alert: dict[str, Any]) -> str:
     return line
 
 
+#: How times are written in the bot's answers, in the config's ``timezone``.
+TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
+
+
 class BotHandler:
     def __init__(
         self,
         bot: Bot,
         store: Interactions,
-        alertmanager: AlertmanagerClient | None,
-        settings: BotConfig,
-        alertmanager_settings: AlertmanagerApiConfig | None,
+        http: aiohttp.ClientSession,
+        current: Callable[[], Config],
         metrics: Metrics,
     ) -> None:
+        """``current``: the config in force, asked at each update (a reload changes it)."""
         self._bot = bot
         self._store = store
-        self._alertmanager = alertmanager
-        self._settings = settings
-        self._identifying = (
-            alertmanager_settings.silence_labels if alertmanager_settings is not None else []
-        )
+        self._http = http
+        self._current = current
         self._metrics = metrics
+
+    def _allow(self) -> BotPermissions:
+        bot = self._current().bot
+        # A reload that removed the bot section leaves nobody allowed anything.
+        return bot.allow if bot is not None else BotPermissions()
+
+    def _time(self, moment: datetime) -> str:
+        return local_time(moment, self._current().timezone, TIME_FORMAT)
 
     # -- entry --------------------------------------------------------------------
 
     async def handle(self, update: Update) -> None:
         """Act on one update (the caller made sure it is the first sight of it)."""
+        if self._current().bot is None:  # switched off by a reload; gone at the next restart
+            if update.callback_query is not None:
+                await update.callback_query.answer("This bot is switched off.")
+            return
         if update.callback_query is not None:
             await self._callback(update.callback_query)
         elif update.message is not None and (update.message.text or "").startswith("/"):
@@ -160,8 +185,9 @@ class BotHandler:
         try:
             notice = await self._press(callback, query)
         except BotRefusal as refusal:
-            label = f"button_{callback.verb}"
-            self._count(label, refusal.outcome, query.from_user, chat_id, str(refusal))
+            self._count(
+                f"button_{callback.verb}", refusal.outcome, query.from_user, chat_id, str(refusal)
+            )
             await query.answer(str(refusal), show_alert=True)
             return
         except AlertmanagerError as exc:
@@ -175,7 +201,7 @@ class BotHandler:
         assert query.message is not None
         chat_id, user = query.message.chat.id, query.from_user
         if callback.verb == "alerts":
-            self._require(self._settings.allow.read, user, chat_id, "list alerts")
+            self._require(self._allow().read, user, chat_id, "list alerts")
             text, markup = await self._alerts_page(callback.row_id)
             await self._bot.edit_message_text(
                 text=text,
@@ -186,7 +212,7 @@ class BotHandler:
             )
             return f"Page {callback.row_id + 1}"
         if callback.verb == "undo":
-            self._require(self._settings.allow.silence, user, chat_id, "expire silences")
+            self._require(self._allow().silence, user, chat_id, "expire silences")
             silence = await self._store.silence(callback.row_id)
             if silence is None or silence.chat_id != chat_id:
                 raise Invalid("That silence is not known here.")
@@ -195,14 +221,19 @@ class BotHandler:
                 chat_id=chat_id, message_id=query.message.message_id, reply_markup=None
             )
             return "Silence expired"
-        target = await self._store.delivery(callback.row_id)
-        if target is None or target.chat_id != chat_id:
+        # The button acts on what its message shows: a thread's first message
+        # shows the group's current state, whichever delivery last drew it.
+        target = await self._store.message(chat_id, query.message.message_id)
+        if target is None:
             raise Invalid("That alert is not known here.")
         if callback.verb == "ack":
             return await self._ack(target, user, chat_id)
-        duration = timedelta(hours=1) if callback.duration == "1h" else timedelta(days=1)
         await self._silence(
-            target, user, chat_id, duration, f"from Telegram, {callback.duration} button"
+            target,
+            user,
+            chat_id,
+            SILENCE_BUTTONS[callback.duration],
+            f"from Telegram, {callback.duration} button",
         )
         return f"Silenced for {callback.duration}"
 
@@ -246,7 +277,7 @@ class BotHandler:
         await self._reply(message, "\n".join(lines))
 
     async def _alerts(self, message: Message, args: str) -> None:
-        self._require(self._settings.allow.read, message.from_user, message.chat.id, "list alerts")
+        self._require(self._allow().read, message.from_user, message.chat.id, "list alerts")
         text, markup = await self._alerts_page(0)
         await self._reply(message, text, markup)
 
@@ -262,22 +293,16 @@ class BotHandler:
         return f"{header}\n\n{pages[page]}", page_keyboard(page, len(pages))
 
     async def _silences(self, message: Message, args: str) -> None:
-        self._require(
-            self._settings.allow.read, message.from_user, message.chat.id, "list silences"
-        )
+        self._require(self._allow().read, message.from_user, message.chat.id, "list silences")
         silences = await self._api().silences()
         if not silences:
             await self._reply(message, "No active silences.")
             return
         lines = []
         for s in silences:
-            matchers = ", ".join(
-                f"{m['name']}{'=' if m.get('isEqual', True) else '!'}"
-                f'{"~" if m.get("isRegex") else ""}"{m["value"]}"'
-                for m in s.matchers
-            )
+            matchers = matchers_string(s.matchers)
             lines.append(
-                f"🔕 <code>{telegram_escape(s.id)}</code> until {telegram_escape(s.ends_at[:16])}"
+                f"🔕 <code>{telegram_escape(s.id)}</code> until {self._time(s.ends_at)}"
                 f" by {telegram_escape(s.created_by[:80])}\n    "
                 f"<code>{telegram_escape(matchers[:400])}</code>"
             )
@@ -314,9 +339,7 @@ class BotHandler:
         )
 
     async def _unsilence_command(self, message: Message, args: str) -> None:
-        self._require(
-            self._settings.allow.silence, message.from_user, message.chat.id, "expire silences"
-        )
+        self._require(self._allow().silence, message.from_user, message.chat.id, "expire silences")
         if not args:
             raise Invalid("Usage: /unsilence SILENCE_ID (see /silences).")
         await self._expire(args.split()[0])
@@ -327,27 +350,43 @@ class BotHandler:
     # -- actions ----------------------------------------------------------------------
 
     async def _ack(self, target: AlertMessage, user: User | None, chat_id: int) -> str:
-        self._require(self._settings.allow.ack, user, chat_id, "ack alerts")
+        """Ack what ``target`` shows; it and its thread's first message show the ack."""
+        self._require(self._allow().ack, user, chat_id, "ack alerts")
         assert user is not None
         who = user_label(user)
         if not await self._store.ack(target, user.id, who):
             return "Already acked."
-        at = datetime.now(UTC).strftime("%H:%M UTC")
-        buttons = None if target.resolved else alert_keyboard(target.delivery_id, acked=True)
-        text = f"{target.text}\n\n✋ <i>Acked by {telegram_escape(who)} at {at}</i>"
-        if utf16_len(visible_text(text)) <= TELEGRAM_LIMIT:
+        for message_id in dict.fromkeys((target.message_id, target.anchor_message_id)):
+            shown = await self._store.message(chat_id, message_id)
+            if shown is not None:
+                await self._show(shown)
+        return f"Acked by {who}: no more reminders for this until it changes."
+
+    async def _show(self, message: AlertMessage) -> None:
+        """Edit ``message`` to what it shows now (the worker draws it the same way)."""
+        config = self._current()
+        acked = None
+        if message.acked_by is not None and message.acked_at is not None:
+            acked = Acked(message.acked_by, message.acked_at)
+        text, markup = alert_view(
+            message.text,
+            message.delivery_id,
+            resolved=message.resolved,
+            acked=acked,
+            buttons=config.alert_buttons,
+            timezone=config.timezone,
+        )
+        try:
             await self._bot.edit_message_text(
                 text=text,
-                chat_id=chat_id,
-                message_id=target.message_id,
+                chat_id=message.chat_id,
+                message_id=message.message_id,
                 parse_mode="HTML",
-                reply_markup=buttons,
+                reply_markup=markup,
             )
-        else:  # no room for the line: the buttons and the answer say it
-            await self._bot.edit_message_reply_markup(
-                chat_id=chat_id, message_id=target.message_id, reply_markup=buttons
-            )
-        return f"Acked by {who}: no more reminders for this until it changes."
+        except TelegramBadRequest as exc:
+            if "message is not modified" not in exc.message:  # it already shows this
+                raise
 
     async def _silence(
         self,
@@ -357,16 +396,17 @@ class BotHandler:
         duration: timedelta,
         comment: str,
     ) -> None:
-        self._require(self._settings.allow.silence, user, chat_id, "silence alerts")
+        self._require(self._allow().silence, user, chat_id, "silence alerts")
+        api = self._api()
         labels = target.common_labels
-        if self._identifying:
-            labels = {k: v for k, v in labels.items() if k in self._identifying}
+        if api.identifying_labels:
+            labels = {k: v for k, v in labels.items() if k in api.identifying_labels}
         if not labels:
             raise Invalid("This alert has no labels to silence by.")
         now = datetime.now(UTC)
         ends = now + duration
         who = user_label(user)
-        silence_id, alertmanager_url = await self._api().create_silence(
+        silence_id, alertmanager_url = await api.create_silence(
             labels, starts_at=now, ends_at=ends, created_by=who, comment=comment
         )
         row_id = await self._store.record_silence(
@@ -381,7 +421,7 @@ class BotHandler:
         await self._bot.send_message(
             chat_id=chat_id,
             text=(
-                f"🔕 Silenced by {telegram_escape(who)} until {ends:%Y-%m-%d %H:%M UTC}\n"
+                f"🔕 Silenced by {telegram_escape(who)} until {self._time(ends)}\n"
                 f'<a href="{telegram_escape(link)}">{telegram_escape(silence_id)}</a>'
             ),
             parse_mode="HTML",
@@ -396,9 +436,10 @@ class BotHandler:
         await self._store.mark_silence_expired(silence_id)
 
     def _api(self) -> AlertmanagerClient:
-        if self._alertmanager is None:
+        settings = self._current().alertmanager
+        if settings is None:
             raise Invalid("No Alertmanager is configured (the alertmanager: section).")
-        return self._alertmanager
+        return AlertmanagerClient(settings, self._http)
 
     async def _reply(
         self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None

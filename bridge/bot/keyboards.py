@@ -1,4 +1,4 @@
-"""Inline buttons and their callback data: pure, no I/O.
+"""What an alert message shows, and its buttons' callback data: pure, no I/O.
 
 Telegram allows 64 bytes of callback data, so a button carries a verb and a
 short row id (a delivery or a bot silence), never labels.
@@ -7,9 +7,11 @@ short row id (a delivery or a bot silence), never labels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+
+from bridge.render import TELEGRAM_LIMIT, local_time, telegram_escape, utf16_len, visible_text
 
 #: The silence lengths the buttons offer.
 SILENCE_BUTTONS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
@@ -50,6 +52,40 @@ def alert_keyboard(delivery_id: int, *, acked: bool = False) -> InlineKeyboardMa
         for name in SILENCE_BUTTONS
     ]
     return InlineKeyboardMarkup(inline_keyboard=[row])
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    by: str
+    at: datetime
+
+
+def alert_view(
+    text: str,
+    delivery_id: int,
+    *,
+    resolved: bool,
+    acked: Acked | None,
+    buttons: bool,
+    timezone: str,
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The text and buttons of an alert message showing one notification's state.
+
+    A thread's first message is edited to it whenever the group's state
+    changes (a reply delivered, an ack), by the worker and by the bot alike:
+    one place decides what the message says and which buttons still apply.
+    The buttons act on ``delivery_id``; a resolved group has none.
+    """
+    markup = None
+    if buttons and not resolved:
+        markup = alert_keyboard(delivery_id, acked=acked is not None)
+    if acked is not None:
+        at = local_time(acked.at, timezone, "%H:%M %Z")
+        line = f"\n\n✋ <i>Acked by {telegram_escape(acked.by)} at {at}</i>"
+        # No room for the line: the missing Ack button and the answer say it.
+        if utf16_len(visible_text(text + line)) <= TELEGRAM_LIMIT:
+            text += line
+    return text, markup
 
 
 def undo_keyboard(bot_silence_id: int) -> InlineKeyboardMarkup:

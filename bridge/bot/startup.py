@@ -9,15 +9,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
+from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand
 from starlette.routing import Route as HttpRoute
 
-from bridge.alertmanager_api import AlertmanagerClient
 from bridge.bot.commands import COMMANDS, BotHandler
 from bridge.bot.flood import WaitOnFloodControl
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
-from bridge.config import Config
+from bridge.config import BotConfig, Config
+from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.telegram import create_bot
@@ -27,36 +28,48 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class BotParts:
-    """The bot's running pieces, to serve and to close."""
+    """The bot's running pieces, to serve, to reconfigure and to close."""
 
     routes: list[HttpRoute]
     tasks: list[asyncio.Task[None]]
     closers: list[Callable[[], Awaitable[None]]]
+    # Called by a reload before the new config is put in force (old, new):
+    # what Telegram must be told first. Raises to refuse the reload.
+    reconfigure: Callable[[Config, Config], Awaitable[None]]
 
 
 async def start_bot(
-    config: Config, store: Store, metrics: Metrics, stop: asyncio.Event
+    current: Callable[[], Config], store: Store, metrics: Metrics, stop: asyncio.Event
 ) -> BotParts:
-    """Commands and buttons: the Telegram webhook route, or a poller task."""
+    """Commands and buttons: the Telegram webhook route, or a poller task.
+
+    ``current``: the config in force; the bot reads it at every update.
+    """
+    config = current()
     assert config.bot is not None
     settings = config.bot
     bot = create_bot(config.telegram)
     bot.session.middleware(WaitOnFloodControl())
     http = aiohttp.ClientSession()
-    parts = BotParts([], [], [bot.session.close, http.close])
-    alertmanager = (
-        AlertmanagerClient(config.alertmanager, http) if config.alertmanager is not None else None
-    )
+
+    async def reconfigure(old: Config, new: Config) -> None:
+        await _register_webhook(bot, old.bot, new.bot)
+
+    parts = BotParts([], [], [bot.session.close, http.close], reconfigure)
     interactions = store.interactions()
-    handler = BotHandler(bot, interactions, alertmanager, settings, config.alertmanager, metrics)
+    handler = BotHandler(bot, interactions, http, current, metrics)
+
+    def secret() -> str | None:
+        bot_settings = current().bot
+        return bot_settings.webhook_secret if bot_settings is not None else None
+
     try:
         if settings.set_commands:
             await bot.set_my_commands(
                 [BotCommand(command=name, description=what) for name, what in COMMANDS]
             )
         if settings.updates == "webhook":
-            assert settings.webhook_secret is not None  # the config requires it
-            parts.routes.append(webhook_route(bot, handler, interactions, settings.webhook_secret))
+            parts.routes.append(webhook_route(bot, handler, interactions, secret))
             if settings.webhook_url:
                 await bot.set_webhook(
                     settings.webhook_url,
@@ -71,3 +84,21 @@ async def start_bot(
         )
     log.info("bot: updates by %s", settings.updates)
     return parts
+
+
+async def _register_webhook(bot: Bot, old: BotConfig | None, new: BotConfig | None) -> None:
+    """A new webhook URL or secret is given to Telegram before the bridge expects it."""
+    if old is None or new is None or new.updates != "webhook" or not new.webhook_url:
+        return
+    if (old.webhook_url, old.webhook_secret) == (new.webhook_url, new.webhook_secret):
+        return
+    try:
+        await bot.set_webhook(
+            new.webhook_url, secret_token=new.webhook_secret, allowed_updates=ALLOWED_UPDATES
+        )
+    except TelegramAPIError as exc:
+        raise ConfigError(
+            f"bot.webhook_url/webhook_secret: Telegram did not take the new webhook ({exc}); "
+            "try the reload again"
+        ) from exc
+    log.info("bot: webhook registered at Telegram with the reloaded URL and secret")

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+from collections.abc import Callable
 
 from aiogram import Bot
 from aiogram.types import Update
@@ -44,13 +45,18 @@ async def process(update: Update, handler: BotHandler, store: Interactions) -> b
     return True
 
 
-def webhook_route(bot: Bot, handler: BotHandler, store: Interactions, secret: str) -> Route:
-    """``POST /telegram/webhook``, checked against the secret given to setWebhook."""
-    expected = secret.encode()
+def webhook_route(
+    bot: Bot, handler: BotHandler, store: Interactions, secret: Callable[[], str | None]
+) -> Route:
+    """``POST /telegram/webhook``, checked against the secret given to setWebhook.
+
+    ``secret``: the one in force, asked at each request (a reload changes it).
+    """
 
     async def telegram_webhook(request: Request) -> Response:
+        expected = secret()
         given = request.headers.get("x-telegram-bot-api-secret-token", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if expected is None or not hmac.compare_digest(given, expected.encode()):
             log.warning("telegram webhook with a wrong or missing secret token; refused")
             return JSONResponse({"status": "error", "error": "wrong secret token"}, 401)
         try:

@@ -11,6 +11,13 @@ A message is only a hint that a delivery row may need work. Losing one is
 harmless (the scheduler republishes rows nobody claimed) and a duplicate is
 harmless (the claim is conditional), which is what lets the broker restart
 without losing or doubling anything.
+
+What RabbitMQ dead-letters (a message handed out ``delivery_limit`` times
+without an ack, or rejected as malformed) lands in ``QUEUE.dead``; the
+scheduler takes it off there, counts and logs it (see
+``Scheduler.surface_dead_letters``). The delivery's row is still in the store,
+which publishes it again while it is unfinished: a dead letter is a symptom
+to see, never a delivery lost.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from aio_pika.abc import (
 
 from bridge.config import AmqpConfig
 from bridge.errors import QueueUnavailable
-from bridge.queue.base import Handler
+from bridge.queue.base import DeadLetter, DeadLetterReason, Handler
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class AmqpQueue:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
         self._queues: list[AbstractRobustQueue] = []
+        self._dead_queue: AbstractRobustQueue | None = None
         self._tags: dict[int, str] = {}  # shard → consumer tag
         self._handler: Callable[[AbstractIncomingMessage], Awaitable[None]] | None = None
         self._in_flight: set[asyncio.Future[None]] = set()
@@ -97,6 +105,7 @@ class AmqpQueue:
             await queue.bind(exchange, routing_key=f"shard.{shard}")
             queues.append(queue)
         self._channel, self._exchange, self._queues = channel, exchange, queues
+        self._dead_queue = dead_queue
 
     async def publish(self, deliveries: Sequence[tuple[int, int]]) -> None:
         """Publish (delivery id, chat id) pairs; returns once the broker confirmed all of them."""
@@ -193,6 +202,26 @@ class AmqpQueue:
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
 
+    async def take_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Take up to ``limit`` messages off ``QUEUE.dead``, acking each once read."""
+        dead_queue = self._dead_queue
+        assert dead_queue is not None, "declare() first"
+        letters: list[DeadLetter] = []
+        try:
+            while len(letters) < limit:
+                message = await dead_queue.get(no_ack=False, fail=False, timeout=10)
+                if message is None:
+                    break
+                letters.append(_dead_letter(message))
+                await message.ack()
+        except (OSError, TimeoutError, RuntimeError, aio_pika.exceptions.AMQPError) as exc:
+            if letters:
+                return letters  # the unacked last one comes back at the next look
+            raise QueueUnavailable(
+                f"cannot read {self._settings.queue}.dead: {type(exc).__name__}: {exc}"
+            ) from exc
+        return letters
+
     @property
     def connected(self) -> bool:
         return (
@@ -203,6 +232,30 @@ class AmqpQueue:
 
     async def close(self) -> None:
         await self._connection.close()
+
+
+def _dead_letter(message: AbstractIncomingMessage) -> DeadLetter:
+    headers = message.headers or {}
+    deaths = headers.get("x-death")
+    reason = DeadLetterReason.UNKNOWN
+    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
+        # The most recent death comes first.
+        raw = deaths[0].get("reason")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        reason = next((r for r in DeadLetterReason if r.value == text), reason)
+    try:
+        delivery_id: int | None = int(message.body)
+    except ValueError:
+        delivery_id = None
+    chat_id = headers.get("chat_id")
+    handed_out = headers.get("x-delivery-count")
+    return DeadLetter(
+        reason=reason,
+        delivery_id=delivery_id,
+        chat_id=chat_id if isinstance(chat_id, int) else None,
+        deliveries=handed_out if isinstance(handed_out, int) else None,
+        body=bytes(message.body[:64]),
+    )
 
 
 async def _quietly(action: Awaitable[object]) -> None:

@@ -8,7 +8,8 @@ publishes every unfinished row again (see ``Scheduler.tick(catch_up=True)``).
 It hands deliveries to the handler the way a RabbitMQ channel with
 ``prefetch`` does: in publish order, at most ``prefetch`` at a time, a
 failed one again after the others (up to ``delivery_limit`` times, then it
-waits for the scheduler like a dead-lettered message would).
+is dead-lettered: kept for the scheduler to count and log, while its row
+waits for the scheduler's republish like a RabbitMQ dead letter's would).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Iterable, Sequence
 
-from bridge.queue.base import Handler
+from bridge.queue.base import DeadLetter, DeadLetterReason, Handler
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ class LocalQueue:
         self._delivery_limit = delivery_limit
         self._in_flight: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
+        # Bounded like any dead-letter queue left unread: the oldest go first.
+        self._dead: deque[DeadLetter] = deque(maxlen=10_000)
 
     async def publish(self, deliveries: Sequence[tuple[int, int]]) -> None:
         for delivery_id, chat_id in deliveries:
@@ -61,9 +65,19 @@ class LocalQueue:
                 self._pending.put_nowait((delivery_id, chat_id, failures))
             else:
                 log.exception(
-                    "delivery %d: handler failed %d times; the scheduler will offer it again",
+                    "delivery %d: handler failed %d times; dead-lettered, the scheduler "
+                    "will offer it again",
                     delivery_id,
                     failures,
+                )
+                self._dead.append(
+                    DeadLetter(
+                        reason=DeadLetterReason.DELIVERY_LIMIT,
+                        delivery_id=delivery_id,
+                        chat_id=chat_id,
+                        deliveries=failures,
+                        body=str(delivery_id).encode(),
+                    )
                 )
 
     async def step_back(self, shards: Iterable[int]) -> None:
@@ -77,6 +91,12 @@ class LocalQueue:
             self._dispatcher = None
         if self._in_flight:
             await asyncio.wait(set(self._in_flight))
+
+    async def take_dead_letters(self, limit: int) -> list[DeadLetter]:
+        taken: list[DeadLetter] = []
+        while self._dead and len(taken) < limit:
+            taken.append(self._dead.popleft())
+        return taken
 
     @property
     def connected(self) -> bool:

@@ -1,15 +1,19 @@
-"""A Telegram Bot API double: real HTTP on 127.0.0.1, as strict as Telegram.
+"""A Telegram Bot API double: real HTTP on 127.0.0.1, as strict as Telegram and no stricter.
 
 The bridge reaches it through the same `telegram.api_url` setting a user sets
 for a local Bot API server, so no code path inside the bridge is mocked.
 
-Strict where Telegram is strict: the HTML parse mode accepts only Telegram's
-tags and entities, visible text is limited to 4096 UTF-16 code units, and the
-error answers (429 with retry_after, 403 blocked, 400 chat not found, message
-not modified, ...) carry Telegram's own descriptions. Faults are scripted per
-method: 5xx, 429, a connection dropped after the message was accepted, a hang.
+The reference is Telegram's own code: the Bot API server (telegram-bot-api,
+``Client.cpp``) and TDLib, which it runs. The HTML parse mode is TDLib's
+``parse_html`` (see :mod:`bridge.sandbox.formatting`); the text is cleaned and
+trimmed as TDLib does and limited to 4096 code points of what is left; the
+parameters are read as the Bot API reads them (``td::to_integer``, JSON values
+as their JSON text), and every refusal carries Telegram's description. Any
+input gets an answer: a 4xx for what Telegram refuses, never a 5xx unless a
+test scripted one. Faults are scripted per method: 5xx, 429, a connection
+dropped after the message was accepted, a hang.
 
-Run it alone: ``python -m tests.telegram_double --port 8081``.
+Run it alone: ``python -m bridge.sandbox.botapi --port 8081``.
 """
 
 from __future__ import annotations
@@ -19,120 +23,55 @@ import asyncio
 import contextlib
 import json
 import math
-import re
 import signal
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-ALLOWED_TAGS = {
-    "b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler",
-    "a", "code", "pre", "blockquote", "tg-emoji",
-}  # fmt: skip
-NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
-LIMIT = 4096
+from bridge.sandbox.formatting import (
+    SOURCE_LIMIT,
+    Entity,
+    EntityParseError,
+    TextRefused,
+    is_url,
+    kept_text,
+    parse_html,
+    to_integer,
+    utf16_len,
+)
 
+__all__ = [
+    "EntityParseError",
+    "StoredMessage",
+    "TelegramDouble",
+    "parse_telegram_html",
+    "utf16_len",
+]
 
-class EntityParseError(Exception):
-    """What Telegram answers as "Bad Request: can't parse entities: ..."."""
-
-
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-_ENTITY = re.compile(r"&(#[0-9]+|#x[0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)((?:\s+[^>]*)?)\s*(/?)>")
-_ATTR = re.compile(r'\s*([A-Za-z-]+)(?:\s*=\s*(?:"([^"]*)"|\'([^\']*)\'|([^\s"\'>]+)))?')
-
-
-def _decode_entity(match: re.Match[str], offset: int) -> str:
-    body = match.group(1)
-    if body.startswith("#x"):
-        return chr(int(body[2:], 16))
-    if body.startswith("#"):
-        return chr(int(body[1:]))
-    if body not in NAMED_ENTITIES:
-        raise EntityParseError(f'Unsupported HTML entity "&{body};" at byte offset {offset}')
-    return NAMED_ENTITIES[body]
-
-
-def _decode_text(chunk: str, base: int) -> str:
-    out: list[str] = []
-    pos = 0
-    while (amp := chunk.find("&", pos)) != -1:
-        out.append(chunk[pos:amp])
-        match = _ENTITY.match(chunk, amp)
-        if match is None:
-            # Real Telegram passes some bare ampersands through; rejecting
-            # them all is stricter, so a template that relies on it fails here.
-            raise EntityParseError(f"Character entity expected at byte offset {base + amp}")
-        out.append(_decode_entity(match, base + amp))
-        pos = match.end()
-    out.append(chunk[pos:])
-    return "".join(out)
-
-
-def _check_attributes(tag: str, raw: str, offset: int) -> dict[str, str]:
-    attrs: dict[str, str] = {}
-    for m in _ATTR.finditer(raw):
-        if not m.group(1):
-            continue
-        value = next((g for g in m.group(2, 3, 4) if g is not None), "")
-        attrs[m.group(1).lower()] = _decode_text(value, offset)
-    if tag == "span" and attrs.get("class") != "tg-spoiler":
-        raise EntityParseError(f'Unsupported start tag "span" at byte offset {offset}')
-    if tag == "a" and "href" not in attrs:
-        # Telegram shows such a link as text; treat it as an error to be strict.
-        raise EntityParseError(f'Tag "a" must have attribute "href" at byte offset {offset}')
-    return attrs
+# The Bot API's own limits and answers, from telegram-bot-api Client.cpp.
+LONG_POLL_MAX_TIMEOUT = 50
+QUERY_ID_INVALID = (
+    "Bad Request: query is too old and response timeout expired or query ID is invalid"
+)
 
 
 def parse_telegram_html(text: str) -> tuple[str, list[dict[str, Any]]]:
-    """Visible text and entities of an HTML-mode message, or EntityParseError."""
-    visible: list[str] = []
-    entities: list[dict[str, Any]] = []
-    # (tag, start offset in visible UTF-16 units, attributes)
-    stack: list[tuple[str, int, dict[str, str]]] = []
-    pos = 0
-    while pos < len(text):
-        lt = text.find("<", pos)
-        end = len(text) if lt == -1 else lt
-        visible.append(_decode_text(text[pos:end], pos))
-        if lt == -1:
-            break
-        match = _TAG.match(text, lt)
-        if match is None:
-            raise EntityParseError(f"Unexpected end of name token at byte offset {lt}")
-        closing, tag, raw_attrs = match.group(1), match.group(2).lower(), match.group(3)
-        if tag not in ALLOWED_TAGS:
-            kind = "end" if closing else "start"
-            raise EntityParseError(f'Unsupported {kind} tag "{tag}" at byte offset {lt}')
-        here = utf16_len("".join(visible))
-        if closing:
-            if not stack or stack[-1][0] != tag:
-                raise EntityParseError(f"Unexpected end tag at byte offset {lt}")
-            _, start, attrs = stack.pop()
-            if here > start:
-                entity = {"type": tag, "offset": start, "length": here - start}
-                if tag == "a":
-                    entity["url"] = attrs["href"]
-                entities.append(entity)
-        else:
-            stack.append((tag, here, _check_attributes(tag, raw_attrs, lt)))
-        pos = match.end()
-    if stack:
-        raise EntityParseError(f'Can\'t find end tag corresponding to start tag "{stack[-1][0]}"')
-    return "".join(visible), entities
+    """The text and Bot API entities of ``text`` in HTML parse mode, or EntityParseError.
+
+    As parsed, before Telegram cleans and trims it (that is :func:`kept_text`).
+    """
+    shown, entities = parse_html(text)
+    return shown, [e.to_bot_api() for e in entities]
 
 
 @dataclass
 class Call:
     method: str
-    params: dict[str, Any]
+    params: dict[str, str]
     at: float
     response: dict[str, Any] | None = None
 
@@ -141,8 +80,8 @@ class Call:
 class StoredMessage:
     chat_id: int
     message_id: int
-    text: str
-    raw_text: str
+    text: str  # as Telegram keeps it: parsed, cleaned, trimmed
+    raw_text: str  # as sent
     parse_mode: str | None
     thread_id: int | None = None
     silent: bool = False
@@ -150,6 +89,7 @@ class StoredMessage:
     reply_markup: Any = None
     edits: int = 0
     date: int = field(default_factory=lambda: int(time.time()))
+    entities: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -167,15 +107,47 @@ class _Reply(Exception):
         self.status, self.description, self.parameters = status, description, parameters
 
 
-def _int(value: Any, name: str) -> int:
+@dataclass
+class _Done:
+    """A successful answer with the ``description`` the Bot API adds to some."""
+
+    result: Any
+    description: str
+
+
+def _bad(description: str) -> _Reply:
+    return _Reply(400, f"Bad Request: {description}")
+
+
+def _integer(params: dict[str, str], name: str, default: int = 0) -> int:
+    """Client::get_integer_arg without clamping: td::to_integer, or ``default`` if absent."""
+    value = params.get(name, "")
+    return to_integer(value, 64) if value else default
+
+
+def _to_bool(value: str) -> bool:
+    """Client::to_bool."""
+    return value.strip().lower() in ("true", "yes", "1")
+
+
+def _json(params: dict[str, str], name: str, what: str) -> Any:
+    """The JSON value of parameter ``name``; None when absent. Refused: can't parse ``what``."""
+    raw = params.get(name, "")
+    if not raw:
+        return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise _Reply(400, f"Bad Request: invalid {name}") from None
+        return json.loads(raw)
+    except ValueError:
+        raise _bad(f"can't parse {what} JSON object") from None
 
 
-def _json_field(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
+def _reject_unencodable(params: dict[str, str]) -> None:
+    # Strings from JSON may hold lone surrogates (\ud800): not UTF-8, which TDLib refuses.
+    for value in params.values():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _bad("strings must be encoded in UTF-8") from None
 
 
 class TelegramDouble:
@@ -207,6 +179,10 @@ class TelegramDouble:
         self._bot_times: deque[float] = deque()
         self._new_message = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._callback_queries: set[str] = set()
+        # setWebhook's URL and secret; getUpdates is refused while a URL is set.
+        self.webhook_url = ""
+        self.webhook_secret = ""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -219,10 +195,9 @@ class TelegramDouble:
         add_page_routes(app, self)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{bound}"
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        host, bound = self._runner.addresses[0][:2]  # port 0: the one the system chose
+        self.url = f"http://{host}:{bound}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -353,10 +328,13 @@ class TelegramDouble:
         push: bool = True,
     ) -> dict[str, Any]:
         """A person presses an inline button under message ``message_id``: the update."""
+        # Telegram's query ids are 64-bit numbers, sent as strings.
+        query_id = str(10**15 + self._update_id())
+        self._callback_queries.add(query_id)
         update = {
-            "update_id": self._update_id(),
+            "update_id": self._last_update_id,
             "callback_query": {
-                "id": f"cq{self._last_update_id}",
+                "id": query_id,
                 "from": self._user(user_id, username),
                 "chat_instance": str(chat_id),
                 "message": self._message_json(self.messages[(chat_id, message_id)]),
@@ -369,20 +347,40 @@ class TelegramDouble:
 
     # -- HTTP ------------------------------------------------------------------
 
-    async def _params(self, request: web.Request) -> dict[str, Any]:
+    async def _params(self, request: web.Request) -> dict[str, str]:
+        """The parameters as the Bot API reads them (td::HttpReader): the URL's
+        query, then the body's; the first of a name wins. In a JSON body a
+        string is its text and any other value its JSON text."""
+        params: dict[str, str] = {}
+        for key, value in request.query.items():
+            params.setdefault(key, value)
         if request.content_type == "application/json":
-            body = await request.json()
-            return dict(body) if isinstance(body, dict) else {}
-        if request.method == "GET":
-            return dict(request.query)
-        form = await request.post()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise _bad("can't parse parameter value") from None
+                if not isinstance(body, dict):
+                    raise _bad("JSON object expected")
+                for key, value in body.items():
+                    text = value if isinstance(value, str) else json.dumps(value)
+                    params.setdefault(str(key), text)
+        elif request.method == "POST":
+            form = await request.post()
+            for key, item in form.items():
+                if isinstance(item, str):  # files are for methods the double has not
+                    params.setdefault(key, item)
+        return params
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
-        params = await self._params(request)
-        call = Call(method, params, time.monotonic())
+        call = Call(method, {}, time.monotonic())
         self.calls.append(call)
+        try:
+            call.params = await self._params(request)
+        except _Reply as reply:
+            return self._answer(call, reply)
         if self.latency:
             await asyncio.sleep(self.latency)
         if request.match_info["token"] != self.token:
@@ -390,15 +388,11 @@ class TelegramDouble:
         fault = self._faults[method].popleft() if self._faults[method] else None
         if fault is not None and fault.kind == "error":
             return self._answer(call, _Reply(fault.status, fault.description, fault.parameters))
-        if method == "getUpdates":
-            await self._wait_for_updates(params)
-        handler = getattr(self, "_m_" + method, None)
-        if handler is None:
-            return self._answer(call, _Reply(404, "Not Found: method not found"))
-        try:
-            result = handler(params)
-        except _Reply as reply:
-            return self._answer(call, reply)
+        if method.lower() == "getupdates" and not self.webhook_url:
+            await self._wait_for_updates(call.params)
+        result = self.answer(method, call.params)
+        if isinstance(result, _Reply):
+            return self._answer(call, result)
         if fault is not None and fault.kind == "drop":
             # Accepted and stored, then the connection dies before the answer.
             assert request.transport is not None
@@ -407,6 +401,23 @@ class TelegramDouble:
         if fault is not None and fault.kind == "hang":
             await asyncio.sleep(fault.seconds)
         return self._answer(call, result)
+
+    def answer(self, method: str, params: dict[str, str]) -> Any:
+        """What the Bot API answers to ``method`` with ``params``: the result, or a
+        _Reply for a refusal. Method names are case-insensitive, as there."""
+        handler = self._methods().get(method.lower())
+        if handler is None:
+            return _Reply(404, "Not Found: method not found")
+        try:
+            _reject_unencodable(params)
+            return handler(params)
+        except _Reply as reply:
+            return reply
+
+    def _methods(self) -> dict[str, Callable[[dict[str, str]], Any]]:
+        return {
+            name[3:].lower(): getattr(self, name) for name in dir(self) if name.startswith("_m_")
+        }
 
     def _answer(self, call: Call, result: Any) -> web.Response:
         if isinstance(result, _Reply):
@@ -419,26 +430,27 @@ class TelegramDouble:
                 body["parameters"] = result.parameters
             call.response = body
             return web.json_response(body, status=result.status)
-        call.response = {"ok": True, "result": result}
+        if isinstance(result, _Done):
+            call.response = {"ok": True, "result": result.result, "description": result.description}
+        else:
+            call.response = {"ok": True, "result": result}
         return web.json_response(call.response)
 
     # -- methods ---------------------------------------------------------------
 
-    def _m_getMe(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _m_getMe(self, params: dict[str, str]) -> dict[str, Any]:
         return {
-            "id": int(self.token.split(":")[0]),
+            "id": to_integer(self.token.split(":")[0], 64),
             "is_bot": True,
             "first_name": "Alertbridge Test",
             "username": "alertbridge_test_bot",
         }
 
-    def _chat(self, params: dict[str, Any]) -> int:
-        raw = params.get("chat_id")
-        if raw is None or not re.fullmatch(r"-?\d+", str(raw)):
-            raise _Reply(400, "Bad Request: chat not found")
-        chat_id = int(raw)
-        if chat_id in self._missing:
-            raise _Reply(400, "Bad Request: chat not found")
+    def _chat(self, params: dict[str, str]) -> int:
+        raw = params.get("chat_id", "")
+        chat_id = to_integer(raw, 64)
+        if str(chat_id) != raw or chat_id in self._missing:
+            raise _bad("chat not found")
         if chat_id in self._blocked:
             raise _Reply(403, self._blocked[chat_id])
         if chat_id in self._migrated:
@@ -449,33 +461,60 @@ class TelegramDouble:
             )
         return chat_id
 
-    def _text(self, params: dict[str, Any]) -> tuple[str, str, str | None]:
-        raw = params.get("text")
-        if raw is None or raw == "":
-            raise _Reply(400, "Bad Request: message text is empty")
-        parse_mode = params.get("parse_mode") or None
-        if parse_mode is not None and parse_mode.upper() == "HTML":
-            try:
-                visible, _ = parse_telegram_html(raw)
-            except EntityParseError as exc:
-                raise _Reply(400, f"Bad Request: can't parse entities: {exc}") from exc
-        elif parse_mode is None:
-            visible = raw
-        else:
-            raise _Reply(400, f"Bad Request: unsupported parse_mode {parse_mode}")
-        if not visible.strip():
-            raise _Reply(400, "Bad Request: message text is empty")
-        if utf16_len(visible) > LIMIT:
-            raise _Reply(400, "Bad Request: message is too long")
-        return raw, visible, parse_mode
+    def _source(self, params: dict[str, str]) -> tuple[str, str | None, list[Entity], str]:
+        """The Bot API's checks of ``text`` and its parsing: (raw, parse mode, entities, text)."""
+        raw = params.get("text", "")
+        if not raw:
+            raise _bad("message text is empty")
+        if len(raw.encode("utf-8")) > SOURCE_LIMIT:
+            raise _bad("text is too long")
+        parse_mode = params.get("parse_mode", "").lower()
+        if parse_mode in ("", "none"):
+            return raw, None, [], raw
+        if parse_mode != "html":
+            # MarkdownV2 and Markdown are Telegram's too; the double only speaks HTML.
+            raise _bad("unsupported parse_mode")
+        try:
+            shown, entities = parse_html(raw)
+        except EntityParseError as exc:
+            raise _bad(f"can't parse entities: {exc}") from exc
+        return raw, "HTML", entities, shown
 
-    def _markup(self, params: dict[str, Any]) -> Any:
-        markup = _json_field(params.get("reply_markup"))
-        for row in (markup or {}).get("inline_keyboard", []):
+    @staticmethod
+    def _kept(shown: str, entities: list[Entity]) -> tuple[str, list[dict[str, Any]]]:
+        """TDLib's checks of the parsed text: what Telegram keeps, or its refusal."""
+        try:
+            text, kept = kept_text(shown, entities)
+        except TextRefused as exc:
+            message = str(exc)
+            raise _bad(message[0].lower() + message[1:]) from exc
+        return text, [e.to_bot_api() for e in kept]
+
+    def _markup(self, params: dict[str, str]) -> Any:
+        """Client::get_reply_markup, for the inline keyboards the bridge sends."""
+        markup = _json(params, "reply_markup", "reply keyboard markup")
+        if markup is None and "reply_markup" not in params:
+            return None
+        if not isinstance(markup, dict):
+            raise _bad("object expected as reply markup")
+        rows = markup.get("inline_keyboard", [])
+        if not isinstance(rows, list):
+            raise _bad('field "inline_keyboard" must be of type Array')
+        for row in rows:
+            if not isinstance(row, list):
+                raise _bad(
+                    'field "inline_keyboard" of the InlineKeyboardMarkup must be an Array of Arrays'
+                )
             for button in row:
+                if not isinstance(button, dict):
+                    raise _bad(
+                        "can't parse inline keyboard button: InlineKeyboardButton must be an Object"
+                    )
+                if not isinstance(button.get("text"), str | int | float):
+                    raise _bad("can't parse inline keyboard button: Can't find field \"text\"")
                 data = button.get("callback_data")
-                if data is not None and not 1 <= len(data.encode()) <= 64:
-                    raise _Reply(400, "Bad Request: BUTTON_DATA_INVALID")
+                if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                    raise _bad("BUTTON_DATA_INVALID")
         return markup
 
     def _rate_limit(self, chat_id: int) -> None:
@@ -515,6 +554,8 @@ class TelegramDouble:
             "chat": chat,
             "text": m.text,
         }
+        if m.entities:
+            out["entities"] = m.entities
         if m.thread_id is not None:
             out["message_thread_id"] = m.thread_id
         if m.reply_to is not None:
@@ -529,93 +570,165 @@ class TelegramDouble:
             out["reply_markup"] = m.reply_markup
         return out
 
-    def _m_sendMessage(self, params: dict[str, Any]) -> dict[str, Any]:
-        chat_id = self._chat(params)
-        raw, visible, parse_mode = self._text(params)
+    def _reply_to(self, params: dict[str, str], chat_id: int) -> int | None:
+        reply = _json(params, "reply_parameters", "reply parameters")
+        if reply is not None and not isinstance(reply, dict):
+            raise _bad("object expected as reply parameters")
+        reply = reply or {}
+        raw = reply.get("message_id", params.get("reply_to_message_id"))
+        if raw is None:
+            return None
+        reply_to = to_integer(str(raw), 32)
+        allow = _to_bool(str(reply.get("allow_sending_without_reply", ""))) or _to_bool(
+            params.get("allow_sending_without_reply", "")
+        )
+        if (chat_id, reply_to) not in self.messages:
+            if not allow:
+                raise _bad("message to be replied not found")
+            return None
+        return reply_to
+
+    def _m_sendMessage(self, params: dict[str, str]) -> dict[str, Any]:
+        raw, parse_mode, entities, shown = self._source(params)
         markup = self._markup(params)
-        reply = _json_field(params.get("reply_parameters")) or {}
-        reply_to = reply.get("message_id", params.get("reply_to_message_id"))
-        if reply_to is not None:
-            reply_to = _int(reply_to, "reply message id")
-            allow = reply.get("allow_sending_without_reply") or params.get(
-                "allow_sending_without_reply"
-            ) in (True, "true", "True")
-            if (chat_id, reply_to) not in self.messages:
-                if not allow:
-                    raise _Reply(400, "Bad Request: message to be replied not found")
-                reply_to = None
+        chat_id = self._chat(params)
+        reply_to = self._reply_to(params, chat_id)
+        text, kept = self._kept(shown, entities)
         self._rate_limit(chat_id)
         self._next_id[chat_id] += 1
         thread = params.get("message_thread_id")
         message = StoredMessage(
             chat_id=chat_id,
             message_id=self._next_id[chat_id],
-            text=visible,
+            text=text,
             raw_text=raw,
             parse_mode=parse_mode,
-            thread_id=None if thread is None else _int(thread, "message_thread_id"),
-            silent=str(params.get("disable_notification")).lower() == "true",
+            thread_id=None if thread is None else to_integer(thread, 32),
+            silent=_to_bool(params.get("disable_notification", "")),
             reply_to=reply_to,
             reply_markup=markup,
+            entities=kept,
         )
         self.messages[(chat_id, message.message_id)] = message
         self._sent.append(message)
         self._new_message.set()
         return self._message_json(message)
 
-    def _existing(self, params: dict[str, Any], verb: str) -> StoredMessage:
+    def _existing(self, params: dict[str, str], verb: str) -> StoredMessage:
         chat_id = self._chat(params)
-        key = (chat_id, _int(params.get("message_id"), "message_id"))
+        key = (chat_id, _integer(params, "message_id"))
         if key not in self.messages:
-            raise _Reply(400, f"Bad Request: message to {verb} not found")
+            raise _bad(f"message to {verb} not found")
         return self.messages[key]
 
-    def _m_editMessageText(self, params: dict[str, Any]) -> dict[str, Any]:
-        message = self._existing(params, "edit")
-        raw, visible, parse_mode = self._text(params)
+    def _m_editMessageText(self, params: dict[str, str]) -> dict[str, Any]:
+        raw, parse_mode, entities, shown = self._source(params)
         markup = self._markup(params)
-        if raw == message.raw_text and markup == message.reply_markup:
-            raise _Reply(
-                400,
-                "Bad Request: message is not modified: specified new message content and "
-                "reply markup are exactly the same as a current content and reply markup "
-                "of the message",
+        message = self._existing(params, "edit")
+        text, kept = self._kept(shown, entities)
+        if (text, kept, markup) == (message.text, message.entities, message.reply_markup):
+            raise _bad(
+                "message is not modified: specified new message content and reply markup are "
+                "exactly the same as a current content and reply markup of the message"
             )
-        message.raw_text, message.text, message.parse_mode = raw, visible, parse_mode
+        message.raw_text, message.text, message.parse_mode = raw, text, parse_mode
+        message.entities = kept
         message.reply_markup = markup
         message.edits += 1
         return self._message_json(message)
 
-    def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> dict[str, Any]:
-        message = self._existing(params, "edit")
+    def _m_editMessageReplyMarkup(self, params: dict[str, str]) -> dict[str, Any]:
         markup = self._markup(params)
+        message = self._existing(params, "edit")
         if markup == message.reply_markup:
-            raise _Reply(400, "Bad Request: message is not modified")
+            raise _bad("message is not modified")
         message.reply_markup = markup
         message.edits += 1
         return self._message_json(message)
 
-    def _m_deleteMessage(self, params: dict[str, Any]) -> bool:
+    def _m_deleteMessage(self, params: dict[str, str]) -> bool:
         message = self._existing(params, "delete")
         del self.messages[(message.chat_id, message.message_id)]
         return True
 
-    def _m_answerCallbackQuery(self, params: dict[str, Any]) -> bool:
+    def _m_answerCallbackQuery(self, params: dict[str, str]) -> bool:
+        # Client.cpp reads the id with td::to_integer: a missing or foreign id is
+        # 0 or unknown, and the server answers QUERY_ID_INVALID.
+        query_id = _integer(params, "callback_query_id")
+        if str(query_id) not in self._callback_queries:
+            raise _Reply(400, QUERY_ID_INVALID)
         return True
 
-    def _m_setMyCommands(self, params: dict[str, Any]) -> bool:
+    def _m_setMyCommands(self, params: dict[str, str]) -> bool:
+        # Client::get_bot_commands: no "commands" is an empty list, which clears
+        # them; TDLib's set_commands checks each one, the server its characters.
+        commands = _json(params, "commands", "commands")
+        if commands is None:
+            commands = [] if "commands" not in params or not params["commands"] else None
+        if not isinstance(commands, list):
+            raise _bad("expected an Array of BotCommand")
+        for command in commands:
+            if not isinstance(command, dict):
+                raise _bad("can't parse BotCommand: expected an Object")
+            fields: dict[str, str] = {}
+            for name in ("command", "description"):
+                value = command.get(name)
+                if value is None:
+                    raise _bad(f"can't parse BotCommand: Can't find field \"{name}\"")
+                if not isinstance(value, str | int | float) or isinstance(value, bool):
+                    raise _bad(f'can\'t parse BotCommand: Field "{name}" must be of type String')
+                fields[name] = str(value).strip(" \t\r\n\0\v")
+            name = fields["command"].removeprefix("/")
+            if not name:
+                raise _bad("command must be non-empty")
+            if len(name) > 32:
+                raise _bad("command length must not exceed 32")
+            if not fields["description"]:
+                raise _bad("command description must be non-empty")
+            if len(fields["description"]) > 256:
+                raise _bad("command description length must not exceed 256")
+            if not all(ch in "abcdefghijklmnopqrstuvwxyz0123456789_" for ch in name):
+                raise _bad("BOT_COMMAND_INVALID")
+        language = params.get("language_code", "")
+        if language and not (len(language) == 2 and language.isascii() and language.islower()):
+            raise _bad("invalid language code specified")
         return True
 
-    def _m_setWebhook(self, params: dict[str, Any]) -> bool:
-        return True
+    def _m_setWebhook(self, params: dict[str, str]) -> _Done:
+        # Client::process_set_webhook_query: no url is deleteWebhook.
+        url = params.get("url", "")
+        if not url:
+            return self._m_deleteWebhook(params)
+        if not is_url(url):
+            raise _bad("invalid webhook URL specified")
+        secret = params.get("secret_token", "")
+        if len(secret) > 256:
+            raise _bad("secret token is too long")
+        if any(not (ch.isascii() and (ch.isalnum() or ch in "-_")) for ch in secret):
+            raise _bad("secret token contains unallowed characters")
+        if (url, secret) == (self.webhook_url, self.webhook_secret):
+            return _Done(True, "Webhook is already set")
+        self.webhook_url, self.webhook_secret = url, secret
+        return _Done(True, "Webhook was set")
 
-    def _m_deleteWebhook(self, params: dict[str, Any]) -> bool:
-        return True
+    def _m_deleteWebhook(self, params: dict[str, str]) -> _Done:
+        if not self.webhook_url:
+            return _Done(True, "Webhook is already deleted")
+        self.webhook_url = self.webhook_secret = ""
+        return _Done(True, "Webhook was deleted")
 
-    async def _wait_for_updates(self, params: dict[str, Any]) -> None:
+    def _m_getWebhookInfo(self, params: dict[str, str]) -> dict[str, Any]:
+        return {"url": self.webhook_url, "has_custom_certificate": False, "pending_update_count": 0}
+
+    def _poll_window(self, params: dict[str, str]) -> tuple[int, float]:
+        offset = to_integer(params.get("offset", ""), 32)
+        timeout = min(max(to_integer(params.get("timeout", ""), 32), 0), LONG_POLL_MAX_TIMEOUT)
+        return offset, float(timeout)
+
+    async def _wait_for_updates(self, params: dict[str, str]) -> None:
         """Long polling: hold the request until an update comes or ``timeout`` passes."""
-        offset = int(params.get("offset") or 0)
-        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        offset, timeout = self._poll_window(params)
+        deadline = time.monotonic() + timeout
         while not any(u["update_id"] >= offset for u in self._updates):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -624,12 +737,19 @@ class TelegramDouble:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._new_update.wait(), timeout=remaining)
 
-    def _m_getUpdates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
-        offset = int(params.get("offset") or 0)
+    def _m_getUpdates(self, params: dict[str, str]) -> list[dict[str, Any]]:
+        if self.webhook_url:
+            raise _Reply(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
+        offset, _ = self._poll_window(params)
+        limit = min(max(to_integer(params.get("limit", "") or "100", 32), 1), 100)
         self._updates = [u for u in self._updates if u["update_id"] >= offset]
-        return list(self._updates)
+        return list(self._updates[:limit])
 
-    def _m_getChat(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _m_getChat(self, params: dict[str, str]) -> dict[str, Any]:
         chat_id = self._chat(params)
         return {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private"}
 

@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from bridge.sandbox.botapi import parse_telegram_html
-
 if TYPE_CHECKING:
     from bridge.sandbox.botapi import StoredMessage, TelegramDouble
 
@@ -38,11 +36,14 @@ def add_page_routes(app: web.Application, sandbox: TelegramDouble) -> None:
         return web.json_response(sandbox_state(sandbox))
 
     async def press(request: web.Request) -> web.Response:
-        body = await request.json()
-        key = (int(body["chat_id"]), int(body["message_id"]))
+        body = await _json_object(request)
+        try:
+            key = (int(body["chat_id"]), int(body["message_id"]))
+        except (KeyError, TypeError, ValueError):
+            return web.json_response({"ok": False, "error": "chat_id, message_id"}, status=400)
         if key not in sandbox.messages:
             return web.json_response({"ok": False, "error": "no such message"}, status=404)
-        sandbox.press_button(*key, str(body["data"]))
+        sandbox.press_button(*key, str(body.get("data", "")))
         return web.json_response({"ok": True})
 
     async def post_payload(request: web.Request) -> web.Response:
@@ -66,7 +67,7 @@ def add_page_routes(app: web.Application, sandbox: TelegramDouble) -> None:
         return web.json_response(list(sandbox.silences.values()))
 
     async def create_silence(request: web.Request) -> web.Response:
-        body = await request.json()
+        body = await _json_object(request)
         silence_id = str(uuid.uuid4())
         sandbox.silences[silence_id] = {
             "id": silence_id,
@@ -100,6 +101,17 @@ def add_page_routes(app: web.Application, sandbox: TelegramDouble) -> None:
     app.router.add_get("/api/v2/alerts", alerts)
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; anything else is a 400 answered by aiohttp."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="a JSON object expected") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text="a JSON object expected")
+    return body
+
+
 def sandbox_state(sandbox: TelegramDouble) -> dict[str, Any]:
     """Every chat, its topics and messages as the page draws them; visible text and
     entities (offsets in UTF-16 units, which are JavaScript string indices)."""
@@ -115,11 +127,6 @@ def sandbox_state(sandbox: TelegramDouble) -> dict[str, Any]:
 
 
 def _message(message: StoredMessage) -> dict[str, Any]:
-    text = message.text
-    entities: list[dict[str, Any]] = []
-    if (message.parse_mode or "").upper() == "HTML":
-        # It parsed when it was sent, or it would not be stored.
-        text, entities = parse_telegram_html(message.raw_text)
     markup = message.reply_markup
     if isinstance(markup, str):
         markup = json.loads(markup)
@@ -131,8 +138,8 @@ def _message(message: StoredMessage) -> dict[str, Any]:
         "message_id": message.message_id,
         "thread_id": message.thread_id,
         "reply_to": message.reply_to,
-        "text": text,
-        "entities": entities,
+        "text": message.text,
+        "entities": message.entities,
         "silent": message.silent,
         "edited": message.edits > 0,
         "buttons": buttons,

@@ -20,13 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from bridge.config import GenericSourceConfig
 from bridge.errors import PayloadError
 from bridge.models import Alert, Notification, Status
+from bridge.sources import unstorable, utc_time, visible
 
+# A path the body does not have; None is the body's own null.
 _MISSING = object()
 
 
@@ -36,6 +39,7 @@ def _lookup(node: Any, path: str) -> Any:
             node = node[part]
         elif (
             isinstance(node, list)
+            and part.lstrip("-").isascii()
             and part.lstrip("-").isdigit()
             and -len(node) <= int(part) < len(node)
         ):
@@ -45,66 +49,86 @@ def _lookup(node: Any, path: str) -> Any:
     return node
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, field: str) -> str:
+    """A JSON value as text: a string as it is, anything else as its JSON."""
     if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        except (RecursionError, ValueError) as exc:
+            raise PayloadError(f"{field}: nested too deeply to show", field=field) from exc
+    problem = unstorable(text)
+    if problem is not None:
+        raise PayloadError(f"{field}: {problem}", field=field)
+    return text
 
 
-def _required(item: Any, path: str, where: str) -> Any:
+def _optional(item: Any, path: str, where: str) -> str | None:
+    """The text at ``path``, or None when the body lacks it or says null."""
     value = _lookup(item, path)
     if value is _MISSING or value is None:
-        raise PayloadError(f"{where}.{path}: missing (the source's config reads it)", field=path)
-    return value
+        return None
+    return _text(value, f"{where}.{path}")
+
+
+def _required(item: Any, path: str, where: str) -> str:
+    text = _optional(item, path, where)
+    if text is None:
+        field = f"{where}.{path}"
+        raise PayloadError(f"{field}: missing (the source's config reads it)", field=field)
+    return text
 
 
 def _alert(item: Any, settings: GenericSourceConfig, name: str, where: str) -> Alert:
     if not isinstance(item, Mapping):
         raise PayloadError(f"{where}: expected a JSON object", field=where)
-    status_value = _text(_required(item, settings.status, where))
+    status_value = _required(item, settings.status, where)
     status = Status.FIRING if status_value in settings.firing_values else Status.RESOLVED
 
     labels: dict[str, str] = {}
     if settings.labels_from is not None:
         extra = _lookup(item, settings.labels_from)
         if isinstance(extra, Mapping):
-            labels.update({str(k): _text(v) for k, v in extra.items()})
+            for key, value in extra.items():
+                field = f"{where}.{settings.labels_from}.{key}"
+                labels[_text(key, field)] = _text(value, field)
     for label, path in settings.labels.items():
-        value = _lookup(item, path)
-        if value is not _MISSING and value is not None:
-            labels[label] = _text(value)
+        if (value := _optional(item, path, where)) is not None:
+            labels[label] = value
     labels.setdefault("alertname", name)
     annotations = {
-        key: _text(value)
+        key: value
         for key, path in settings.annotations.items()
-        if (value := _lookup(item, path)) is not _MISSING and value is not None
+        if (value := _optional(item, path, where)) is not None
     }
 
     if settings.fingerprint is not None:
-        fingerprint = _text(_required(item, settings.fingerprint, where))
-    else:
+        fingerprint = _required(item, settings.fingerprint, where)
+    else:  # over every label, internal ones included
         canonical = "\x00".join(f"{k}\x01{v}" for k, v in sorted(labels.items()))
         fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     starts_at = None
     if settings.starts_at is not None:
-        raw = _lookup(item, settings.starts_at)
-        if raw is not _MISSING and raw is not None:
+        raw = _optional(item, settings.starts_at, where)
+        if raw is not None:
+            field = f"{where}.{settings.starts_at}"
             try:
-                starts_at = datetime.fromisoformat(_text(raw).replace("Z", "+00:00"))
-            except ValueError:
+                starts_at = utc_time(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+            except ValueError as exc:
                 raise PayloadError(
-                    f"{where}.{settings.starts_at}: {raw!r} is not an RFC 3339 time",
-                    field=settings.starts_at,
+                    f"{field}: {raw!r} is not a usable RFC 3339 time ({exc})", field=field
                 ) from None
+    url = _optional(item, settings.url, where) if settings.url is not None else None
     return Alert(
         fingerprint=fingerprint,
         status=status,
         labels=labels,
-        annotations=annotations,
+        annotations=visible(annotations),
         starts_at=starts_at,
         ends_at=None,
-        generator_url=_text(_lookup(item, settings.url)) if settings.url else "",
+        generator_url=url or "",
     )
 
 
@@ -113,6 +137,8 @@ def parse(body: bytes, settings: GenericSourceConfig, name: str) -> Notification
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}", status=400) from exc
+    except RecursionError as exc:
+        raise PayloadError("body is not valid JSON: nested too deeply", status=400) from exc
     if settings.alerts is None:
         items, where = [document], "body"
     else:
@@ -135,7 +161,8 @@ def parse(body: bytes, settings: GenericSourceConfig, name: str) -> Notification
         receiver=name,
         group_key=group_key,
         status=Status.FIRING if firing else Status.RESOLVED,
-        alerts=alerts,
-        group_labels=group_labels,
-        common_labels=common,
+        # Grouped by every label, shown without the internal ones.
+        alerts=tuple(replace(a, labels=visible(a.labels)) for a in alerts),
+        group_labels=visible(group_labels),
+        common_labels=visible(common),
     )

@@ -58,15 +58,24 @@ class ExpiredLease:
 
 @dataclass(frozen=True, slots=True)
 class AlertMessage:
-    """A message the bridge sent, with what the bot needs to act on it."""
+    """An alert message the bridge sent, as it shows now, with what the bot needs to act on it.
 
-    delivery_id: int
+    A thread's first message shows its group's current state: the latest
+    notification delivered in the thread. Any other message shows its own.
+    """
+
+    delivery_id: int  # the delivery of the notification shown
     chat_id: int
     message_id: int
     notification_key: uuid.UUID
     text: str
     common_labels: dict[str, str]
     resolved: bool
+    # The thread's first message (``message_id`` itself for a first message).
+    anchor_message_id: int
+    # Who acked the notification shown, in this chat, and when.
+    acked_by: str | None = None
+    acked_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +98,7 @@ class Interactions(Protocol):
         """Handling failed before anything changed: let Telegram's retry be acted on."""
 
     async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
-        """The delivered alert message ``message_id`` in ``chat_id``, if the bridge sent it."""
-
-    async def delivery(self, delivery_id: int) -> AlertMessage | None: ...
+        """Alert message ``message_id`` in ``chat_id`` as it shows now, if the bridge sent it."""
 
     async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:
         """Record an ack; False if this notification was already acked in this chat."""

@@ -17,10 +17,22 @@ from bridge.store.base import AlertMessage, BotSilence
 
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
+# The message (m) shows its own delivery or, as its thread's first message,
+# the latest delivered in the thread (d).
 _ALERT_MESSAGE = """
-    SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
-           n.common_labels, n.status
-    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+    SELECT d.id, m.chat_id, m.telegram_message_id, d.notification_key, d.text,
+           n.common_labels, n.status,
+           COALESCE(m.reply_to_message_id, m.telegram_message_id) AS anchor,
+           a.user_name AS acked_by, a.acked_at
+    FROM deliveries m
+    JOIN deliveries d ON d.chat_id = m.chat_id AND d.state = 'delivered'
+         AND (d.id = m.id OR (m.reply_to_message_id IS NULL
+                              AND d.reply_to_message_id = m.telegram_message_id))
+    JOIN notifications n ON n.key = d.notification_key
+    LEFT JOIN acks a ON a.notification_key = d.notification_key AND a.chat_id = d.chat_id
+    WHERE m.chat_id = $1 AND m.telegram_message_id = $2 AND m.state = 'delivered'
+    ORDER BY d.id DESC
+    LIMIT 1
 """
 
 
@@ -35,6 +47,9 @@ def _alert_message(row: asyncpg.Record | None) -> AlertMessage | None:
         text=row["text"],
         common_labels=json.loads(row["common_labels"]),  # asyncpg returns JSONB as text
         resolved=row["status"] == "resolved",
+        anchor_message_id=row["anchor"],
+        acked_by=row["acked_by"],
+        acked_at=row["acked_at"],
     )
 
 
@@ -57,22 +72,9 @@ class InteractionStore:
             await conn.execute("DELETE FROM telegram_updates WHERE update_id = $1", update_id)
 
     async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
-        """The delivered alert message ``message_id`` in ``chat_id``, if the bridge sent it."""
+        """Alert message ``message_id`` in ``chat_id`` as it shows now, if the bridge sent it."""
         async with self._connection() as conn:
-            row = await conn.fetchrow(
-                _ALERT_MESSAGE + " WHERE d.chat_id = $1 AND d.telegram_message_id = $2"
-                " AND d.state = 'delivered'",
-                chat_id,
-                message_id,
-            )
-        return _alert_message(row)
-
-    async def delivery(self, delivery_id: int) -> AlertMessage | None:
-        async with self._connection() as conn:
-            row = await conn.fetchrow(
-                _ALERT_MESSAGE + " WHERE d.id = $1 AND d.telegram_message_id IS NOT NULL",
-                delivery_id,
-            )
+            row = await conn.fetchrow(_ALERT_MESSAGE, chat_id, message_id)
         return _alert_message(row)
 
     async def ack(self, message: AlertMessage, user_id: int, user_name: str) -> bool:

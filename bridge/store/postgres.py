@@ -12,11 +12,12 @@ import functools
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import asyncpg
+from asyncpg.exceptions import UnsupportedClientFeatureError, UnsupportedServerFeatureError
 
 from bridge.delivery import (
     CLAIMED_COLUMNS,
@@ -37,7 +38,7 @@ from bridge.delivery import (
     threads_closed_by_digest,
 )
 from bridge.digest import DigestItem
-from bridge.errors import StoreUnavailable
+from bridge.errors import ConfigError, StoreUnavailable
 from bridge.models import Notification, Status
 from bridge.store.base import Accepted, DigestRenderer, ExpiredLease, NewDelivery, migrations
 from bridge.store.interactions import InteractionStore
@@ -47,17 +48,65 @@ S = DeliveryState
 
 log = logging.getLogger(__name__)
 
-# Errors that mean "the database is not there right now", as opposed to a bug
-# in a query. Only these become StoreUnavailable (HTTP 503: senders retry).
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
+# What a retry cures, by SQLSTATE (PostgreSQL's errcodes appendix): the
+# server going away or coming back, or a transient conflict; never a query's
+# own fault. Whole classes first, then single conditions.
+_RETRYABLE_CLASSES = frozenset(
+    {
+        "08",  # connection_exception (asyncpg.PostgresConnectionError and its kin)
+        "53",  # insufficient_resources: too_many_connections, out_of_memory, disk_full
+    }
 )
+_RETRYABLE_STATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: still connected to a demoted primary
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57014",  # query_canceled: statement_timeout, or an operator's pg_cancel_backend
+        "57P01",  # admin_shutdown: the server stops or restarts, or pg_terminate_backend
+        "57P02",  # crash_shutdown: another backend crashed and the server resets
+        "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+        "57P05",  # idle_session_timeout
+        "58030",  # io_error
+    }
+)
+# asyncpg's own errors that say "this caller used the API wrongly", not
+# "the connection is gone": ClientConfigurationError and the argument
+# DataError are also ValueErrors.
+_MISUSE = (ValueError, UnsupportedClientFeatureError, UnsupportedServerFeatureError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` from asyncpg (or the socket under it) is one a retry can cure.
+
+    The one place that decides it: every store method goes through
+    ``PostgresStore.connection``, which turns these into StoreUnavailable, so a
+    caller sees either StoreUnavailable (503 at the receiver, retried by the
+    worker) or a genuine bug. Decided by class and SQLSTATE, never by message.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        state = exc.sqlstate or ""
+        return state[:2] in _RETRYABLE_CLASSES or state in _RETRYABLE_STATES
+    if isinstance(exc, asyncpg.InterfaceError):
+        # "connection is closed", "pool is closing", ...
+        return not isinstance(exc, _MISUSE)
+    # OSError covers refused and reset connections, DNS failures and timeouts
+    # (TimeoutError is an OSError); InternalClientError is asyncpg's protocol
+    # state machine meeting a connection the server just terminated ("cannot
+    # switch to state 12; another operation (2) is in progress").
+    return isinstance(exc, OSError | asyncpg.InternalClientError)
+
+
+@contextlib.contextmanager
+def _classified() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+
 
 # Any fixed numbers: the lock that serialises concurrent `migrate` runs, and
 # the one that lets one process of many poll Telegram for the bot's updates.
@@ -125,36 +174,64 @@ class PostgresStore:
                 timeout=10,
                 reset=_keep_session,
             )
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(
-                f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); "
-                "check database_url and that the server is up"
-            ) from exc
+        except Exception as exc:
+            if unavailable(exc):
+                raise StoreUnavailable(
+                    f"cannot connect to PostgreSQL ({type(exc).__name__}: {exc}); "
+                    "check database_url and that the server is up"
+                ) from exc
+            if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+                # A wrong password, a database that does not exist, a bad URL:
+                # waiting will not cure these.
+                raise ConfigError(
+                    f"PostgreSQL refused the connection ({type(exc).__name__}: {exc}); "
+                    "check database_url"
+                ) from exc
+            raise
         return cls(pool)
 
     async def close(self) -> None:
-        await self._pool.close()
+        try:
+            await self._pool.close()
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            self._pool.terminate()  # the server is gone: nothing to close politely
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; a lost database becomes StoreUnavailable."""
-        try:
+        """A pooled connection; whatever a retry can cure becomes StoreUnavailable."""
+        with _classified():
             async with self._pool.acquire(timeout=10) as connection:
-                yield connection
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL unavailable: {type(exc).__name__}: {exc}") from exc
+                try:
+                    yield connection
+                except Exception as exc:
+                    if unavailable(exc):
+                        # Whatever state the server left it in, it is not handed out again.
+                        connection.terminate()
+                    raise
 
     @asynccontextmanager
     async def poller_lock(self) -> AsyncIterator[bool]:
-        """Whether this process may poll Telegram: one getUpdates caller per bot."""
-        async with self.connection() as conn:
-            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _POLLER_LOCK))
+        """Whether this process may poll Telegram: one getUpdates caller per bot.
+
+        Only the lock's own statements are classified here: what the poller
+        does while holding it (Telegram calls) keeps its own exceptions.
+        """
+        with _classified():
+            conn = await self._pool.acquire(timeout=10)
+        try:
+            with _classified():
+                held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", _POLLER_LOCK))
             try:
                 yield held
             finally:
                 if held:
                     with contextlib.suppress(Exception):
                         await conn.execute("SELECT pg_advisory_unlock($1)", _POLLER_LOCK)
+        finally:
+            with contextlib.suppress(Exception):  # a lost connection is released as closed
+                await self._pool.release(conn)
 
     def interactions(self) -> InteractionStore:
         return InteractionStore(self.connection)

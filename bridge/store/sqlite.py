@@ -84,9 +84,35 @@ def _when(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-# What sqlite3 says when the file, not a query, is the problem: these become
-# StoreUnavailable (HTTP 503, so Alertmanager retries).
-_UNAVAILABLE_HINTS = ("locked", "disk", "unable to open", "readonly", "full")
+# SQLite's primary result codes that mean the file, not a query, is the
+# trouble, and that a retry can cure: another connection holds a lock, the
+# disk is full or failing, memory ran out, the file cannot be opened or
+# written right now. These become StoreUnavailable (HTTP 503, so Alertmanager
+# retries; the worker waits). Anything else (SQLITE_ERROR, SQLITE_CONSTRAINT,
+# SQLITE_CORRUPT, ...) is a bug or damage that waiting does not mend.
+_RETRYABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a sqlite3 error is one a retry can cure; decided by SQLite's result code.
+
+    ``sqlite_errorcode`` is the extended code (SQLITE_IOERR_FSYNC, ...); its
+    low byte is the primary code. An error sqlite3 raises itself, with no
+    code from SQLite (a closed connection, a misuse), is not retryable.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _RETRYABLE_CODES
 
 
 _CLAIM = update(T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS))
@@ -136,16 +162,21 @@ class SqliteStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     result = transaction(self._db, now)
+                    self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLITE_FULL, SQLITE_IOERR and others roll back by themselves;
+                    # a failed COMMIT does not, and would block every later BEGIN.
+                    if self._db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
                 return result
-            except sqlite3.OperationalError as exc:
-                if not any(hint in str(exc) for hint in _UNAVAILABLE_HINTS):
+            except sqlite3.Error as exc:
+                if not unavailable(exc):
                     raise  # a bug in a query, not the file's state
                 raise StoreUnavailable(
-                    f"SQLite store {self.path}: {exc}; check the disk and the file's permissions"
+                    f"SQLite store {self.path}: {exc} ({exc.sqlite_errorname}); "
+                    "check the disk and the file's permissions"
                 ) from exc
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, call)
@@ -586,24 +617,25 @@ class SqliteInteractions:
         )
 
     async def message(self, chat_id: int, message_id: int) -> AlertMessage | None:
-        return await self._alert_message(
-            "d.chat_id = ? AND d.telegram_message_id = ? AND d.state = 'delivered'",
-            (chat_id, message_id),
-        )
-
-    async def delivery(self, delivery_id: int) -> AlertMessage | None:
-        return await self._alert_message(
-            "d.id = ? AND d.telegram_message_id IS NOT NULL", (delivery_id,)
-        )
-
-    async def _alert_message(self, where: str, params: tuple[int, ...]) -> AlertMessage | None:
         def find(db: sqlite3.Connection, now: float) -> AlertMessage | None:
+            # The message (m) shows its own delivery or, as its thread's first
+            # message, the latest delivered in the thread (d).
             row = db.execute(
-                f"""SELECT d.id, d.chat_id, d.telegram_message_id, d.notification_key, d.text,
-                           n.common_labels, n.status
-                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
-                    WHERE {where}""",
-                params,
+                """SELECT d.id, m.chat_id, m.telegram_message_id, d.notification_key, d.text,
+                          n.common_labels, n.status,
+                          COALESCE(m.reply_to_message_id, m.telegram_message_id),
+                          a.user_name, a.acked_at
+                   FROM deliveries m
+                   JOIN deliveries d ON d.chat_id = m.chat_id AND d.state = 'delivered'
+                        AND (d.id = m.id OR (m.reply_to_message_id IS NULL
+                                             AND d.reply_to_message_id = m.telegram_message_id))
+                   JOIN notifications n ON n.key = d.notification_key
+                   LEFT JOIN acks a ON a.notification_key = d.notification_key
+                        AND a.chat_id = d.chat_id
+                   WHERE m.chat_id = ? AND m.telegram_message_id = ? AND m.state = 'delivered'
+                   ORDER BY d.id DESC
+                   LIMIT 1""",
+                (chat_id, message_id),
             ).fetchone()
             if row is None:
                 return None
@@ -615,6 +647,9 @@ class SqliteInteractions:
                 text=row[4],
                 common_labels=json.loads(row[5]),
                 resolved=row[6] == "resolved",
+                anchor_message_id=row[7],
+                acked_by=row[8],
+                acked_at=None if row[9] is None else datetime.fromtimestamp(row[9], UTC),
             )
 
         return await self._run(find)

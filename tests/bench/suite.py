@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,9 +30,9 @@ import yaml
 
 from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
-from tests.conftest import PG_ADMIN_URL, REPO, TOKEN, free_port, wait_http
+from tests.conftest import PG_ADMIN_URL, TOKEN
 from tests.payloads import alert, webhook
-from tests.processes import local_config
+from tests.processes import local_config, start_bridge_process
 
 HEADERS = {"content-type": "application/json"}
 
@@ -81,24 +79,22 @@ class Stack:
     config: dict[str, Any]
     workdir: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    address: str = ""  # where the first process started without ``own_port`` serves
 
     @property
     def url(self) -> str:
-        return f"http://{self.config['listen']}"
+        return f"http://{self.address}"
 
     async def start(self, command: str, *, own_port: bool = False) -> subprocess.Popen[bytes]:
-        """`alertbridge COMMAND`; ``own_port`` for a second process beside the first."""
+        """`alertbridge COMMAND`, once it serves; ``own_port`` for a second process
+        beside the first (every process binds a port the system picks)."""
         path = self.workdir / f"config-{len(self.processes)}.yml"
         path.write_text(yaml.safe_dump(self.config))
-        listen = f"127.0.0.1:{free_port()}" if own_port else self.config["listen"]
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", command, "-c", str(path), "--log-level", "error"],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "ALERTBRIDGE_LISTEN": listen},
-        )
-        self.processes.append(process)
-        await wait_http(f"http://{listen}/healthz", timeout=60)
-        return process
+        served = await start_bridge_process(path, command, log_level="error")
+        self.processes.append(served.process)
+        if not own_port:
+            self.address = served.address
+        return served.process
 
     def stop(self, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is None:
@@ -405,9 +401,13 @@ async def versus(report: Report, quick: bool) -> None:
     chat = -1001
     for path in ("alertmanager telegram_configs", "alertmanager -> alertbridge"):
         async with stack(enforce_rate_limits=True) as s:
-            port = int(s.config["listen"].rsplit(":", 1)[1])
+            if not path.endswith("telegram_configs"):
+                s.config["rate_limits"] = {"enabled": True}
+                await s.start("serve")
             am = Alertmanager(
-                s.workdir / "am", f"http://127.0.0.1:{port}/alertmanager", group_wait="0s"
+                s.workdir / "am",
+                None if path.endswith("telegram_configs") else f"{s.url}/alertmanager",
+                group_wait="0s",
             )
             if path.endswith("telegram_configs"):
                 am.use_receiver(
@@ -423,9 +423,6 @@ async def versus(report: Report, quick: bool) -> None:
                         ]
                     }
                 )
-            else:
-                s.config["rate_limits"] = {"enabled": True}
-                await s.start("serve")
             await am.start()
             try:
                 fired: dict[str, float] = {}

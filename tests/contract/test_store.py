@@ -393,6 +393,38 @@ async def test_an_acked_notification_s_reminders_are_suppressed(store: Store) ->
     assert reminder.suppressed == 1 and [c for _, c in reminder.deliveries] == [43]
 
 
+async def test_a_thread_s_first_message_shows_its_group_now_and_a_reply_shows_its_own(
+    store: Store,
+) -> None:
+    bot = store.interactions()
+    group = uuid.uuid4()
+    (first,) = await accept(store, to(42), group=group)
+    await store.claim(first, lease=LEASE)
+    await store.mark_delivered(first, 100, plain_text=False, reply_to=None)
+    (grown,) = await accept(store, to(42), group=group, n=notification("DiskFull2"))
+    await store.claim(grown, lease=LEASE)
+    await store.mark_delivered(grown, 101, plain_text=False, reply_to=100)
+
+    anchor = await bot.message(42, 100)
+    assert anchor is not None and anchor.delivery_id == grown and anchor.message_id == 100
+    assert anchor.common_labels == {"alertname": "DiskFull2"} and anchor.acked_by is None
+    reply = await bot.message(42, 101)
+    assert reply is not None and reply.delivery_id == grown and reply.anchor_message_id == 100
+    assert await bot.ack(reply, 1001, "@oncall")
+    acked = await bot.message(42, 100)
+    assert acked is not None and acked.acked_by == "@oncall" and acked.acked_at is not None
+
+    (resolved,) = await accept(store, to(42), group=group, n=notification(status=Status.RESOLVED))
+    await store.claim(resolved, lease=LEASE)
+    await store.mark_delivered(resolved, 102, plain_text=False, reply_to=100)
+    now = await bot.message(42, 100)
+    assert now is not None and now.delivery_id == resolved and now.resolved
+    assert now.acked_by is None  # the ack was on what the group showed before
+    before = await bot.message(42, 101)
+    assert before is not None and before.delivery_id == grown and not before.resolved
+    assert await bot.message(42, 999) is None and await bot.message(43, 100) is None
+
+
 async def test_silences_made_from_telegram_are_kept_and_expire(store: Store) -> None:
     bot = store.interactions()
     (d,) = await accept(store, to(42))

@@ -12,23 +12,46 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
-from bridge.sandbox.botapi import TelegramDouble
+from bridge.sandbox.botapi import StoredMessage, TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
-from tests.conftest import free_port, states, wait_until
+from tests.conftest import (
+    build_config,
+    config_dict,
+    refusing_port,
+    start_bridge,
+    states,
+    wait_until,
+)
 from tests.payloads import alert, webhook
 
 ONCALL, VISITOR = 1001, 2002
 CHAT = -1001
 SECRET = "s3cret-token"
-ALLOWED = {"users": [ONCALL]}
+GROUP = '{}:{alertname="Disk"}'
+ENDED = "2026-11-20T11:00:00Z"
 
 
 def bot_settings(**overrides: Any) -> dict[str, Any]:
     return {
-        "allow": {"read": ALLOWED, "ack": ALLOWED, "silence": ALLOWED},
+        "allow": {action: {"users": [ONCALL]} for action in ("read", "ack", "silence")},
         **overrides,
     }
+
+
+def buttons(message: StoredMessage) -> list[str]:
+    markup = message.reply_markup
+    return [b["text"] for b in markup["inline_keyboard"][0]] if markup else []
+
+
+async def edits_done(bridge: Any, count: int) -> None:
+    """Wait for ``count`` edits of thread messages by the worker."""
+
+    async def done() -> bool:
+        return bridge.metrics.thread_edits.labels("ok")._value.get() == count
+
+    await wait_until(done)
 
 
 async def am_silences(alertmanager: Alertmanager) -> list[dict[str, Any]]:
@@ -46,14 +69,10 @@ def answers(telegram: TelegramDouble) -> list[str]:
 @pytest.fixture
 async def stack(bridge_factory, telegram: TelegramDouble, tmp_path):
     """Alertmanager → bridge (bot polling) → double, with the bot's Alertmanager API."""
-    port = free_port()
-    alertmanager = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager")
+    alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
-    bridge = await bridge_factory(
-        listen=f"127.0.0.1:{port}",
-        bot=bot_settings(),
-        alertmanager={"urls": [alertmanager.url]},
-    )
+    bridge = await bridge_factory(bot=bot_settings(), alertmanager={"urls": [alertmanager.url]})
+    await alertmanager.notify(f"http://{bridge.config.listen}/alertmanager")
     yield alertmanager, bridge
     await alertmanager.stop()
 
@@ -141,15 +160,14 @@ async def test_silence_command_with_duration_and_comment(stack, telegram) -> Non
 async def test_a_repeated_webhook_update_creates_one_silence(
     bridge_factory, telegram: TelegramDouble, tmp_path
 ) -> None:
-    port = free_port()
-    alertmanager = Alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager")
+    alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
     try:
         bridge = await bridge_factory(
-            listen=f"127.0.0.1:{port}",
             bot=bot_settings(updates="webhook", webhook_secret=SECRET),
             alertmanager={"urls": [alertmanager.url]},
         )
+        await alertmanager.notify(f"http://{bridge.config.listen}/alertmanager")
         await alertmanager.fire(am_alert("DiskFull", severity="critical"))
         [message] = await telegram.wait_for_messages(1, timeout=30)
         data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
@@ -218,20 +236,218 @@ async def test_a_reply_that_meets_flood_control_waits_and_arrives(
 async def test_silences_fail_over_to_the_next_alertmanager(
     bridge_factory, telegram: TelegramDouble, tmp_path
 ) -> None:
+    alertmanager = Alertmanager(tmp_path / "am")
+    await alertmanager.start()
+    with refusing_port() as port:
+        try:
+            down = f"http://127.0.0.1:{port}"  # the first replica of the pair is down
+            bridge = await bridge_factory(
+                bot=bot_settings(), alertmanager={"urls": [down, alertmanager.url]}
+            )
+            await bridge.post("/alertmanager", webhook(alert("Disk")))
+            [message] = await telegram.wait_for_messages(1, timeout=30)
+            data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
+            telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL)
+            await wait_until(lambda: len(telegram.sent_messages()) == 2)
+            [silence] = await am_silences(alertmanager)
+            assert alertmanager.url in telegram.sent_messages()[1].raw_text
+            assert {m["name"] for m in silence["matchers"]} == {"alertname", "severity"}
+        finally:
+            await alertmanager.stop()
+
+
+async def test_ack_on_a_thread_s_first_message_shows_the_group_as_it_is_now(
+    bridge_factory, telegram: TelegramDouble
+) -> None:
+    bridge = await bridge_factory(bot=bot_settings())
+    a, b = (alert("Disk", labels={"host": host}) for host in "ab")
+    await bridge.post("/alertmanager", webhook(a, group_key=GROUP))
+    [first] = await telegram.wait_for_messages(1, timeout=30)
+    await bridge.post("/alertmanager", webhook(a, b, group_key=GROUP))
+    await telegram.wait_for_messages(2, timeout=30)
+    await edits_done(bridge, 1)
+    grown = first.raw_text  # the first message shows both alerts now
+
+    telegram.user_message(CHAT, "/ack", user_id=ONCALL, reply_to=first.message_id)
+    await wait_until(lambda: len(telegram.sent_messages()) == 3)
+    assert first.raw_text.startswith(grown) and "Acked by @oncall" in first.text
+    assert buttons(first) == ["🔕 Silence 1h", "🔕 Silence 1d"]
+
+    gone = [alert("Disk", labels={"host": h}, status="resolved", ends_at=ENDED) for h in "ab"]
+    await bridge.post("/alertmanager", webhook(*gone, group_key=GROUP))
+    await telegram.wait_for_messages(4, timeout=30)
+    await edits_done(bridge, 2)
+    resolved = first.raw_text
+    assert "RESOLVED" in resolved and buttons(first) == []
+
+    telegram.user_message(CHAT, "/ack", user_id=ONCALL, reply_to=first.message_id)
+    await wait_until(lambda: len(telegram.sent_messages()) == 5)
+    assert first.raw_text.startswith(resolved) and "Acked by @oncall" in first.text
+    assert buttons(first) == []  # resolved: no Silence buttons come back
+
+
+async def test_the_first_message_s_ack_button_acts_on_the_first_message(
+    bridge_factory, telegram: TelegramDouble
+) -> None:
+    bridge = await bridge_factory(bot=bot_settings())
+    a, b = (alert("Disk", labels={"host": host}) for host in "ab")
+    await bridge.post("/alertmanager", webhook(a, group_key=GROUP))
+    [first] = await telegram.wait_for_messages(1, timeout=30)
+    await bridge.post("/alertmanager", webhook(a, b, group_key=GROUP))
+    _, reply = await telegram.wait_for_messages(2, timeout=30)
+    await edits_done(bridge, 1)
+    grown = first.raw_text
+
+    ack = first.reply_markup["inline_keyboard"][0][0]
+    assert ack["text"] == "✋ Ack"
+    telegram.press_button(CHAT, first.message_id, ack["callback_data"], user_id=ONCALL)
+    await wait_until(lambda: len(answers(telegram)) == 1)
+    assert answers(telegram)[0].startswith("Acked by @oncall")
+    assert first.raw_text.startswith(grown) and "Acked by @oncall" in first.text
+    assert buttons(first) == ["🔕 Silence 1h", "🔕 Silence 1d"]
+    assert reply.edits == 0
+
+
+async def test_silences_and_times_read_as_alertmanager_and_the_configured_zone(
+    bridge_factory, telegram: TelegramDouble, tmp_path
+) -> None:
     alertmanager = Alertmanager(tmp_path / "am", "http://127.0.0.1:9/unused")
     await alertmanager.start()
     try:
-        down = f"http://127.0.0.1:{free_port()}"  # the first replica of the pair is down
         bridge = await bridge_factory(
-            bot=bot_settings(), alertmanager={"urls": [down, alertmanager.url]}
+            bot=bot_settings(),
+            alertmanager={"urls": [alertmanager.url]},
+            timezone="Asia/Kolkata",  # +05:30 all year
         )
+        matchers = [
+            {"name": "alertname", "value": "Disk", "isRegex": False, "isEqual": True},
+            {"name": "severity", "value": "info", "isRegex": False, "isEqual": False},
+            {"name": "instance", "value": "db-.*", "isRegex": True, "isEqual": False},
+        ]
+        async with httpx.AsyncClient(base_url=alertmanager.url) as client:
+            created = await client.post(
+                "/api/v2/silences",
+                json={
+                    "matchers": matchers,
+                    "startsAt": "2026-01-01T00:00:00Z",
+                    "endsAt": "2030-01-01T12:00:00Z",
+                    "createdBy": "ops",
+                    "comment": "maintenance",
+                },
+            )
+            created.raise_for_status()
+        telegram.user_message(CHAT, "/silences", user_id=ONCALL)
+        [listing] = await telegram.wait_for_messages(1, timeout=30)
+        assert 'severity!="info"' in listing.text and 'instance!~"db-.*"' in listing.text
+        assert "until 2030-01-01 17:30 IST" in listing.text
+
         await bridge.post("/alertmanager", webhook(alert("Disk")))
-        [message] = await telegram.wait_for_messages(1, timeout=30)
-        data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
-        telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL)
-        await wait_until(lambda: len(telegram.sent_messages()) == 2)
-        [silence] = await am_silences(alertmanager)
-        assert alertmanager.url in telegram.sent_messages()[1].raw_text
-        assert {m["name"] for m in silence["matchers"]} == {"alertname", "severity"}
+        _, message = await telegram.wait_for_messages(2, timeout=30)
+        silence_1h = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
+        telegram.press_button(CHAT, message.message_id, silence_1h, user_id=ONCALL)
+        telegram.user_message(CHAT, "/ack", user_id=ONCALL, reply_to=message.message_id)
+        await wait_until(lambda: len(telegram.sent_messages()) == 4)
+        confirmation = next(m for m in telegram.sent_messages() if "Silenced by" in m.text)
+        assert " IST\n" in confirmation.text and "UTC" not in confirmation.text
+        assert "IST</i>" in message.raw_text and "UTC" not in message.raw_text
     finally:
         await alertmanager.stop()
+
+
+async def test_a_reload_applies_permissions_and_alertmanager_urls_at_once(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    alertmanager = Alertmanager(tmp_path / "am", "http://127.0.0.1:9/unused")
+    await alertmanager.start()
+    with refusing_port() as port:
+        await reload_applies_permissions_and_urls(
+            database_url, amqp_names, telegram, tmp_path, alertmanager, port
+        )
+
+
+async def reload_applies_permissions_and_urls(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path, alertmanager, port: int
+) -> None:
+    down = f"http://127.0.0.1:{port}"  # nothing listens there
+    data = config_dict(
+        database_url,
+        amqp_names,
+        telegram.url,
+        bot=bot_settings(),
+        alertmanager={"urls": [down]},
+    )
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    bridge = await start_bridge(build_config(data), config_path=path)
+    try:
+        await bridge.post("/alertmanager", webhook(alert("Disk")))
+        [message] = await telegram.wait_for_messages(1, timeout=30)
+        _, silence_1h, silence_1d = (
+            b["callback_data"] for b in message.reply_markup["inline_keyboard"][0]
+        )
+        telegram.press_button(CHAT, message.message_id, silence_1h, user_id=ONCALL)
+        await wait_until(lambda: len(answers(telegram)) == 1)
+        assert "no Alertmanager answered" in answers(telegram)[0]
+
+        data["alertmanager"] = {"urls": [alertmanager.url]}
+        path.write_text(yaml.safe_dump(data))
+        reloaded = await bridge.post("/-/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["applied"] == ["alertmanager.urls"]
+        telegram.press_button(CHAT, message.message_id, silence_1h, user_id=ONCALL)
+        await wait_until(lambda: len(answers(telegram)) == 2)
+        assert answers(telegram)[1] == "Silenced for 1h"
+        assert len(await am_silences(alertmanager)) == 1
+
+        data["bot"]["allow"]["silence"] = {"users": []}  # on-call loses the right to silence
+        path.write_text(yaml.safe_dump(data))
+        reloaded = await bridge.post("/-/reload")
+        assert reloaded.json()["applied"] == ["bot.allow.silence.users"]
+        assert reloaded.json()["needs_restart"] == []
+        telegram.press_button(CHAT, message.message_id, silence_1d, user_id=ONCALL)
+        telegram.user_message(CHAT, "/silence 2h", user_id=ONCALL, reply_to=message.message_id)
+        await wait_until(lambda: len(answers(telegram)) == 3 and len(telegram.sent_messages()) == 3)
+        assert "not allowed" in answers(telegram)[2]
+        assert "not allowed" in telegram.sent_messages()[2].text
+        assert len(await am_silences(alertmanager)) == 1
+    finally:
+        await bridge.shutdown()
+        await alertmanager.stop()
+
+
+async def test_a_reloaded_webhook_secret_is_given_to_telegram_and_enforced_at_once(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    webhook_url = "https://alertbridge.example/telegram/webhook"
+    data = config_dict(
+        database_url,
+        amqp_names,
+        telegram.url,
+        bot=bot_settings(updates="webhook", webhook_url=webhook_url, webhook_secret=SECRET),
+    )
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    bridge = await start_bridge(build_config(data), config_path=path)
+    try:
+        data["bot"]["webhook_secret"] = "rotated-secret"
+        path.write_text(yaml.safe_dump(data))
+        reloaded = await bridge.post("/-/reload")
+        assert reloaded.json()["applied"] == ["bot.webhook_secret"]
+        registered = [c.params for c in telegram.calls if c.method == "setWebhook"]
+        assert [p["secret_token"] for p in registered] == [SECRET, "rotated-secret"]
+
+        update = telegram.user_message(-100777, "/chatid", user_id=VISITOR, push=False)
+        old = await bridge.post(
+            "/telegram/webhook", update, headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        )
+        assert old.status_code == 401
+        new = await bridge.post(
+            "/telegram/webhook",
+            update,
+            headers={"X-Telegram-Bot-Api-Secret-Token": "rotated-secret"},
+        )
+        assert new.status_code == 200
+        [answer] = await telegram.wait_for_messages(1, timeout=30)
+        assert answer.text == "Chat id: -100777"
+    finally:
+        await bridge.shutdown()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
+import logging
 import re
 import signal
 
@@ -14,7 +16,14 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import TOKEN, build_config, config_dict, start_bridge, states, wait_until
+from tests.conftest import (
+    TOKEN,
+    build_config,
+    config_dict,
+    start_bridge,
+    states,
+    wait_until,
+)
 from tests.payloads import alert, webhook
 from tests.processes import bridge_process
 from tests.tcp_proxy import TcpProxy
@@ -56,16 +65,73 @@ async def test_reload_swaps_routes_and_keeps_the_old_config_on_error(
         answer = await bridge.post("/-/reload")
         assert answer.status_code == 200, answer.text
 
-        path.write_text(yaml.safe_dump(data) + "route_typo: 1\n")
+        broken_text = yaml.safe_dump(data) + "route_typo: 1\n"
+        path.write_text(broken_text)
         broken = await bridge.post("/-/reload")
         assert broken.status_code == 500
-        assert "route_typo: unknown setting" in broken.json()["error"]
+        line = len(broken_text.splitlines())
+        assert f"{path}:{line}: route_typo: unknown setting" in broken.json()["error"]
 
         await bridge.post("/alertmanager", webhook(alert("AfterReload")))
         await telegram.wait_for_messages(1)
     finally:
         await bridge.shutdown()
     assert [m.chat_id for m in telegram.sent_messages()] == [-2002]
+
+
+async def test_a_reload_applies_rate_limits_at_once(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
+) -> None:
+    data = config_dict(database_url, amqp_names, telegram.url)  # rate limits off
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    bridge = await start_bridge(build_config(data), config_path=path)
+    try:
+        data["rate_limits"] = {"enabled": True, "per_chat_per_second": 0.8}
+        path.write_text(yaml.safe_dump(data))
+        answer = await bridge.post("/-/reload")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["applied"] == [
+            "rate_limits.enabled",
+            "rate_limits.per_chat_per_second",
+        ]
+        for i in range(3):
+            await bridge.post("/alertmanager", webhook(alert(f"Paced{i}")))
+        await telegram.wait_for_messages(3)
+    finally:
+        await bridge.shutdown()
+    sent = [
+        c.at
+        for c in telegram.calls
+        if c.method == "sendMessage" and c.response is not None and c.response["ok"]
+    ]
+    # One every 1.25 s to the chat (less a margin); unlimited, they would go out at once.
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(sent))
+
+
+async def test_a_reload_names_the_settings_that_need_a_restart(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path, caplog
+) -> None:
+    data = config_dict(database_url, amqp_names, telegram.url)
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    bridge = await start_bridge(build_config(data), config_path=path)
+    try:
+        data["listen"] = "127.0.0.1:9"  # never bound: listen waits for a restart
+        data["amqp"]["shards"] = 4
+        data["delivery"]["dedup_window"] = "1m"
+        path.write_text(yaml.safe_dump(data))
+        with caplog.at_level(logging.INFO, logger="bridge.service"):
+            answer = await bridge.post("/-/reload")  # served where it was: listen waits
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["needs_restart"] == ["listen", "amqp.shards"]
+        assert answer.json()["applied"] == ["delivery.dedup_window"]
+        [logged] = [r for r in caplog.records if "config reloaded" in r.getMessage()]
+        assert logged.levelno == logging.WARNING
+        assert "applied: delivery.dedup_window" in logged.getMessage()
+        assert "need a restart: listen, amqp.shards" in logged.getMessage()
+    finally:
+        await bridge.shutdown()
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -118,8 +184,9 @@ async def test_sigterm_mid_stream_loses_nothing_and_doubles_nothing(
     data = config_dict(database_url, amqp_names, telegram.url)
     data["amqp"]["prefetch"] = 2  # about 40 sends/s: the stream outlasts the posting
     total = 200
-    async with bridge_process(data, log_level="warning") as server:
-        async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+    async with bridge_process(data, log_level="warning") as served:
+        server = served.process
+        async with httpx.AsyncClient(base_url=served.url) as client:
             answers = await asyncio.gather(
                 *(
                     client.post("/alertmanager", json=webhook(alert(f"Term{i:04d}")))
@@ -155,8 +222,8 @@ async def test_json_logs_name_the_delivery_and_chat_and_no_secret(
     telegram.block_chat(-1001)  # the delivery fails: an error line about it
     log_file = tmp_path / "bridge.log"
     with log_file.open("wb") as stderr:
-        async with bridge_process(data, log_format="json", stderr=stderr):
-            async with httpx.AsyncClient(base_url=f"http://{data['listen']}") as client:
+        async with bridge_process(data, log_format="json", stderr=stderr) as served:
+            async with httpx.AsyncClient(base_url=served.url) as client:
                 answer = await client.post("/alertmanager", json=webhook(alert("Logged")))
                 assert answer.status_code == 200
             await wait_until(lambda: _done(database_url, 1))
@@ -193,18 +260,24 @@ async def test_backlog_gauges_follow_the_store(bridge, telegram: TelegramDouble,
     assert len(telegram.sent_messages()) == 3
 
 
-async def test_a_worker_alone_serves_probes_and_metrics(
-    database_url, amqp_names, telegram: TelegramDouble
+async def test_a_worker_alone_serves_probes_metrics_and_reload(
+    database_url, amqp_names, telegram: TelegramDouble, tmp_path
 ) -> None:
-    worker = await start_bridge(
-        build_config(config_dict(database_url, amqp_names, telegram.url)), receiver=False
-    )
+    data = config_dict(database_url, amqp_names, telegram.url)
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(yaml.safe_dump(data))
+    worker = await start_bridge(build_config(data), receiver=False, config_path=path)
     try:
         assert (await worker.client.get("/healthz")).status_code == 200
         ready = await worker.client.get("/readyz")
         assert ready.status_code == 200 and ready.json()["broker_connected"] is True
         assert "alertbridge_queue_depth" in (await worker.client.get("/metrics")).text
-        # Probes and metrics only: a worker takes no webhooks.
+        # Probes, metrics and reload only: a worker takes no webhooks.
         assert (await worker.post("/alertmanager", webhook(alert("Nope")))).status_code == 404
+        data["delivery"]["max_attempts"] = 3
+        path.write_text(yaml.safe_dump(data))
+        reloaded = await worker.post("/-/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["applied"] == ["delivery.max_attempts"]
     finally:
         await worker.shutdown()

@@ -167,8 +167,9 @@ async def test_html_telegram_refuses_is_resent_once_as_plain_text(
 ) -> None:
     await bridge.post("/alertmanager", webhook(alert("Plain")))
     await settled(database_url, 1)
-    # Corrupt the stored text the way a broken custom template would.
-    await db.execute("UPDATE deliveries SET text = '<b>Disk</b> full & more', state = 'retry'")
+    # Corrupt the stored text the way a broken custom template would: a '<'
+    # that starts no tag Telegram knows (a bare '&' it would take as text).
+    await db.execute("UPDATE deliveries SET text = '<b>Disk</b> full <3 more', state = 'retry'")
     await db.execute("UPDATE deliveries SET next_attempt_at = now(), republish_at = now()")
 
     await wait_until(lambda: len(telegram.sent_messages()) == 2)
@@ -176,7 +177,7 @@ async def test_html_telegram_refuses_is_resent_once_as_plain_text(
     row = await db.fetchrow("SELECT state, plain_text FROM deliveries")
     assert row["state"] == "delivered" and row["plain_text"]
     last = telegram.sent_messages()[-1]
-    assert (last.text, last.parse_mode) == ("Disk full & more", None)
+    assert (last.text, last.parse_mode) == ("Disk full <3 more", None)
 
 
 async def test_a_response_is_200_only_after_the_rows_are_committed(bridge, db) -> None:

@@ -23,8 +23,9 @@ import pytest
 import yaml
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import REPO, TOKEN, free_port, wait_http, wait_until
+from tests.conftest import REPO, TOKEN, wait_until
 from tests.payloads import alert, webhook
+from tests.processes import start_bridge_process
 
 NAME = re.compile(r"Solo\d{4}")
 
@@ -33,7 +34,7 @@ def standalone_config(tmp_path: Path, telegram_url: str) -> dict[str, Any]:
     return {
         "telegram": {"token": TOKEN, "api_url": telegram_url, "request_timeout": "2s"},
         "sqlite_path": str(tmp_path / "alertbridge.db"),
-        "listen": f"127.0.0.1:{free_port()}",
+        "listen": "127.0.0.1:0",  # each process reports the port it got
         "amqp": {"prefetch": 4},
         "delivery": {"lease": "5s", "scheduler_interval": "200ms", "republish_after": "2s"},
         "route": {"chats": [-1001]},
@@ -42,10 +43,12 @@ def standalone_config(tmp_path: Path, telegram_url: str) -> dict[str, Any]:
 
 
 def serve(config_path: Path) -> subprocess.Popen[bytes]:
+    """`alertbridge serve`, not waited for: for a process that must not start."""
     return subprocess.Popen(
         [sys.executable, "-m", "bridge", "serve", "-c", str(config_path), "--log-level", "warning"],
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
 
@@ -71,13 +74,12 @@ async def test_kill_9_of_standalone_serve_mid_stream_loses_nothing(
     config_path = tmp_path / "alertbridge.yml"
     config_path.write_text(yaml.safe_dump(data))
     db = Path(data["sqlite_path"])
-    base = f"http://{data['listen']}"
     total = 300
 
-    victim = serve(config_path)
+    served = await start_bridge_process(config_path, log_level="warning")
+    victim = served.process
     try:
-        await wait_http(f"{base}/healthz", timeout=30)
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
             for i in range(total):
                 answer = await client.post("/alertmanager", json=webhook(alert(f"Solo{i:04d}")))
                 assert answer.status_code == 200, answer.text
@@ -89,9 +91,8 @@ async def test_kill_9_of_standalone_serve_mid_stream_loses_nothing(
         if victim.poll() is None:
             victim.kill()
 
-    survivor = serve(config_path)
+    survivor = (await start_bridge_process(config_path, log_level="warning")).process
     try:
-        await wait_http(f"{base}/healthz", timeout=30)
 
         def settled() -> bool:
             c = counts(db)
@@ -122,19 +123,16 @@ async def test_standalone_drops_a_duplicate_and_refuses_a_second_process(
     data = standalone_config(tmp_path, telegram.url)
     config_path = tmp_path / "alertbridge.yml"
     config_path.write_text(yaml.safe_dump(data))
-    base = f"http://{data['listen']}"
-    first = serve(config_path)
+    served = await start_bridge_process(config_path, log_level="warning")
+    first = served.process
     try:
-        await wait_http(f"{base}/healthz", timeout=30)
-        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
             payload = webhook(alert("SoloDup"))
             assert not (await client.post("/alertmanager", json=payload)).json()["duplicate"]
             assert (await client.post("/alertmanager", json=payload)).json()["duplicate"]
         await telegram.wait_for_messages(1, timeout=20)
 
-        second_config = tmp_path / "second.yml"
-        second_config.write_text(yaml.safe_dump({**data, "listen": f"127.0.0.1:{free_port()}"}))
-        second = serve(second_config)
+        second = serve(config_path)  # the same file: its own port, the same SQLite
         _, stderr = second.communicate(timeout=30)
         assert second.returncode == 2
         assert b"in use by another alertbridge process" in stderr

@@ -1,13 +1,25 @@
-"""The bot's pure parts: button data within Telegram's 64 bytes, pages within 4096."""
+"""The bot's pure parts: button data within Telegram's 64 bytes, pages within 4096,
+what an alert message shows, and matchers printed as Alertmanager prints them."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bridge.alertmanager_api import matcher_string, matchers_string
 from bridge.bot.commands import alert_line, paginate
-from bridge.bot.keyboards import Callback, alert_keyboard, decode, encode, page_keyboard
+from bridge.bot.keyboards import (
+    Acked,
+    Callback,
+    alert_keyboard,
+    alert_view,
+    decode,
+    encode,
+    page_keyboard,
+)
 from bridge.render import TELEGRAM_LIMIT, utf16_len, visible_text
 from bridge.sandbox.botapi import parse_telegram_html
 
@@ -57,3 +69,71 @@ def test_a_thousand_firing_alerts_paginate_within_the_limit() -> None:
         assert visible == visible_text(page)
         shown += visible.count("🔥")
     assert shown == 1000  # every alert is on exactly one page
+
+
+# Alertmanager's own table (pkg/labels/matcher_test.go, TestMatcherString),
+# as the API v2 JSON the bot reads from GET /silences.
+@pytest.mark.parametrize(
+    ("name", "is_equal", "is_regex", "value", "printed"),
+    [
+        ("foo", True, False, "bar", 'foo="bar"'),
+        ("foo", False, False, "bar", 'foo!="bar"'),
+        ("foo", True, True, "bar", 'foo=~"bar"'),
+        ("foo", False, True, "bar", 'foo!~"bar"'),
+        ("foo", True, False, "back\\slash", 'foo="back\\\\slash"'),
+        ("foo", True, False, 'double"quote', 'foo="double\\"quote"'),
+        ("foo", True, False, "new\nline", 'foo="new\\nline"'),
+        ("foo", True, False, "tab\tstop", 'foo="tab\tstop"'),
+        ("foo", True, False, "🙂", 'foo="🙂"'),
+        ("foo!", False, False, "bar", '"foo!"!="bar"'),
+        ("foo🙂", True, False, "bar", 'foo🙂="bar"'),
+        ("foo bar", True, False, "baz", '"foo bar"="baz"'),
+        # A quoted name quotes its value the Go way too (strconv.Quote).
+        ("foo bar", True, False, "tab\tstop\x01", '"foo bar"="tab\\tstop\\x01"'),
+    ],
+)
+def test_a_matcher_prints_as_alertmanager_prints_it(
+    name: str, is_equal: bool, is_regex: bool, value: str, printed: str
+) -> None:
+    matcher = {"name": name, "value": value, "isEqual": is_equal, "isRegex": is_regex}
+    assert matcher_string(matcher) == printed
+
+
+def test_a_matcher_without_is_equal_is_an_equality_and_a_list_is_braced() -> None:
+    matchers = [
+        {"name": "alertname", "value": "Disk", "isRegex": False},
+        {"name": "severity", "value": "info|debug", "isRegex": True, "isEqual": False},
+    ]
+    assert matchers_string(matchers) == '{alertname="Disk",severity!~"info|debug"}'
+
+
+ACKED = Acked("@oncall", datetime(2026, 1, 15, 9, 30, tzinfo=UTC))
+
+
+def test_an_acked_alert_says_who_and_when_in_the_configured_zone() -> None:
+    text, markup = alert_view(
+        "<b>Disk</b>", 7, resolved=False, acked=ACKED, buttons=True, timezone="Europe/Berlin"
+    )
+    assert text == "<b>Disk</b>\n\n✋ <i>Acked by @oncall at 10:30 CET</i>"
+    assert markup is not None
+    assert [b.callback_data for b in markup.inline_keyboard[0]] == [
+        "silence:7:1h",
+        "silence:7:1d",
+    ]
+
+
+def test_a_resolved_alert_has_no_buttons_even_when_acked() -> None:
+    for acked in (None, ACKED):
+        _, markup = alert_view("x", 7, resolved=True, acked=acked, buttons=True, timezone="UTC")
+        assert markup is None
+
+
+def test_buttons_switched_off_stay_off_after_an_ack() -> None:
+    _, markup = alert_view("x", 7, resolved=False, acked=ACKED, buttons=False, timezone="UTC")
+    assert markup is None
+
+
+def test_the_ack_line_is_left_out_when_the_text_is_full() -> None:
+    full = "x" * TELEGRAM_LIMIT
+    text, markup = alert_view(full, 7, resolved=False, acked=ACKED, buttons=True, timezone="UTC")
+    assert text == full and markup is not None and len(markup.inline_keyboard[0]) == 2

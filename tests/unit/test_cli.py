@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,9 +10,16 @@ from pathlib import Path
 from tests.unit.test_config import MINIMAL
 
 
-def alertbridge(*args: str, cwd=None) -> subprocess.CompletedProcess[str]:
+def alertbridge(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    # env: extra variables; ALERTBRIDGE_CONFIG is never inherited from the caller.
+    environ = {k: v for k, v in os.environ.items() if k != "ALERTBRIDGE_CONFIG"}
     return subprocess.run(
-        [sys.executable, "-m", "bridge", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+        [sys.executable, "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        env={**environ, **(env or {})},
     )
 
 
@@ -92,3 +100,64 @@ def test_check_config_fails_on_a_broken_template_naming_it_and_the_line(tmp_path
     result = alertbridge("check-config", "--config", str(path))
     assert result.returncode == 2
     assert "'ops'" in result.stderr and "line 2" in result.stderr
+
+
+def test_check_config_takes_the_file_as_its_argument_as_amtool_does(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    result = alertbridge("check-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: ok" in result.stdout and 'severity="critical"' in result.stdout
+
+
+def test_the_named_file_wins_over_the_environment(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    result = alertbridge(
+        "check-config", str(path), env={"ALERTBRIDGE_CONFIG": str(tmp_path / "elsewhere.yml")}
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: ok" in result.stdout
+
+
+def test_the_same_file_both_ways_is_fine_and_two_files_are_an_error(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    same = alertbridge("check-config", str(path), "--config", str(tmp_path / "." / path.name))
+    assert same.returncode == 0, same.stderr
+    other = tmp_path / "other.yml"
+    other.write_text(MINIMAL)
+    both = alertbridge("check-config", str(path), "--config", str(other))
+    assert both.returncode == 2 and "Traceback" not in both.stderr
+    assert "two config files" in both.stderr and str(other) in both.stderr
+
+
+def test_render_takes_the_config_then_the_payload(tmp_path) -> None:
+    path = tmp_path / "alertbridge.yml"
+    path.write_text(MINIMAL)
+    firing = str(EXAMPLES / "payloads/firing.json")
+    positional = alertbridge("render", str(path), firing)
+    assert positional.returncode == 0, positional.stderr
+    assert "== chat -1002 · template default" in positional.stdout
+    # The older spellings still work and say the same.
+    assert alertbridge("render", "-c", str(path), firing).stdout == positional.stdout
+    assert alertbridge("render", firing, "--config", str(path)).stdout == positional.stdout
+
+
+def test_without_a_config_check_config_and_render_say_how_to_name_it(tmp_path) -> None:
+    firing = str(EXAMPLES / "payloads/firing.json")
+    for args, usage in (
+        (["check-config"], "alertbridge check-config FILE"),
+        (["render", firing], "alertbridge render FILE PAYLOAD"),
+    ):
+        result = alertbridge(*args, env={})
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert usage in result.stderr and "--config FILE" in result.stderr
+
+
+def test_help_teaches_the_positional_form() -> None:
+    out = alertbridge("--help").stdout
+    assert "alertbridge check-config alertbridge.yml" in out
+    assert "alertbridge render alertbridge.yml " in out
+    assert "[CONFIG] PAYLOAD" in alertbridge("render", "--help").stdout
+    assert "[CONFIG]" in alertbridge("check-config", "--help").stdout

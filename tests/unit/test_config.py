@@ -6,10 +6,21 @@ from __future__ import annotations
 import textwrap
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 import pytest
+from pydantic import BaseModel, ConfigDict
 
-from bridge.config import load_config, parse_config, parse_duration
+from bridge.config import (
+    RESTART,
+    Config,
+    Reloaded,
+    load_config,
+    parse_config,
+    parse_duration,
+    plan_reload,
+    restart_settings,
+)
 from bridge.errors import ConfigError
 
 MINIMAL = textwrap.dedent(
@@ -158,3 +169,110 @@ def test_empty_webhook_credentials_are_refused() -> None:
         text = MINIMAL.replace("route:\n", f"receiver:\n  auth: {auth}\nroute:\n")
         with pytest.raises(ConfigError, match=r"c.yml:7: receiver.auth"):
             parse_config(text, source="c.yml", environ={})
+
+
+# -- reload: what a running process takes at once, and what waits for a restart ----------
+
+
+def reload_from(running: str, loaded: str) -> Reloaded:
+    return plan_reload(parse_config(running, environ={}), parse_config(loaded, environ={}))
+
+
+def test_the_settings_that_need_a_restart_are_the_schema_s_marks() -> None:
+    assert set(restart_settings()) == {
+        "telegram",
+        "database_url",
+        "amqp_url",
+        "sqlite_path",
+        "listen",
+        "amqp",
+        "bot",
+        "bot.updates",
+        "bot.set_commands",
+    }
+    assert restart_settings()["bot"].to_add  # only adding the bot needs a restart
+
+
+def test_a_new_setting_marked_restart_is_kept_and_named_by_a_reload() -> None:
+    class Pool(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        size: Annotated[int, RESTART] = 4
+        idle: int = 10
+
+    class Grown(Config):
+        pool: Pool = Pool()
+        engine: Annotated[str, RESTART] = "fast"
+
+    assert {"pool.size", "engine"} <= set(restart_settings(Grown))
+    assert "pool.idle" not in restart_settings(Grown)
+    running = Grown.model_validate(parse_config(MINIMAL, environ={}).model_dump(by_alias=True))
+    loaded = running.model_copy(update={"engine": "slow", "pool": Pool(size=8, idle=20)})
+    reloaded = plan_reload(running, loaded)
+    assert reloaded.needs_restart == ["pool.size", "engine"]
+    assert reloaded.applied == ["pool.idle"]
+    in_force = reloaded.config
+    assert isinstance(in_force, Grown)
+    assert (in_force.engine, in_force.pool.size, in_force.pool.idle) == ("fast", 4, 20)
+
+
+def test_a_reload_keeps_restart_settings_at_their_running_values_and_names_them() -> None:
+    loaded = (
+        MINIMAL.replace("amqp://guest:guest@127.0.0.1/", "amqp://guest:guest@elsewhere/")
+        + "listen: 127.0.0.1:9999\namqp: {shards: 4}\n"
+        + "rate_limits: {per_chat_per_second: 0.5}\ndelivery: {dedup_window: 1m}\n"
+    )
+    reloaded = reload_from(MINIMAL, loaded)
+    assert reloaded.needs_restart == ["amqp_url", "listen", "amqp.shards"]
+    assert reloaded.applied == ["delivery.dedup_window", "rate_limits.per_chat_per_second"]
+    config = reloaded.config
+    assert (config.amqp_url, config.listen, config.amqp.shards) == (
+        "amqp://guest:guest@127.0.0.1/",
+        "0.0.0.0:8080",
+        16,
+    )
+    assert config.rate_limits.per_chat_per_second == 0.5
+    assert "listen" in reloaded.summary() and "restart" in reloaded.summary()
+
+
+def test_permissions_and_credentials_never_wait_for_a_restart() -> None:
+    running = MINIMAL + (
+        "receiver: {auth: {bearer_token: old-token}}\n"
+        "bot: {updates: webhook, webhook_secret: old, allow: {silence: {users: [1, 2]}}}\n"
+    )
+    loaded = MINIMAL + (
+        "receiver: {auth: {basic: {username: am, password: pw}}}\n"
+        "bot: {updates: webhook, webhook_secret: new, allow: {silence: {users: [1]}}}\n"
+    )
+    reloaded = reload_from(running, loaded)
+    assert reloaded.needs_restart == []
+    config = reloaded.config
+    assert config.receiver.auth is not None and config.receiver.auth.bearer_token is None
+    assert config.bot is not None and config.bot.allow.silence.users == [1]
+    assert config.bot.webhook_secret == "new"
+    marked = {path for path, mark in restart_settings().items() if not mark.to_add}
+    for permission in ("bot.allow", "bot.webhook_secret", "receiver.auth", "alertmanager"):
+        assert not any(permission.startswith(path) for path in marked), permission
+
+
+def test_adding_the_bot_needs_a_restart_and_removing_it_takes_effect_at_once() -> None:
+    with_bot = MINIMAL + "bot: {allow: {ack: {users: [1]}}}\n"
+    added = reload_from(MINIMAL, with_bot)
+    assert added.config.bot is None and added.needs_restart == ["bot"]
+    removed = reload_from(with_bot, MINIMAL)
+    assert removed.config.bot is None and removed.applied == ["bot"]
+    as_webhook = (
+        MINIMAL + "bot: {updates: webhook, webhook_secret: s, allow: {ack: {users: [1]}}}\n"
+    )
+    switched = reload_from(with_bot, as_webhook)
+    assert switched.needs_restart == ["bot.updates"]
+    assert switched.config.bot is not None and switched.config.bot.updates == "polling"
+
+
+def test_a_config_that_holds_only_with_new_restart_values_is_refused() -> None:
+    running = MINIMAL.replace("  api_url:", "  request_timeout: 20s\n  api_url:")
+    # Valid on its own, but the running request timeout (20s) stays until a
+    # restart, and a 5s lease would not outlive it.
+    loaded = MINIMAL.replace("  api_url:", "  request_timeout: 2s\n  api_url:")
+    loaded += "delivery: {lease: 5s}\n"
+    with pytest.raises(ConfigError, match=r"restart.*delivery.lease"):
+        reload_from(running, loaded)

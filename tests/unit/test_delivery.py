@@ -97,7 +97,7 @@ def test_a_finished_row_is_never_changed_except_by_a_late_answer() -> None:
 def test_every_way_back_to_waiting_drops_the_lease_and_the_written_mark() -> None:
     for transition in T.all():
         writes = transition.assignments()
-        back = transition.to in WAITING or "state" in writes and transition.to is None
+        back = transition.to in WAITING or ("state" in writes and transition.to is None)
         if back and transition.start == {S.SENDING}:
             assert writes.get("lease_until") == Const(None), transition.name
             assert writes.get("send_started_at") == Const(None), transition.name
@@ -141,5 +141,5 @@ def test_a_request_is_begun_once_and_only_under_a_live_lease() -> None:
 
 
 def test_unfinished_is_waiting_and_sending() -> None:
-    assert UNFINISHED == {S.QUEUED, S.RETRY, S.SENDING}
-    assert not UNFINISHED & TERMINAL and UNFINISHED | TERMINAL == set(S)
+    assert {S.QUEUED, S.RETRY, S.SENDING} == UNFINISHED
+    assert not UNFINISHED & TERMINAL and set(S) == UNFINISHED | TERMINAL

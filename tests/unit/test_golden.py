@@ -20,7 +20,7 @@ import yaml
 
 from bridge.config import GenericSourceConfig
 from bridge.models import Destination, Notification
-from bridge.render import TELEGRAM_LIMIT, build_environment, render, utf16_len
+from bridge.render import TELEGRAM_LIMIT, build_environment, render, telegram_length
 from bridge.sandbox.botapi import parse_telegram_html
 from bridge.sources import alertmanager, generic, grafana
 
@@ -40,7 +40,9 @@ PARSERS = {
     "firing": alertmanager.parse,
     "resolved": alertmanager.parse,
     "group-300": alertmanager.parse,
+    "reminder": alertmanager.parse,
     "grafana-firing": grafana.parse,
+    "grafana-documented": grafana.parse,
     "generic-uptime": partial(generic.parse, settings=_uptime_settings(), name="uptime"),
 }
 
@@ -61,7 +63,7 @@ def test_golden(payload: str, template: str) -> None:
     html = render(env, template, _notification(payload), Destination(chat_id=-1001), now=NOW)
 
     visible, _entities = parse_telegram_html(html)  # raises where Telegram would refuse
-    assert utf16_len(visible) <= TELEGRAM_LIMIT
+    assert telegram_length(visible) <= TELEGRAM_LIMIT
 
     golden = GOLDEN / f"{payload}.{template}.html"
     if os.environ.get("UPDATE_GOLDEN"):

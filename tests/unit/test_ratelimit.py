@@ -17,7 +17,8 @@ class Clock:
 
 
 def limiter(clock: Clock, **settings: float) -> RateLimiter:
-    return RateLimiter(RateLimitConfig.model_validate(settings), clock)
+    config = RateLimitConfig.model_validate(settings)
+    return RateLimiter(lambda: config, clock)
 
 
 def test_a_private_chat_gets_one_slot_a_second() -> None:

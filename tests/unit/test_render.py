@@ -24,11 +24,13 @@ from bridge.models import Alert, Destination, Notification, Status
 from bridge.render import (
     BUILTIN_TEMPLATES,
     TELEGRAM_LIMIT,
+    TELEGRAM_SOURCE_LIMIT,
     build_environment,
     duration,
     html_to_plain,
     render,
     silence_url,
+    telegram_length,
     utf16_len,
     visible_text,
 )
@@ -57,7 +59,8 @@ def assert_sendable(html: str) -> str:
     shown = check_telegram_html(html)
     assert shown == visible_text(html)
     assert shown.strip(), "Telegram refuses an empty message"
-    assert utf16_len(shown) <= TELEGRAM_LIMIT
+    assert telegram_length(shown) <= TELEGRAM_LIMIT
+    assert len(html.encode("utf-8")) <= TELEGRAM_SOURCE_LIMIT  # the Bot API's own limit
     return shown
 
 
@@ -128,7 +131,7 @@ def write_template(directory: Path, name: str, source: str) -> Path:
 # ---------------------------------------------------------------- text helpers
 
 
-def test_utf16_len_counts_what_telegram_counts() -> None:
+def test_utf16_len_counts_the_units_of_entity_offsets() -> None:
     assert utf16_len("") == 0
     assert utf16_len("abc") == 3
     assert utf16_len("é") == 1
@@ -155,7 +158,7 @@ def test_html_to_plain_is_the_visible_text_and_never_over_the_limit() -> None:
     assert html_to_plain("<b>x &amp; y</b>\n<i>z</i>") == "x & y\nz"
     huge = "<b>" + "😀" * 5000 + "</b>"
     plain = html_to_plain(huge)
-    assert utf16_len(plain) <= TELEGRAM_LIMIT
+    assert telegram_length(plain) <= TELEGRAM_LIMIT
     assert plain.endswith("…")
 
 
@@ -278,7 +281,7 @@ def test_three_hundred_long_alerts_are_cut_to_fit_with_a_count(env: SandboxedEnv
     assert len(shown_numbers) + omitted == 300
     assert len(shown_numbers) >= 3
     # As many as fit: one more would not have.
-    assert utf16_len(shown) + 600 > TELEGRAM_LIMIT
+    assert telegram_length(shown) + 600 > TELEGRAM_LIMIT
 
 
 def test_truncated_alerts_from_the_payload_count_as_omitted(env: SandboxedEnvironment) -> None:
@@ -302,8 +305,11 @@ def test_an_alert_whose_label_is_2000_emoji(env: SandboxedEnvironment) -> None:
 
 def test_an_alert_with_2000_emoji_labels(env: SandboxedEnvironment) -> None:
     labels = {chr(0x1F300 + i) * 3: chr(0x1F300 + i) * 50 for i in range(2000)}
-    shown = assert_sendable(render_default(env, make_notification(make_alert(labels=labels))))
-    assert "more)" in shown  # the rest of the labels are counted, not shown
+    html = render_default(env, make_notification(make_alert(labels=labels)))
+    shown = assert_sendable(html)
+    # Its silence link alone (every label a matcher) is over the Bot API's 32 KiB
+    # of text, though little of it is visible: the minimal message it is.
+    assert "The full message is too long for Telegram" in shown
 
 
 def test_a_message_that_cannot_fit_falls_back_to_a_minimal_one(tmp_path: Path) -> None:
@@ -322,7 +328,7 @@ def test_a_smaller_limit_is_honoured(env: SandboxedEnvironment) -> None:
     for limit in (50, 300, 1000):
         html = render(env, "default", make_notification(*alerts), DEST, now=NOW, limit=limit)
         check_telegram_html(html)
-        assert utf16_len(visible_text(html)) <= limit
+        assert telegram_length(visible_text(html)) <= limit
 
 
 # -------------------------------------------------------------------- errors
@@ -498,7 +504,7 @@ def test_the_cut_keeps_as_many_leading_alerts_as_fit(tmp_path: Path) -> None:
             assert "HighErrorRate" in html  # the minimal message
         else:
             assert html == lines_for(expected), limit
-        assert utf16_len(visible_text(html)) <= limit
+        assert telegram_length(visible_text(html)) <= limit
 
 
 # ---------------------------------------------------- time zones and silences

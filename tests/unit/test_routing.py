@@ -41,13 +41,12 @@ def test_the_matcher_grammar(text, expected) -> None:
         'foo="unterminated',
         "foo",
         "=bar",
-        '{foo="bar"',
         '{foo="bar"} x',
-        "",
+        "foo!bar",
     ],
 )
 def test_invalid_matchers_are_config_errors_that_say_how(text) -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match='write it as name="value"'):
         parse_matchers(text)
 
 
