@@ -3,7 +3,6 @@ have reached Telegram is never retried blindly."""
 
 from __future__ import annotations
 
-import socket
 from datetime import timedelta
 
 import aiohttp
@@ -20,16 +19,13 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import SendMessage
 
-from bridge.config import TelegramConfig
-from bridge.delivery import Delivery, Reason
+from bridge.delivery import Reason
 from bridge.telegram import (
     Ambiguous,
     Failed,
     Migrated,
     Retry,
-    TelegramSender,
     classify,
-    create_bot,
 )
 
 METHOD = SendMessage(chat_id=1, text="x")
@@ -133,38 +129,3 @@ def test_a_wrong_token_keeps_deliveries_queued() -> None:
 
 def test_an_unknown_exception_is_ambiguous_not_retried() -> None:
     assert isinstance(classify(RuntimeError("boom")), Ambiguous)
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: a connection to it is refused, nothing is sent."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def test_a_refused_connection_is_retried_when_aiogram_does_not_chain_the_cause() -> None:
-    # aiogram 3.13-3.24 raise TelegramNetworkError inside `except ClientError`
-    # without `from e`: only Python's implicit __context__ holds the cause.
-    url = f"http://127.0.0.1:{closed_port()}/bot123:ABC/sendMessage"
-    async with aiohttp.ClientSession() as session:
-        try:
-            try:
-                await session.post(url, data={"chat_id": "1", "text": "x"})
-            except aiohttp.ClientError as e:
-                raise TelegramNetworkError(method=METHOD, message=f"{type(e).__name__}: {e}")  # noqa: B904
-        except TelegramNetworkError as error:
-            assert error.__cause__ is None
-            outcome = classify(error)
-    assert isinstance(outcome, Retry), outcome
-
-
-async def test_the_sender_retries_a_bot_api_that_refuses_the_connection() -> None:
-    settings = TelegramConfig(token="123:ABC", api_url=f"http://127.0.0.1:{closed_port()}")
-    sender = TelegramSender(create_bot(settings))
-    try:
-        outcome = await sender.send(
-            Delivery(id=1, chat_id=-1001, thread_id=None, silent=False, text="x", attempts=1)
-        )
-    finally:
-        await sender.close()
-    assert isinstance(outcome, Retry), outcome
