@@ -113,6 +113,14 @@ class NotBefore:
 
 
 @dataclass(frozen=True, slots=True)
+class DueOr:
+    """``column`` (a due time) while it is still ahead, else ``otherwise``."""
+
+    column: str
+    otherwise: Now
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
     """A value the caller passes under this name."""
 
@@ -135,7 +143,7 @@ class WaitingAgain:
     without sending must not make it look like a failed attempt."""
 
 
-Write = Now | NotBefore | Param | Const | Increment | WaitingAgain
+Write = Now | NotBefore | DueOr | Param | Const | Increment | WaitingAgain
 
 
 class Guard(enum.Enum):
@@ -312,13 +320,15 @@ class T:
             "republish_at": NotBefore("next_attempt_at", Now(plus="delay")),
         },
     )
-    #: A claim missed a row that still waits (not due, or behind its group):
-    #: published again when due, or sooner when the one ahead finishes.
+    #: A claim missed a row that still waits: one not due yet is published when
+    #: due (a retry's backoff or a parked row's slot, never ``republish_after``
+    #: later); one behind its group after ``republish_after``, or sooner when
+    #: the one ahead finishes.
     defer = Transition(
         "defer",
         WAITING,
         None,
-        {"republish_at": NotBefore("next_attempt_at", Now(plus="republish_after"))},
+        {"republish_at": DueOr("next_attempt_at", Now(plus="republish_after"))},
     )
     #: Folded into the storm digest that delivery ``digest_id`` carries. A row
     #: claimed but not yet written is folded too: its claimer's ``begin_send``

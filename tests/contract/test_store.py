@@ -263,6 +263,17 @@ async def test_a_postponed_row_is_not_claimable_until_its_slot(store: Store) -> 
     assert await store.claim(d, lease=LEASE) is not None
 
 
+async def test_a_row_deferred_before_it_is_due_is_published_when_due(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    assert await send(store, d) is not None
+    delay = timedelta(seconds=0.3)
+    assert await store.apply(T.retry, d, reason=Reason.SERVER_ERROR, error="502", delay=delay)
+    assert await store.claim(d, lease=LEASE) is None  # a second queue message, too early
+    assert await store.apply(T.defer, d, republish_after=LATER)
+    await asyncio.sleep(0.35)
+    assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
+
+
 # -- the group's line and its thread ------------------------------------------------
 
 

@@ -101,6 +101,42 @@ async def test_a_refused_delivery_fails_at_once_and_frees_its_group(
     assert len(bridge.sender.requests) == 2
 
 
+async def test_an_early_second_message_does_not_delay_a_retry(
+    clock: FakeClock, store: SqliteStore, db_path: Path
+) -> None:
+    """A row can have two queue messages (the scheduler republished it while the first
+    still waited in a long queue). The second, arriving before the retry is due, finds
+    nothing to do; the retry still goes when due, not ``republish_after`` later."""
+    bridge = line(clock, store, db_path)
+    bridge.sender.script(Retry(Reason.SERVER_ERROR, "502 Bad Gateway"), chat=GROUP)
+    [d] = await bridge.receive(notification("DiskFull"), [GROUP])
+    await bridge.drain()
+    await bridge.worker.handle(d, GROUP)  # the second message: not due, nothing sent
+    assert len(bridge.sender.requests) == 1
+    assert bridge.metric("alertbridge_claims_deferred_total") == 1
+
+    await bridge.settle(step=0.5, within=5)  # the backoff is at most 1 s
+    assert bridge.sender.copies(d) == 1
+    first, retried = bridge.sender.requests
+    assert retried.at - first.at <= 1.5
+
+
+async def test_an_early_second_message_does_not_delay_a_parked_delivery(
+    clock: FakeClock, store: SqliteStore, db_path: Path
+) -> None:
+    bridge = line(clock, store, db_path, paced=limits())
+    [first] = await bridge.receive(notification("DiskFull"), [PRIVATE])
+    [parked] = await bridge.receive(notification("CpuHigh"), [PRIVATE])
+    await bridge.drain()  # the first takes this second's slot; the other is parked for it
+    assert bridge.rows()[parked]["state"] == "queued"
+    await bridge.worker.handle(parked, PRIVATE)  # its second message: not due yet
+    assert bridge.sender.copies(parked) == 0
+
+    await bridge.settle(step=0.25, within=5)
+    assert [m.delivery_id for m in bridge.sender.messages] == [first, parked]
+    assert bridge.sender.messages[1].at - bridge.sender.messages[0].at <= 1.5
+
+
 # -- ambiguity ---------------------------------------------------------------------
 
 
