@@ -433,10 +433,12 @@ class FoldedRow:
     resolves_group: bool
 
 
-def threads_closed_by_digest(folded: Iterable[FoldedRow]) -> set[uuid.UUID]:
+def threads_closed_by_digest(carrier: Delivery, folded: Iterable[FoldedRow]) -> set[uuid.UUID]:
     """A digest that swallows a group's resolution closes that group's thread: the
-    resolution will never be sent as a reply, so the next firing starts afresh."""
-    return {row.group_ref for row in folded if row.resolves_group and row.group_ref is not None}
+    resolution will never be sent as a reply, so the next firing starts afresh. The
+    carrier's own resolution is swallowed too: the digest goes in its place."""
+    swallowed = [FoldedRow(carrier.id, carrier.group_ref, carrier.resolves_group), *folded]
+    return {row.group_ref for row in swallowed if row.resolves_group and row.group_ref is not None}
 
 
 # -- a claimed delivery ------------------------------------------------------------

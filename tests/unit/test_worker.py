@@ -417,7 +417,7 @@ async def test_a_delivery_claimed_but_not_written_is_folded_and_never_sent(
     assert bridge.sender.copies(claimed_elsewhere) == 0
 
 
-@pytest.mark.parametrize("resolution", ["folded"])
+@pytest.mark.parametrize("resolution", ["folded", "carries_the_digest"])
 async def test_a_resolution_swallowed_by_a_digest_closes_its_thread(
     clock: FakeClock, store: SqliteStore, db_path: Path, resolution: str
 ) -> None:
