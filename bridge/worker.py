@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from bridge.clock import Clock
@@ -224,7 +224,7 @@ class Worker:
                 log.info("%s: delivered as message %d%s", where, message_id, thread, extra=fields)
                 if delivery.accepted_at is not None:
                     metrics.delivered_latency.observe(
-                        (datetime.now(UTC) - delivery.accepted_at).total_seconds()
+                        self._clock.time() - delivery.accepted_at.timestamp()
                     )
             case Retry(reason=reason, detail=detail, delay=delay):
                 if reason is Reason.RATE_LIMITED:

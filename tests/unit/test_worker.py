@@ -137,6 +137,17 @@ async def test_an_early_second_message_does_not_delay_a_parked_delivery(
     assert bridge.sender.messages[1].at - bridge.sender.messages[0].at <= 1.5
 
 
+async def test_webhook_to_delivered_latency_is_read_on_the_worker_s_clock(
+    clock: FakeClock, store: SqliteStore, db_path: Path
+) -> None:
+    bridge = line(clock, store, db_path)
+    await bridge.receive(notification("DiskFull"), [GROUP])
+    clock.advance(3)
+    await bridge.drain()
+    assert bridge.metric("alertbridge_webhook_to_delivered_seconds_count") == 1
+    assert bridge.metric("alertbridge_webhook_to_delivered_seconds_sum") == 3
+
+
 # -- ambiguity ---------------------------------------------------------------------
 
 
