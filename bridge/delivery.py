@@ -433,11 +433,15 @@ class FoldedRow:
     resolves_group: bool
 
 
-def threads_closed_by_digest(carrier: Delivery, folded: Iterable[FoldedRow]) -> set[uuid.UUID]:
+def threads_closed_by_digest(
+    folded: Iterable[FoldedRow], *, carrier: Delivery | None = None
+) -> set[uuid.UUID]:
     """A digest that swallows a group's resolution closes that group's thread: the
     resolution will never be sent as a reply, so the next firing starts afresh. The
     carrier's own resolution is swallowed too: the digest goes in its place."""
-    swallowed = [FoldedRow(carrier.id, carrier.group_ref, carrier.resolves_group), *folded]
+    swallowed = list(folded)
+    if carrier is not None:
+        swallowed.append(FoldedRow(carrier.id, carrier.group_ref, carrier.resolves_group))
     return {row.group_ref for row in swallowed if row.resolves_group and row.group_ref is not None}
 
 

@@ -424,8 +424,8 @@ class PostgresStore:
                  for r in items]
             )  # fmt: skip
             closed = threads_closed_by_digest(
-                carrier,
                 [FoldedRow(r["id"], r["group_ref"], r["resolves_group"]) for r in folded],
+                carrier=carrier,
             )
             if closed:
                 await conn.execute(
