@@ -113,6 +113,14 @@ class NotBefore:
 
 
 @dataclass(frozen=True, slots=True)
+class DueOr:
+    """``column`` (a due time) while it is still ahead, else ``otherwise``."""
+
+    column: str
+    otherwise: Now
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
     """A value the caller passes under this name."""
 
@@ -135,7 +143,7 @@ class WaitingAgain:
     without sending must not make it look like a failed attempt."""
 
 
-Write = Now | NotBefore | Param | Const | Increment | WaitingAgain
+Write = Now | NotBefore | DueOr | Param | Const | Increment | WaitingAgain
 
 
 class Guard(enum.Enum):
@@ -316,13 +324,15 @@ class T:
             "republish_at": NotBefore("next_attempt_at", Now(plus="delay")),
         },
     )
-    #: A claim missed a row that still waits (not due, or behind its group):
-    #: published again when due, or sooner when the one ahead finishes.
+    #: A claim missed a row that still waits: one not due yet is published when
+    #: due (a retry's backoff or a parked row's slot, never ``republish_after``
+    #: later); one behind its group after ``republish_after``, or sooner when
+    #: the one ahead finishes.
     defer = Transition(
         "defer",
         WAITING,
         None,
-        {"republish_at": NotBefore("next_attempt_at", Now(plus="republish_after"))},
+        {"republish_at": DueOr("next_attempt_at", Now(plus="republish_after"))},
     )
     #: Folded into the storm digest that delivery ``digest_id`` carries. A row
     #: claimed but not yet written is folded too: its claimer's ``begin_send``
@@ -428,10 +438,16 @@ class FoldedRow:
     resolves_group: bool
 
 
-def threads_closed_by_digest(folded: Iterable[FoldedRow]) -> set[uuid.UUID]:
+def threads_closed_by_digest(
+    folded: Iterable[FoldedRow], *, carrier: Delivery | None = None
+) -> set[uuid.UUID]:
     """A digest that swallows a group's resolution closes that group's thread: the
-    resolution will never be sent as a reply, so the next firing starts afresh."""
-    return {row.group_ref for row in folded if row.resolves_group and row.group_ref is not None}
+    resolution will never be sent as a reply, so the next firing starts afresh. The
+    carrier's own resolution is swallowed too: the digest goes in its place."""
+    swallowed = list(folded)
+    if carrier is not None:
+        swallowed.append(FoldedRow(carrier.id, carrier.group_ref, carrier.resolves_group))
+    return {row.group_ref for row in swallowed if row.resolves_group and row.group_ref is not None}
 
 
 # -- a claimed delivery ------------------------------------------------------------

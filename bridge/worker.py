@@ -20,7 +20,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from bridge.backoff import jittered
@@ -341,7 +341,7 @@ class Worker:
                 log.info("%s: delivered as message %d%s", where, message_id, thread, extra=fields)
                 if delivery.accepted_at is not None:
                     metrics.delivered_latency.observe(
-                        (datetime.now(UTC) - delivery.accepted_at).total_seconds()
+                        self._clock.time() - delivery.accepted_at.timestamp()
                     )
             case Retry(reason=reason, detail=detail, delay=delay):
                 if reason is Reason.RATE_LIMITED:

@@ -501,7 +501,8 @@ class PostgresStore:
                  for r in items]
             )  # fmt: skip
             closed = threads_closed_by_digest(
-                FoldedRow(r["id"], r["group_ref"], r["resolves_group"]) for r in folded
+                [FoldedRow(r["id"], r["group_ref"], r["resolves_group"]) for r in folded],
+                carrier=carrier,
             )
             if closed:
                 await conn.execute(

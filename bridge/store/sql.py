@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from bridge.delivery import (
     UNFINISHED,
     Const,
+    DueOr,
     Guard,
     Increment,
     NotBefore,
@@ -86,6 +87,9 @@ def expression(write: Write, column: str, dialect: Dialect) -> str:
             return dialect.duration.format(now=dialect.now, param=param)
         case NotBefore(column=current, at=at):
             return f"{dialect.greatest}({current}, {expression(at, column, dialect)})"
+        case DueOr(column=due, otherwise=otherwise):
+            later = expression(otherwise, column, dialect)
+            return f"CASE WHEN {due} > {dialect.now} THEN {due} ELSE {later} END"
         case Param(name=name):
             cast = PG_COLUMN_TYPES.get(column) if dialect is POSTGRES else None
             return f":{name}::{cast}" if cast else f":{name}"

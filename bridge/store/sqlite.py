@@ -469,8 +469,11 @@ class SqliteStore:
             ).fetchall()
             text = render([DigestItem(r[0], r[1], json.loads(r[2])) for r in rows])
             closed = threads_closed_by_digest(
-                FoldedRow(r["id"], as_uuid(r["group_ref"]), bool(r["resolves_group"]))
-                for r in folded
+                [
+                    FoldedRow(r["id"], as_uuid(r["group_ref"]), bool(r["resolves_group"]))
+                    for r in folded
+                ],
+                carrier=carrier,
             )
             db.executemany(
                 """UPDATE group_threads SET closed_at = ?

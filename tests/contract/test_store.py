@@ -276,6 +276,17 @@ async def test_a_postponed_row_is_not_claimable_until_its_slot(store: Store) -> 
     assert await store.claim(d, lease=LEASE) is not None
 
 
+async def test_a_row_deferred_before_it_is_due_is_published_when_due(store: Store) -> None:
+    (d,) = await accept(store, to(42))
+    assert await send(store, d) is not None
+    delay = timedelta(seconds=0.3)
+    assert await store.apply(T.retry, d, reason=Reason.SERVER_ERROR, error="502", delay=delay)
+    assert await store.claim(d, lease=LEASE) is None  # a second queue message, too early
+    assert await store.apply(T.defer, d, republish_after=LATER)
+    await asyncio.sleep(0.35)
+    assert await store.take_due(limit=10, republish_after=LATER) == [(d, 42)]
+
+
 # -- the group's line and its thread ------------------------------------------------
 
 
@@ -333,6 +344,25 @@ async def test_a_storm_in_one_chat_leaves_the_others_alone(store: Store) -> None
     assert carrier is not None
     assert (await store.coalesce(carrier, threshold=3, render=render_digest)) is not None
     assert await store.claim(other, lease=LEASE) is not None
+
+
+async def test_a_digest_carried_by_a_resolution_closes_its_thread(store: Store) -> None:
+    group = uuid.uuid4()
+    (firing,) = await accept(store, to(42), group=group)
+    claimed = await send(store, firing)
+    assert claimed is not None and await deliver(store, claimed, 100)
+    (resolved,) = await accept(store, to(42), group=group, n=notification(status=Status.RESOLVED))
+    for i in range(3):
+        await accept(store, to(42), n=notification(f"Storm{i}"))
+    carrier = await store.claim(resolved, lease=LEASE)
+    assert carrier is not None and carrier.anchor_message_id == 100
+    digest = await store.coalesce(carrier, threshold=3, render=render_digest)
+    assert digest is not None and await store.apply(T.begin_send, resolved)
+    assert await deliver(store, digest, 101)
+    # The resolution went out inside the digest, not as a reply: the thread is over.
+    (again,) = await accept(store, to(42), group=group, n=notification("Again"))
+    claimed = await store.claim(again, lease=LEASE)
+    assert claimed is not None and claimed.anchor_message_id is None
 
 
 # -- operators and workers ---------------------------------------------------------------
