@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import (
@@ -37,7 +36,7 @@ from bridge.bot.keyboards import (
     page_keyboard,
     undo_keyboard,
 )
-from bridge.config import AllowList, BotPermissions, Config, parse_duration
+from bridge.config import AlertmanagerApiConfig, AllowList, BotPermissions, Config, parse_duration
 from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
 from bridge.render import local_time, telegram_escape, utf16_len
@@ -115,14 +114,16 @@ class BotHandler:
         self,
         bot: Bot,
         store: Interactions,
-        http: aiohttp.ClientSession,
+        alertmanager: Callable[[AlertmanagerApiConfig], AlertmanagerClient],
         current: Callable[[], Config],
         metrics: Metrics,
     ) -> None:
-        """``current``: the config in force, asked at each update (a reload changes it)."""
+        """``alertmanager`` makes the client for the Alertmanagers in force, and
+        ``current`` is the config in force; both are asked at each update (a reload
+        changes them)."""
         self._bot = bot
         self._store = store
-        self._http = http
+        self._alertmanager = alertmanager
         self._current = current
         self._metrics = metrics
 
@@ -439,7 +440,7 @@ class BotHandler:
         settings = self._current().alertmanager
         if settings is None:
             raise Invalid("No Alertmanager is configured (the alertmanager: section).")
-        return AlertmanagerClient(settings, self._http)
+        return self._alertmanager(settings)
 
     async def _reply(
         self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 import aiohttp
 from aiogram import Bot
@@ -14,6 +15,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand
 from starlette.routing import Route as HttpRoute
 
+from bridge.alertmanager_api import AlertmanagerClient
 from bridge.bot.commands import COMMANDS, BotHandler
 from bridge.bot.flood import WaitOnFloodControl
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
@@ -57,7 +59,9 @@ async def start_bot(
 
     parts = BotParts([], [], [bot.session.close, http.close], reconfigure)
     interactions = store.interactions()
-    handler = BotHandler(bot, interactions, http, current, metrics)
+    handler = BotHandler(
+        bot, interactions, partial(AlertmanagerClient, session=http), current, metrics
+    )
 
     def secret() -> str | None:
         bot_settings = current().bot

@@ -26,12 +26,13 @@ from aiogram.methods.base import TelegramType
 from aiogram.types import Chat, Message
 
 from bridge.alertmanager_api import Silence
-from bridge.config import DeliveryConfig, RateLimitConfig
+from bridge.config import Config, DeliveryConfig, RateLimitConfig, RouteConfig, TelegramConfig
 from bridge.dedup import group_ref, notification_key
 from bridge.delivery import UNFINISHED, Delivery
 from bridge.metrics import Metrics
 from bridge.models import Alert, Notification, Status
 from bridge.pacer import Pacer
+from bridge.queue.base import DeadLetter
 from bridge.ratelimit import RateLimiter
 from bridge.scheduler import Scheduler
 from bridge.store import NewDelivery, Store
@@ -248,6 +249,10 @@ class FakePublisher:
             raise AssertionError(f"published {len(self.published)}, expected {self._at_most}")
         self.pending.extend(deliveries)
 
+    async def take_dead_letters(self, limit: int) -> list[DeadLetter]:
+        """Nothing is dead-lettered in memory: a wake-up here is never refused."""
+        return []
+
 
 class FakeShardQueue:
     """What the rebalancer asks of the broker: step back from shards it does not own."""
@@ -276,8 +281,12 @@ class FakeAlertmanager:
 
     ui_url = "http://alertmanager.test:9093"
 
-    def __init__(self, firing: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, firing: list[dict[str, Any]] | None = None, silence_labels: list[str] | None = None
+    ) -> None:
         self.firing = firing or []
+        #: ``alertmanager.silence_labels``: what a silence from Telegram matches on.
+        self.identifying_labels = silence_labels or []
         self.created: dict[str, CreatedSilence] = {}
         self.expired: list[str] = []
 
@@ -452,6 +461,16 @@ def open_thread(path: Path, n: Notification, chat_id: int) -> int | None:
 # -- one worker process on the fake edges -------------------------------------------
 
 
+def config(delivery: DeliveryConfig | None = None, limits: RateLimitConfig | None = None) -> Config:
+    """A whole config around the settings a test is about; ``limits`` None: rate limits off."""
+    return Config(
+        telegram=TelegramConfig(token="123:ABC"),
+        route=RouteConfig(chats=[1]),
+        delivery=delivery or DeliveryConfig(),
+        rate_limits=limits or RateLimitConfig(enabled=False),
+    )
+
+
 @dataclass
 class Line:
     """The delivery line as ``bridge.service`` wires it (worker, pacer, scheduler) over
@@ -472,24 +491,19 @@ class Line:
 
     def __post_init__(self) -> None:
         self.sender = FakeSender(self.clock)
+        self.config = config(self.settings, self.limits)
         self.scheduler = Scheduler(
-            self.store, self.publisher, self.settings, self.metrics, self.clock
+            self.store, self.publisher, lambda: self.config, self.metrics, self.clock
         )
         self.restart()
 
     def restart(self) -> None:
         """A new worker process: the pacer's calendars and storms start empty."""
-        self.pacer = None
-        if self.limits is not None:
-            self.pacer = Pacer(
-                RateLimiter(self.limits, self.clock.monotonic),
-                self.clock,
-                max_inline_wait=self.limits.max_inline_wait.total_seconds(),
-                hold_at_most=self.settings.lease.total_seconds() / 2,
-                digest_after=self.limits.digest_after,
-            )
+        current = lambda: self.config  # noqa: E731 - the config in force, as a reload keeps it
+        limiter = RateLimiter(lambda: self.config.rate_limits, self.clock.monotonic)
+        self.pacer = Pacer(limiter, self.clock, current)
         self.worker = Worker(
-            self.store, self.sender, self.settings, self.metrics, self.clock, pacer=self.pacer
+            self.store, self.sender, current, self.metrics, self.clock, pacer=self.pacer
         )
 
     async def receive(self, n: Notification, chats: Iterable[int], **kwargs: Any) -> list[int]:

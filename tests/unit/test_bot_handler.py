@@ -27,6 +27,7 @@ from tests.unit.fakes import (
     FakeClock,
     Line,
     accept,
+    config,
     notification,
 )
 
@@ -94,18 +95,25 @@ async def bench(clock: FakeClock, store: SqliteStore, db_path: Path) -> AsyncIte
     [alert] = bridge.sender.messages
     telegram = FakeBotSession()
     bot = Bot("123:ABC", session=telegram)
-    alertmanager = FakeAlertmanager()
+    alertmanager = FakeAlertmanager(silence_labels=["alertname", "host"])
     on_call = AllowList(users=[ANN])
     settings = BotConfig(
         allow=BotPermissions(read=AllowList(chats=[GROUP]), ack=on_call, silence=on_call)
     )
     metrics = Metrics()
+    in_force = config().model_copy(
+        update={
+            "bot": settings,
+            "alertmanager": AlertmanagerApiConfig(
+                urls=[alertmanager.ui_url], silence_labels=["alertname", "host"]
+            ),
+        }
+    )
     handler = BotHandler(
         bot,
         store.interactions(),
-        cast(AlertmanagerClient, alertmanager),
-        settings,
-        AlertmanagerApiConfig(urls=[alertmanager.ui_url], silence_labels=["alertname", "host"]),
+        lambda _: cast(AlertmanagerClient, alertmanager),
+        lambda: in_force,
         metrics,
     )
     yield Bench(handler, telegram, alertmanager, bridge, bot, metrics, alert.message_id,

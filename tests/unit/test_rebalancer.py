@@ -27,7 +27,7 @@ def sends_admitted_at_once(limiter: RateLimiter) -> int:
 def worker(
     name: str, store: SqliteStore, clock: FakeClock
 ) -> tuple[Rebalancer, FakeShardQueue, RateLimiter]:
-    limiter = RateLimiter(RateLimitConfig(per_bot_per_second=PER_BOT), clock.monotonic)
+    limiter = RateLimiter(lambda: RateLimitConfig(per_bot_per_second=PER_BOT), clock.monotonic)
     queue = FakeShardQueue()
     return Rebalancer(name, SHARDS, store, queue, limiter), queue, limiter
 

@@ -11,7 +11,14 @@ from bridge.errors import QueueUnavailable
 from bridge.metrics import Metrics
 from bridge.scheduler import BATCH, Scheduler
 from bridge.store.sqlite import SqliteStore
-from tests.unit.fakes import REPUBLISH_AFTER, FakeClock, FakePublisher, accept, notification
+from tests.unit.fakes import (
+    REPUBLISH_AFTER,
+    FakeClock,
+    FakePublisher,
+    accept,
+    config,
+    notification,
+)
 
 ROWS = 2000
 SETTINGS = DeliveryConfig(republish_after=REPUBLISH_AFTER)
@@ -28,7 +35,7 @@ async def test_catch_up_publishes_each_of_2000_due_rows_once_and_ends(
 ) -> None:
     ids = await two_thousand_due(store)
     publisher = FakePublisher(at_most=2 * ROWS)  # a pass that never ends fails, not hangs
-    scheduler = Scheduler(store, publisher, SETTINGS, Metrics(), clock)
+    scheduler = Scheduler(store, publisher, lambda: config(SETTINGS), Metrics(), clock)
 
     # Published by the receiver already, so only a catch-up pass takes them now.
     assert await scheduler.tick() == 0
@@ -47,7 +54,7 @@ async def test_due_rows_are_republished_once_per_period(
     ids = await two_thousand_due(store)
     publisher = FakePublisher(at_most=2 * ROWS)
     metrics = Metrics()
-    scheduler = Scheduler(store, publisher, SETTINGS, metrics, clock)
+    scheduler = Scheduler(store, publisher, lambda: config(SETTINGS), metrics, clock)
 
     clock.advance(REPUBLISH_AFTER.total_seconds())  # nobody claimed them: published again
     assert await scheduler.tick() == ROWS
@@ -70,11 +77,14 @@ async def test_a_broker_outage_loses_nothing(clock: FakeClock, store: SqliteStor
     ids = await two_thousand_due(store)
     metrics = Metrics()
     clock.advance(REPUBLISH_AFTER.total_seconds())
-    assert await Scheduler(store, DownPublisher(), SETTINGS, metrics, clock).tick() == 0
+    assert (
+        await Scheduler(store, DownPublisher(), lambda: config(SETTINGS), metrics, clock).tick()
+        == 0
+    )
     assert metrics.registry.get_sample_value("alertbridge_publish_failures_total") == BATCH
 
     publisher = FakePublisher()
-    up = Scheduler(store, publisher, SETTINGS, metrics, clock)
+    up = Scheduler(store, publisher, lambda: config(SETTINGS), metrics, clock)
     clock.advance(REPUBLISH_AFTER.total_seconds())
     assert await up.tick() == ROWS
     assert Counter(publisher.published) == Counter(ids)
@@ -88,7 +98,9 @@ async def test_a_lease_that_ran_out_before_the_request_queues_the_row_again(
     assert await store.claim(d, lease=lease) is not None
     metrics = Metrics()
     publisher = FakePublisher()
-    scheduler = Scheduler(store, publisher, DeliveryConfig(lease=lease), metrics, clock)
+    scheduler = Scheduler(
+        store, publisher, lambda: config(DeliveryConfig(lease=lease)), metrics, clock
+    )
 
     clock.advance(59)
     assert await scheduler.tick() == 0  # the lease still holds it
