@@ -206,8 +206,8 @@ def _render(config: Config, payload_path: Path, source: str, visible: bool) -> N
     from functools import partial
 
     from bridge.receiver import Rules, route_and_render
-    from bridge.render import TELEGRAM_LIMIT, utf16_len, visible_text
     from bridge.sources import alertmanager, generic, grafana
+    from bridge.telegram_text import TELEGRAM_LIMIT, utf16_len, visible_text
 
     try:
         body = sys.stdin.buffer.read() if str(payload_path) == "-" else payload_path.read_bytes()

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bridge.render import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
+from bridge.telegram_text import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
 
 MAX_KINDS = 40
 

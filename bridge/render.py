@@ -21,14 +21,12 @@ Three promises to the rest of the bridge:
 from __future__ import annotations
 
 import importlib.resources
-import re
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
@@ -36,30 +34,25 @@ from markupsafe import Markup
 
 from bridge.errors import ConfigError, TemplateError
 from bridge.models import Alert, Destination, Notification, Status
+from bridge.telegram_text import (
+    ELLIPSIS,
+    TELEGRAM_LIMIT,
+    cut,
+    fits,
+    telegram_escape,
+    visible_text,
+)
+from bridge.timefmt import as_datetime, duration, local_time, utc
 
 __all__ = [
     "BUILTIN_TEMPLATES",
-    "TELEGRAM_LIMIT",
-    "TELEGRAM_SOURCE_LIMIT",
     "TEMPLATE_SUFFIX",
     "build_environment",
-    "duration",
-    "html_to_plain",
     "minimal_message",
     "render",
     "silence_url",
-    "telegram_escape",
-    "telegram_length",
     "template_file",
-    "utf16_len",
-    "visible_text",
 ]
-
-#: Telegram's limit on a message's text after entity parsing: Unicode code
-#: points (not UTF-16 units) of the text it keeps; see :func:`telegram_length`.
-TELEGRAM_LIMIT = 4096
-#: The Bot API refuses a ``text`` over 32 KiB of UTF-8, markup included.
-TELEGRAM_SOURCE_LIMIT = 1 << 15
 
 
 #: The templates that ship with the bridge (``<repo>/templates``); the
@@ -78,165 +71,8 @@ BUILTIN_TEMPLATES = _builtin_templates()
 #: A route's ``template: foo`` is the file ``foo.html.j2``.
 TEMPLATE_SUFFIX = ".html.j2"
 
-ELLIPSIS = "…"
-
-
-# --------------------------------------------------------------------------- text
-
-
-def utf16_len(text: str) -> int:
-    """UTF-16 code units, the unit of entity offsets (an emoji is usually 2).
-
-    Not the unit of the length limit: that is :func:`telegram_length`."""
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
-
-
-# What Telegram makes of a text before counting it (TDLib's clean_input_string):
-# control characters become spaces; '\r', U+2028..U+202E and the combining
-# marks U+030A, U+0333, U+033F are dropped.
-_CLEANED = str.maketrans(
-    {
-        **{chr(c): " " for c in range(0x20) if c not in (0x0A, 0x0D)},
-        **dict.fromkeys("\r\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u030a\u0333\u033f"),
-    }
-)
-
-
-def telegram_length(text: str) -> int:
-    """The length Telegram limits to :data:`TELEGRAM_LIMIT`, of a visible ``text``.
-
-    TDLib checks ``utf8_length`` (Unicode code points) of the text it keeps:
-    cleaned (:data:`_CLEANED`) and without trailing spaces and newlines.
-    Leading ones count here: Telegram drops them only up to the first entity,
-    so counting them never says a text fits when it does not.
-    """
-    return len(text.translate(_CLEANED).rstrip(" \n"))
-
-
-# A NUL cannot be escaped: TDLib's parse_html refuses any ("Text must not
-# contain null bytes"). It becomes the space Telegram shows for it in plain text.
-_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\0": " "})
-
-
-def telegram_escape(text: str) -> str:
-    """Escape exactly what Telegram's HTML parse mode needs escaped (a NUL, which
-    no HTML can carry, becomes a space)."""
-    return text.translate(_ESCAPES)
-
-
-_NAMED_ENTITIES = {"lt": "<", "gt": ">", "amp": "&", "quot": '"'}
-_ENTITY = re.compile(r"&(?:(lt|gt|amp|quot)|#([0-9]{1,8})|#[xX]([0-9a-fA-F]{1,8}));")
-
-
-def _decode_entity(match: re.Match[str]) -> str:
-    named, decimal, hexadecimal = match.groups()
-    if named:
-        return _NAMED_ENTITIES[named]
-    codepoint = int(decimal) if decimal else int(hexadecimal, 16)
-    if 0 < codepoint <= 0x10FFFF and not 0xD800 <= codepoint <= 0xDFFF:
-        return chr(codepoint)
-    return match.group(0)
-
-
-def _tag_end(html: str, start: int) -> int:
-    """Index just past the ``>`` closing the tag opened at ``start``, or -1.
-
-    A ``>`` inside a quoted attribute value does not close the tag.
-    """
-    quote = ""
-    for i in range(start + 1, len(html)):
-        ch = html[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'":
-            quote = ch
-        elif ch == ">":
-            return i + 1
-    return -1
-
-
-def visible_text(html: str) -> str:
-    """The text Telegram shows for ``html`` sent with ``parse_mode=HTML``.
-
-    Tags are dropped; ``&lt; &gt; &amp; &quot;`` and numeric entities are
-    decoded; anything else (a stray ``&``, an unknown named entity) is shown
-    as written.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(html):
-        lt = html.find("<", i)
-        if lt < 0:
-            out.append(_ENTITY.sub(_decode_entity, html[i:]))
-            break
-        out.append(_ENTITY.sub(_decode_entity, html[i:lt]))
-        end = _tag_end(html, lt)
-        if end < 0:  # no closing '>': not a tag, shown as written
-            out.append(_ENTITY.sub(_decode_entity, html[lt:]))
-            break
-        i = end
-    return "".join(out)
-
-
-def _cut(text: str, limit: int) -> str:
-    """``text`` shortened (with an ellipsis) to a :func:`telegram_length` of at most ``limit``."""
-    if telegram_length(text) <= limit:
-        return text
-    # The ellipsis is one code point; a dropped character cut off only shortens it.
-    return text[: max(limit - len(ELLIPSIS), 0)].rstrip() + ELLIPSIS
-
-
-def html_to_plain(html: str, limit: int = TELEGRAM_LIMIT) -> str:
-    """The text to send without ``parse_mode`` when Telegram refused the HTML.
-
-    It is what the reader would have seen (:func:`visible_text`), shortened to
-    ``limit`` if the HTML was not produced by :func:`render`.
-    """
-    return _cut(visible_text(html).strip(), limit)
-
 
 # ------------------------------------------------------------------------ filters
-
-
-def _as_timedelta(value: timedelta | float | int) -> timedelta:
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"duration expects a timedelta or seconds, not {type(value).__name__}")
-    return timedelta(seconds=value)
-
-
-def duration(value: timedelta | float | int) -> str:
-    """``3900`` or ``timedelta(hours=1, minutes=5)`` -> ``"1h 5m"``.
-
-    The two largest units, the second left out when it is zero; negative
-    durations (clock skew) are ``"0s"``.
-    """
-    seconds = int(_as_timedelta(value).total_seconds())
-    if seconds <= 0:
-        return "0s"
-    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
-    parts: list[tuple[int, str]] = []
-    for suffix, size in units:
-        amount, seconds = divmod(seconds, size)
-        if amount or parts:
-            parts.append((amount, suffix))
-        if len(parts) == 2:
-            break
-    return " ".join(f"{amount}{suffix}" for amount, suffix in parts if amount)
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _as_datetime(value: datetime | str) -> datetime:
-    if isinstance(value, datetime):
-        return _utc(value)
-    if isinstance(value, str):
-        return _utc(datetime.fromisoformat(value))
-    raise TypeError(f"expected a datetime, not {type(value).__name__}")
 
 
 @jinja2.pass_context
@@ -249,7 +85,7 @@ def _since_filter(
     reference = now if now is not None else context.get("now")
     if not isinstance(reference, datetime):
         reference = datetime.now(UTC)
-    return duration(_utc(reference) - _as_datetime(value))
+    return duration(utc(reference) - as_datetime(value))
 
 
 def _duration_filter(value: timedelta | float | int | None) -> str:
@@ -268,14 +104,6 @@ def _datetime_filter(
         return ""
     zone = tz if tz is not None else str(env.globals.get("timezone", "UTC"))
     return local_time(value, zone, fmt)
-
-
-def local_time(value: datetime | str, zone: str, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
-    """``value`` as the clock in ``zone`` shows it: how every time a person reads is written."""
-    moment = _as_datetime(value)
-    if zone != "UTC":
-        moment = moment.astimezone(ZoneInfo(zone))
-    return moment.strftime(fmt)
 
 
 def _truncate_text(value: Any, length: int = 1000, end: str = ELLIPSIS) -> Any:
@@ -514,13 +342,6 @@ def _render_once(template: jinja2.Template, name: str, context: dict[str, Any]) 
     return html.strip()
 
 
-def _fits(html: str, limit: int) -> bool:
-    return (
-        telegram_length(visible_text(html)) <= limit
-        and len(html.encode("utf-8")) <= TELEGRAM_SOURCE_LIMIT
-    )
-
-
 def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> str:
     """The last resort: status, alert name and count. Always within ``limit``."""
     firing = notification.status == Status.FIRING
@@ -528,12 +349,12 @@ def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> 
     total = len(notification.alerts) + notification.truncated_alerts
     counted = f"{total} alert" + ("" if total == 1 else "s")
     text = (
-        f"{'🔥' if firing else '✅'} <b>{telegram_escape(_cut(name, 200))}</b> "
+        f"{'🔥' if firing else '✅'} <b>{telegram_escape(cut(name, 200))}</b> "
         f"{notification.status.value}: {counted}\n"
         "The full message is too long for Telegram; see Alertmanager for details."
     )
-    if not _fits(text, limit):  # only for absurdly small limits
-        text = telegram_escape(_cut(visible_text(text), limit))
+    if not fits(text, limit):  # only for absurdly small limits
+        text = telegram_escape(cut(visible_text(text), limit))
     return text
 
 
@@ -557,7 +378,7 @@ def render(
     Raises :class:`TemplateError` if the template cannot be loaded or rendered,
     or renders nothing visible.
     """
-    moment = _utc(now) if now is not None else datetime.now(UTC)
+    moment = utc(now) if now is not None else datetime.now(UTC)
     limit = min(limit, TELEGRAM_LIMIT)
     template = _load(env, template_name)
 
@@ -578,7 +399,7 @@ def render(
         candidate = attempt(probe)
         if fit == -1 and not visible_text(candidate).strip():
             raise _error(template_name, None, "rendered an empty message, which Telegram refuses")
-        if not _fits(candidate, limit):
+        if not fits(candidate, limit):
             miss = probe
             break
         best, fit = candidate, probe
@@ -587,12 +408,12 @@ def render(
         probe = min(probe * 2, count)
     if fit == -1 and miss > 0:  # not even one alert: try the header and the count alone
         candidate = attempt(0)
-        if _fits(candidate, limit):
+        if fits(candidate, limit):
             best, fit = candidate, 0
     while fit >= 0 and miss - fit > 1:
         middle = (fit + miss) // 2
         candidate = attempt(middle)
-        if _fits(candidate, limit):
+        if fits(candidate, limit):
             best, fit = candidate, middle
         else:
             miss = middle

@@ -34,7 +34,7 @@ from bridge.bot.keyboards import alert_view
 from bridge.config import Config, TelegramConfig
 from bridge.delivery import Delivery, Reason
 from bridge.logs import delivery_fields
-from bridge.render import html_to_plain
+from bridge.telegram_text import html_to_plain
 
 log = logging.getLogger(__name__)
 

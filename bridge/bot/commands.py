@@ -39,8 +39,9 @@ from bridge.bot.keyboards import (
 from bridge.config import AlertmanagerApiConfig, AllowList, BotPermissions, Config, parse_duration
 from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
-from bridge.render import local_time, telegram_escape, utf16_len
 from bridge.store.base import AlertMessage, Interactions
+from bridge.telegram_text import telegram_escape, utf16_len
+from bridge.timefmt import local_time
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bridge.render import TELEGRAM_LIMIT, local_time, telegram_escape, utf16_len, visible_text
+from bridge.telegram_text import TELEGRAM_LIMIT, telegram_escape, utf16_len, visible_text
+from bridge.timefmt import local_time
 
 #: The silence lengths the buttons offer.
 SILENCE_BUTTONS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}

@@ -20,8 +20,8 @@ from bridge.bot.keyboards import (
     encode,
     page_keyboard,
 )
-from bridge.render import TELEGRAM_LIMIT, utf16_len, visible_text
 from bridge.sandbox.botapi import parse_telegram_html
+from bridge.telegram_text import TELEGRAM_LIMIT, utf16_len, visible_text
 
 
 @given(st.sampled_from(["ack", "silence", "undo", "alerts"]), st.integers(0, 2**63 - 1))

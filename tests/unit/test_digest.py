@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from bridge.digest import DigestItem, render_digest
-from bridge.render import TELEGRAM_LIMIT, utf16_len
 from bridge.sandbox.botapi import parse_telegram_html
+from bridge.telegram_text import TELEGRAM_LIMIT, utf16_len
 
 
 def item(name: str, status: str = "firing", count: int = 1, **labels: str) -> DigestItem:

@@ -20,9 +20,10 @@ import yaml
 
 from bridge.config import GenericSourceConfig
 from bridge.models import Destination, Notification
-from bridge.render import TELEGRAM_LIMIT, build_environment, render, telegram_length
+from bridge.render import build_environment, render
 from bridge.sandbox.botapi import parse_telegram_html
 from bridge.sources import alertmanager, generic, grafana
+from bridge.telegram_text import TELEGRAM_LIMIT, telegram_length
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = ROOT / "alertmanager-examples" / "payloads"

@@ -32,10 +32,11 @@ from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
 from bridge.queue.local import LocalQueue
 from bridge.receiver import ReceiverDeps, Rules, create_app, route_and_render
-from bridge.render import TELEGRAM_LIMIT, build_environment, render, utf16_len
+from bridge.render import build_environment, render
 from bridge.sandbox.botapi import parse_telegram_html
 from bridge.sources import alertmanager, generic, grafana, is_internal, unstorable
 from bridge.store.sqlite import SqliteStore
+from bridge.telegram_text import TELEGRAM_LIMIT, utf16_len
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOADS = ROOT / "alertmanager-examples" / "payloads"

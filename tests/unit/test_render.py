@@ -21,20 +21,17 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from bridge.errors import ConfigError, TemplateError
 from bridge.models import Alert, Destination, Notification, Status
-from bridge.render import (
-    BUILTIN_TEMPLATES,
+from bridge.render import BUILTIN_TEMPLATES, build_environment, render, silence_url
+from bridge.sandbox.botapi import parse_telegram_html
+from bridge.telegram_text import (
     TELEGRAM_LIMIT,
     TELEGRAM_SOURCE_LIMIT,
-    build_environment,
-    duration,
     html_to_plain,
-    render,
-    silence_url,
     telegram_length,
     utf16_len,
     visible_text,
 )
-from bridge.sandbox.botapi import parse_telegram_html
+from bridge.timefmt import duration
 
 NOW = datetime(2026, 11, 20, 11, 5, tzinfo=UTC)
 STARTED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)

@@ -15,9 +15,10 @@ from bridge.config import GenericSourceConfig
 from bridge.dedup import notification_key
 from bridge.errors import PayloadError
 from bridge.models import Destination, Status
-from bridge.render import build_environment, render, visible_text
+from bridge.render import build_environment, render
 from bridge.routing import build_route, resolve
 from bridge.sources import alertmanager, generic, grafana
+from bridge.telegram_text import visible_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "alertmanager-examples"
 UPTIME = GenericSourceConfig.model_validate(

@@ -23,13 +23,13 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyParam
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.render import telegram_escape
 from bridge.sandbox.botapi import (
     EntityParseError,
     StoredMessage,
     TelegramDouble,
     parse_telegram_html,
 )
+from bridge.telegram_text import telegram_escape
 
 
 @pytest.fixture

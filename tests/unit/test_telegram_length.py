@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 
 from bridge.models import Alert, Destination, Notification, Status
-from bridge.render import (
+from bridge.render import build_environment, render
+from bridge.sandbox.formatting import MESSAGE_LIMIT, TextRefused, kept_text, parse_html
+from bridge.telegram_text import (
     TELEGRAM_LIMIT,
     TELEGRAM_SOURCE_LIMIT,
-    build_environment,
-    render,
     telegram_length,
     visible_text,
 )
-from bridge.sandbox.formatting import MESSAGE_LIMIT, TextRefused, kept_text, parse_html
 
 
 @pytest.mark.parametrize(
