@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, logs
-from bridge.config import Config, load_config
+from bridge.config import Config
+from bridge.config_file import load_config
 from bridge.errors import BridgeError
 
 DESCRIPTION = """\

@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bridge.config import Config, parse_config
+from bridge.config import Config
+from bridge.config_file import parse_config
 from bridge.sandbox.botapi import TelegramDouble
 
 # The sandbox's own credentials: nothing outside this process accepts them.

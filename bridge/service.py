@@ -33,7 +33,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.backoff import jittered
 from bridge.clock import SystemClock
-from bridge.config import Config, LiveConfig, Reloaded, load_config, plan_reload
+from bridge.config import Config, LiveConfig, Reloaded, plan_reload
+from bridge.config_file import load_config
 from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
 from bridge.metrics import Dependency, Metrics, WaitStage
 from bridge.ops import Reload, create_ops_app

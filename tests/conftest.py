@@ -20,7 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from bridge.config import AmqpConfig, Config, parse_config
+from bridge.config import AmqpConfig, Config
+from bridge.config_file import parse_config
 from bridge.metrics import Metrics
 from bridge.queue.amqp import shard_queue
 from bridge.sandbox.botapi import TelegramDouble

@@ -8,7 +8,7 @@ import aiohttp
 from aiogram.exceptions import TelegramNetworkError
 from aiogram.methods import SendMessage
 
-from bridge.config import parse_config
+from bridge.config_file import parse_config
 from bridge.delivery import Delivery
 from bridge.telegram import Retry, TelegramSender, classify, create_bot
 from tests.conftest import refusing_port

@@ -15,12 +15,11 @@ from bridge.config import (
     RESTART,
     Config,
     Reloaded,
-    load_config,
-    parse_config,
     parse_duration,
     plan_reload,
     restart_settings,
 )
+from bridge.config_file import load_config, parse_config
 from bridge.errors import ConfigError
 
 MINIMAL = textwrap.dedent(

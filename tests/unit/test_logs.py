@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from bridge import logs
-from bridge.config import parse_config
+from bridge.config_file import parse_config
 
 CONFIG = """
 telegram: {token: "123456:SECRET-token_value"}

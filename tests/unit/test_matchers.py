@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.config import parse_config
+from bridge.config_file import parse_config
 from bridge.errors import ConfigError
 from bridge.models import Destination
 from bridge.routing import Op, build_route, make_matcher, parse_matchers, resolve

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.config import LiveConfig, RateLimitConfig, parse_config
+from bridge.config import LiveConfig, RateLimitConfig
+from bridge.config_file import parse_config
 from bridge.ratelimit import JITTER_MARGIN, RateLimiter
 
 CONFIG = """

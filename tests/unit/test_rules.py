@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import parse_config
+from bridge.config_file import parse_config
 from bridge.errors import TemplateError
 from bridge.models import Notification
 from bridge.receiver import Rules, route_and_render
