@@ -429,11 +429,11 @@ async def test_a_thread_s_first_message_shows_its_group_now_and_a_reply_shows_it
     bot = store.interactions()
     group = uuid.uuid4()
     (first,) = await accept(store, to(42), group=group)
-    await store.claim(first, lease=LEASE)
-    await store.mark_delivered(first, 100, plain_text=False, reply_to=None)
+    claimed = await send(store, first)
+    assert claimed is not None and await deliver(store, claimed, 100)
     (grown,) = await accept(store, to(42), group=group, n=notification("DiskFull2"))
-    await store.claim(grown, lease=LEASE)
-    await store.mark_delivered(grown, 101, plain_text=False, reply_to=100)
+    claimed = await send(store, grown)
+    assert claimed is not None and await deliver(store, claimed, 101, reply_to=100)
 
     anchor = await bot.message(42, 100)
     assert anchor is not None and anchor.delivery_id == grown and anchor.message_id == 100
@@ -445,8 +445,8 @@ async def test_a_thread_s_first_message_shows_its_group_now_and_a_reply_shows_it
     assert acked is not None and acked.acked_by == "@oncall" and acked.acked_at is not None
 
     (resolved,) = await accept(store, to(42), group=group, n=notification(status=Status.RESOLVED))
-    await store.claim(resolved, lease=LEASE)
-    await store.mark_delivered(resolved, 102, plain_text=False, reply_to=100)
+    claimed = await send(store, resolved)
+    assert claimed is not None and await deliver(store, claimed, 102, reply_to=100)
     now = await bot.message(42, 100)
     assert now is not None and now.delivery_id == resolved and now.resolved
     assert now.acked_by is None  # the ack was on what the group showed before
