@@ -27,7 +27,7 @@ import yaml
 
 from bridge.config import Config
 from bridge.config_file import parse_config
-from bridge.sandbox.botapi import TelegramDouble
+from bridge.sandbox.server import Sandbox
 
 # The sandbox's own credentials: nothing outside this process accepts them.
 TOKEN = "123456:sandbox"  # noqa: S105
@@ -129,7 +129,7 @@ async def run_demo(*, port: int, bridge_port: int, exit_when_done: bool) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sandbox = TelegramDouble(token=TOKEN, enforce_rate_limits=True)
+    sandbox = Sandbox(token=TOKEN, enforce_rate_limits=True)
     await sandbox.start(port)
     with _workdir() as workdir:
         config = demo_config(sandbox.url, f"127.0.0.1:{bridge_port}", workdir / "alertbridge.db")

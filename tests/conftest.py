@@ -22,6 +22,7 @@ import yaml
 
 from bridge.config import AmqpConfig, Config
 from bridge.config_file import parse_config
+from bridge.delivery import UNFINISHED
 from bridge.metrics import Metrics
 from bridge.queue.amqp import shard_queue
 from bridge.sandbox.botapi import TelegramDouble
@@ -225,6 +226,18 @@ async def states(database_url: str) -> dict[str, int]:
     finally:
         await connection.close()
     return {r["state"]: r["n"] for r in rows}
+
+
+async def settled(database_url: str, total: int, *, timeout: float = 30.0) -> dict[str, int]:
+    """Wait until ``total`` deliveries exist and none is unfinished; their states."""
+
+    async def done() -> bool:
+        counts = await states(database_url)
+        busy = sum(counts.get(s, 0) for s in UNFINISHED)
+        return sum(counts.values()) == total and busy == 0
+
+    await wait_until(done, timeout=timeout, interval=0.1)
+    return await states(database_url)
 
 
 @pytest.fixture

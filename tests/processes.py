@@ -96,6 +96,27 @@ class Served:
         return f"http://{self.address}"
 
 
+def spawn_bridge(
+    config_path: Path,
+    command: str = "serve",
+    *,
+    log_level: str = "info",
+    log_format: str = "text",
+    env: dict[str, str] | None = None,
+    stdout: IO[bytes] | int | None = None,
+    stderr: IO[bytes] | int | None = None,
+) -> subprocess.Popen[bytes]:
+    """`alertbridge COMMAND` from this checkout, not waited for."""
+    arguments = ["-c", str(config_path), "--log-level", log_level, "--log-format", log_format]
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge", command, *arguments],
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
 async def start_bridge_process(
     config_path: Path,
     command: str = "serve",
@@ -107,11 +128,12 @@ async def start_bridge_process(
 ) -> Served:
     """`alertbridge COMMAND`, once it serves. Its log goes to ``stderr`` (a file),
     or to the test's own stderr."""
-    arguments = ["-c", str(config_path), "--log-level", log_level, "--log-format", log_format]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", command, *arguments],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    process = spawn_bridge(
+        config_path,
+        command,
+        log_level=log_level,
+        log_format=log_format,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=stderr,
     )

@@ -1,7 +1,9 @@
-"""What the bot does with an update: commands, button presses, and who may.
+"""What the bot makes of an update: which command or button, and who may.
 
-Everything it touches is passed in (the Bot, the interaction store, the HTTP
-session for Alertmanager, the config in force, the metrics). Who may do what,
+The actions themselves are ``actions.py``'s, what the bot says is
+``formatting.py``'s. Everything it touches is passed in (the Bot, the
+interaction store, a maker of Alertmanager clients, the config in force, the
+metrics). Who may do what,
 and which Alertmanager to ask, is read from the config in force at each
 update, so a reload applies at once. Every refusal is polite, logged and
 counted, and changes nothing; every callback query is answered, so the
@@ -11,12 +13,10 @@ user's button never spins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Callable
+from datetime import timedelta
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import (
     CallbackQuery,
     InlineKeyboardMarkup,
@@ -26,88 +26,27 @@ from aiogram.types import (
     User,
 )
 
-from bridge.alertmanager_api import AlertmanagerClient, matchers_string
+from bridge.alertmanager_api import AlertmanagerClient
+from bridge.bot.actions import AlertActions
+from bridge.bot.formatting import (
+    alerts_page,
+    chat_id_text,
+    help_text,
+    silences_text,
+    user_label,
+)
 from bridge.bot.keyboards import (
     SILENCE_BUTTONS,
-    Acked,
     Callback,
-    alert_view,
     decode,
-    page_keyboard,
-    undo_keyboard,
 )
 from bridge.config import AlertmanagerApiConfig, AllowList, BotPermissions, Config, parse_duration
 from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
 from bridge.store.base import AlertMessage, Interactions
-from bridge.telegram_text import telegram_escape, utf16_len
-from bridge.timefmt import local_time
+from bridge.telegram_text import telegram_escape
 
 log = logging.getLogger(__name__)
-
-#: (command, what it does) for /help and setMyCommands.
-COMMANDS = [
-    ("alerts", "what Alertmanager has firing"),
-    ("silences", "the active silences"),
-    ("ack", "reply to an alert: acknowledge it, no more reminders"),
-    ("silence", "reply to an alert: /silence 2h [comment]"),
-    ("unsilence", "/unsilence ID: expire a silence"),
-    ("chatid", "this chat's id and topic id, for the config"),
-    ("help", "what the bot can do"),
-]
-#: Room left under Telegram's 4096 for a page of /alerts or /silences.
-PAGE_BUDGET = 3500
-
-
-def user_label(user: User | None) -> str:
-    if user is None:
-        return "someone"
-    if user.username:
-        return f"@{user.username}"
-    return f"{user.full_name} ({user.id})"
-
-
-def paginate(lines: Sequence[str], budget: int = PAGE_BUDGET) -> list[str]:
-    """Lines packed into pages of at most ``budget`` UTF-16 units of visible text.
-
-    Lines are HTML whose visible text is never longer than the HTML itself,
-    so measuring the HTML is a safe upper bound.
-    """
-    pages: list[str] = []
-    current: list[str] = []
-    size = 0
-    for line in lines:
-        cost = utf16_len(line) + 1
-        if current and size + cost > budget:
-            pages.append("\n".join(current))
-            current, size = [], 0
-        current.append(line)
-        size += cost
-    if current:
-        pages.append("\n".join(current))
-    return pages
-
-
-def alert_line(alert: dict[str, Any]) -> str:
-    labels: dict[str, str] = alert.get("labels", {})
-    name = labels.get("alertname", "alert")
-    rest = ", ".join(
-        f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity")
-    )
-    severity = labels.get("severity")
-    summary = alert.get("annotations", {}).get("summary", "")
-    line = f"🔥 <b>{telegram_escape(name[:120])}</b>"
-    if severity:
-        line += f" · {telegram_escape(severity[:40])}"
-    if rest:
-        line += f" <code>{telegram_escape(rest[:300])}</code>"
-    if summary:
-        line += f"\n    {telegram_escape(summary[:300])}"
-    return line
-
-
-#: How times are written in the bot's answers, in the config's ``timezone``.
-TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
 
 
 class BotHandler:
@@ -124,17 +63,14 @@ class BotHandler:
         changes them)."""
         self._bot = bot
         self._store = store
-        self._alertmanager = alertmanager
         self._current = current
         self._metrics = metrics
+        self._actions = AlertActions(bot, store, alertmanager, current)
 
     def _allow(self) -> BotPermissions:
         bot = self._current().bot
         # A reload that removed the bot section leaves nobody allowed anything.
         return bot.allow if bot is not None else BotPermissions()
-
-    def _time(self, moment: datetime) -> str:
-        return local_time(moment, self._current().timezone, TIME_FORMAT)
 
     # -- entry --------------------------------------------------------------------
 
@@ -204,7 +140,7 @@ class BotHandler:
         chat_id, user = query.message.chat.id, query.from_user
         if callback.verb == "alerts":
             self._require(self._allow().read, user, chat_id, "list alerts")
-            text, markup = await self._alerts_page(callback.row_id)
+            text, markup = alerts_page(await self._actions.api().firing_alerts(), callback.row_id)
             await self._bot.edit_message_text(
                 text=text,
                 chat_id=chat_id,
@@ -218,7 +154,7 @@ class BotHandler:
             silence = await self._store.silence(callback.row_id)
             if silence is None or silence.chat_id != chat_id:
                 raise Invalid("That silence is not known here.")
-            await self._expire(silence.silence_id)
+            await self._actions.expire(silence.silence_id)
             await self._bot.edit_message_reply_markup(
                 chat_id=chat_id, message_id=query.message.message_id, reply_markup=None
             )
@@ -230,7 +166,8 @@ class BotHandler:
             raise Invalid("That alert is not known here.")
         if callback.verb == "ack":
             return await self._ack(target, user, chat_id)
-        await self._silence(
+        self._require(self._allow().silence, user, chat_id, "silence alerts")
+        await self._actions.silence(
             target,
             user,
             chat_id,
@@ -269,49 +206,21 @@ class BotHandler:
     # -- commands -------------------------------------------------------------------
 
     async def _chatid(self, message: Message, args: str) -> None:
-        text = f"Chat id: <code>{message.chat.id}</code>"
-        if message.is_topic_message and message.message_thread_id is not None:
-            text += f"\nTopic id (thread_id): <code>{message.message_thread_id}</code>"
-        await self._reply(message, text)
+        topic = message.message_thread_id if message.is_topic_message else None
+        await self._reply(message, chat_id_text(message.chat.id, topic))
 
     async def _help(self, message: Message, args: str) -> None:
-        lines = [f"/{name}: {telegram_escape(what)}" for name, what in COMMANDS]
-        await self._reply(message, "\n".join(lines))
+        await self._reply(message, help_text())
 
     async def _alerts(self, message: Message, args: str) -> None:
         self._require(self._allow().read, message.from_user, message.chat.id, "list alerts")
-        text, markup = await self._alerts_page(0)
+        text, markup = alerts_page(await self._actions.api().firing_alerts(), 0)
         await self._reply(message, text, markup)
-
-    async def _alerts_page(self, page: int) -> tuple[str, InlineKeyboardMarkup | None]:
-        alerts = await self._api().firing_alerts()
-        if not alerts:
-            return "✅ Nothing is firing.", None
-        pages = paginate([alert_line(a) for a in alerts])
-        page = min(max(page, 0), len(pages) - 1)
-        header = f"<b>{len(alerts)} firing</b>"
-        if len(pages) > 1:
-            header += f" · page {page + 1}/{len(pages)}"
-        return f"{header}\n\n{pages[page]}", page_keyboard(page, len(pages))
 
     async def _silences(self, message: Message, args: str) -> None:
         self._require(self._allow().read, message.from_user, message.chat.id, "list silences")
-        silences = await self._api().silences()
-        if not silences:
-            await self._reply(message, "No active silences.")
-            return
-        lines = []
-        for s in silences:
-            matchers = matchers_string(s.matchers)
-            lines.append(
-                f"🔕 <code>{telegram_escape(s.id)}</code> until {self._time(s.ends_at)}"
-                f" by {telegram_escape(s.created_by[:80])}\n    "
-                f"<code>{telegram_escape(matchers[:400])}</code>"
-            )
-        pages = paginate(lines)
-        more = len(silences) - pages[0].count("🔕")
-        tail = f"\n… and {more} more" if more > 0 else ""
-        await self._reply(message, f"<b>{len(silences)} silences</b>\n\n{pages[0]}{tail}")
+        silences = await self._actions.api().silences()
+        await self._reply(message, silences_text(silences, self._current().timezone))
 
     async def _replied_alert(self, message: Message, usage: str) -> AlertMessage:
         replied = message.reply_to_message
@@ -336,7 +245,8 @@ class BotHandler:
         if duration is None or duration <= timedelta(0):
             raise Invalid("Usage: reply to an alert with /silence 2h [comment].")
         target = await self._replied_alert(message, "/silence 2h [comment]")
-        await self._silence(
+        self._require(self._allow().silence, message.from_user, message.chat.id, "silence alerts")
+        await self._actions.silence(
             target, message.from_user, message.chat.id, duration, comment or "from Telegram"
         )
 
@@ -344,104 +254,15 @@ class BotHandler:
         self._require(self._allow().silence, message.from_user, message.chat.id, "expire silences")
         if not args:
             raise Invalid("Usage: /unsilence SILENCE_ID (see /silences).")
-        await self._expire(args.split()[0])
+        await self._actions.expire(args.split()[0])
         await self._reply(
             message, f"Silence <code>{telegram_escape(args.split()[0])}</code> expired."
         )
 
-    # -- actions ----------------------------------------------------------------------
-
     async def _ack(self, target: AlertMessage, user: User | None, chat_id: int) -> str:
-        """Ack what ``target`` shows; it and its thread's first message show the ack."""
         self._require(self._allow().ack, user, chat_id, "ack alerts")
-        assert user is not None
-        who = user_label(user)
-        if not await self._store.ack(target, user.id, who):
-            return "Already acked."
-        for message_id in dict.fromkeys((target.message_id, target.anchor_message_id)):
-            shown = await self._store.message(chat_id, message_id)
-            if shown is not None:
-                await self._show(shown)
-        return f"Acked by {who}: no more reminders for this until it changes."
-
-    async def _show(self, message: AlertMessage) -> None:
-        """Edit ``message`` to what it shows now (the worker draws it the same way)."""
-        config = self._current()
-        acked = None
-        if message.acked_by is not None and message.acked_at is not None:
-            acked = Acked(message.acked_by, message.acked_at)
-        text, markup = alert_view(
-            message.text,
-            message.delivery_id,
-            resolved=message.resolved,
-            acked=acked,
-            buttons=config.alert_buttons,
-            timezone=config.timezone,
-        )
-        try:
-            await self._bot.edit_message_text(
-                text=text,
-                chat_id=message.chat_id,
-                message_id=message.message_id,
-                parse_mode="HTML",
-                reply_markup=markup,
-            )
-        except TelegramBadRequest as exc:
-            if "message is not modified" not in exc.message:  # it already shows this
-                raise
-
-    async def _silence(
-        self,
-        target: AlertMessage,
-        user: User | None,
-        chat_id: int,
-        duration: timedelta,
-        comment: str,
-    ) -> None:
-        self._require(self._allow().silence, user, chat_id, "silence alerts")
-        api = self._api()
-        labels = target.common_labels
-        if api.identifying_labels:
-            labels = {k: v for k, v in labels.items() if k in api.identifying_labels}
-        if not labels:
-            raise Invalid("This alert has no labels to silence by.")
-        now = datetime.now(UTC)
-        ends = now + duration
-        who = user_label(user)
-        silence_id, alertmanager_url = await api.create_silence(
-            labels, starts_at=now, ends_at=ends, created_by=who, comment=comment
-        )
-        row_id = await self._store.record_silence(
-            silence_id=silence_id,
-            alertmanager_url=alertmanager_url,
-            delivery_id=target.delivery_id,
-            chat_id=chat_id,
-            created_by=who,
-            ends_at=ends,
-        )
-        link = f"{alertmanager_url}/#/silences/{silence_id}"
-        await self._bot.send_message(
-            chat_id=chat_id,
-            text=(
-                f"🔕 Silenced by {telegram_escape(who)} until {self._time(ends)}\n"
-                f'<a href="{telegram_escape(link)}">{telegram_escape(silence_id)}</a>'
-            ),
-            parse_mode="HTML",
-            reply_parameters=ReplyParameters(
-                message_id=target.message_id, allow_sending_without_reply=True
-            ),
-            reply_markup=undo_keyboard(row_id),
-        )
-
-    async def _expire(self, silence_id: str) -> None:
-        await self._api().expire_silence(silence_id)
-        await self._store.mark_silence_expired(silence_id)
-
-    def _api(self) -> AlertmanagerClient:
-        settings = self._current().alertmanager
-        if settings is None:
-            raise Invalid("No Alertmanager is configured (the alertmanager: section).")
-        return self._alertmanager(settings)
+        assert user is not None  # _require refuses an update without a user
+        return await self._actions.ack(target, user, chat_id)
 
     async def _reply(
         self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None

@@ -16,8 +16,9 @@ from aiogram.types import BotCommand
 from starlette.routing import Route as HttpRoute
 
 from bridge.alertmanager_api import AlertmanagerClient
-from bridge.bot.commands import COMMANDS, BotHandler
+from bridge.bot.commands import BotHandler
 from bridge.bot.flood import WaitOnFloodControl
+from bridge.bot.formatting import COMMANDS
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import BotConfig, Config
 from bridge.errors import ConfigError

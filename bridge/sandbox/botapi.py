@@ -150,6 +150,10 @@ def _reject_unencodable(params: dict[str, str]) -> None:
             raise _bad("strings must be encoded in UTF-8") from None
 
 
+#: Larger than any request the Bot API takes, so its own limits answer first.
+MAX_REQUEST = 64 * 1024 * 1024
+
+
 class TelegramDouble:
     def __init__(
         self, *, token: str = "123:ABC", latency: float = 0.0, enforce_rate_limits: bool = False
@@ -170,11 +174,6 @@ class TelegramDouble:
         self._updates: list[dict[str, Any]] = []
         self._new_update = asyncio.Event()
         self._last_update_id = 100
-        # Where the chat page's "post a payload" form sends to (see connect_bridge).
-        self.bridge_url: str | None = None
-        self.bridge_token: str | None = None
-        # Silences made through the sandbox Alertmanager API (bridge/sandbox/page.py).
-        self.silences: dict[str, dict[str, Any]] = {}
         self._sent_times: dict[int, deque[float]] = defaultdict(deque)
         self._bot_times: deque[float] = deque()
         self._new_message = asyncio.Event()
@@ -186,13 +185,14 @@ class TelegramDouble:
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def start(self, port: int = 0) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
+        """The Bot API: ``/bot<token>/<method>``."""
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
-        # The chat page and the sandbox Alertmanager share the port: one URL to open.
-        from bridge.sandbox.page import add_page_routes
 
-        add_page_routes(app, self)
+    async def start(self, port: int = 0) -> None:
+        """Serve the Bot API alone (``bridge/sandbox/server.py`` serves it with the page)."""
+        app = web.Application(client_max_size=MAX_REQUEST)
+        self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", port).start()
@@ -203,11 +203,6 @@ class TelegramDouble:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    def connect_bridge(self, url: str, bearer_token: str | None = None) -> None:
-        """The bridge the chat page's payload form posts to (``url``/alertmanager)."""
-        self.bridge_url = url.rstrip("/")
-        self.bridge_token = bearer_token
 
     # -- what tests read -------------------------------------------------------
 

@@ -108,10 +108,6 @@ async def accept(
     return [d for d, _ in accepted.deliveries]
 
 
-async def states(store: Store) -> dict[DeliveryState, int]:
-    return await store.state_counts()
-
-
 async def send(store: Store, d: int, *, lease: timedelta = LEASE) -> Delivery | None:
     """What the worker does before it writes a request: claim, then begin_send."""
     claimed = await store.claim(d, lease=lease)
@@ -150,7 +146,7 @@ async def test_the_same_key_twice_in_the_window_is_one_occurrence(store: Store) 
     )
     assert first.occurrence == 1 and len(first.deliveries) == 2
     assert again.duplicate and again.deliveries == []
-    assert await states(store) == {S.QUEUED: 2}
+    assert await store.state_counts() == {S.QUEUED: 2}
 
 
 async def test_the_same_key_after_the_window_is_the_next_occurrence(store: Store) -> None:
@@ -181,7 +177,7 @@ async def test_a_delivery_is_claimed_once(store: Store) -> None:
     assert claimed is not None and claimed.chat_id == 42 and claimed.attempts == 0
     assert claimed.text == "text for 42" and claimed.accepted_at is not None
     assert await store.claim(d, lease=LEASE) is None
-    assert await states(store) == {S.SENDING: 1}
+    assert await store.state_counts() == {S.SENDING: 1}
     # Only the request about to be written counts as an attempt, once.
     assert await store.apply(T.begin_send, d)
     assert not await store.apply(T.begin_send, d)
@@ -192,7 +188,7 @@ async def test_delivered_records_the_message_and_is_final(store: Store) -> None:
     claimed = await send(store, d)
     assert claimed is not None and await deliver(store, claimed, 777)
     assert not await fail(store, d, "too late")  # not under a lease any more
-    assert await states(store) == {S.DELIVERED: 1}
+    assert await store.state_counts() == {S.DELIVERED: 1}
 
 
 async def test_only_the_lease_holder_records_an_outcome(store: Store) -> None:
@@ -218,7 +214,7 @@ async def test_failed_is_terminal(store: Store) -> None:
     await send(store, d)
     assert await fail(store, d, "403 blocked")
     assert await store.claim(d, lease=LEASE) is None
-    assert await states(store) == {S.FAILED: 1}
+    assert await store.state_counts() == {S.FAILED: 1}
 
 
 async def test_an_expired_lease_is_ambiguous_and_a_late_answer_settles_it(store: Store) -> None:
@@ -228,9 +224,9 @@ async def test_an_expired_lease_is_ambiguous_and_a_late_answer_settles_it(store:
     await asyncio.sleep(0.1)
     expired = await store.expire_leases(policy=AmbiguityPolicy.ASSUME_SENT)
     assert [(e.delivery_id, e.chat_id, e.written) for e in expired] == [(d, 42, True)]
-    assert await states(store) == {S.AMBIGUOUS: 1}
+    assert await store.state_counts() == {S.AMBIGUOUS: 1}
     assert await deliver(store, claimed, 5)
-    assert await states(store) == {S.DELIVERED: 1}
+    assert await store.state_counts() == {S.DELIVERED: 1}
 
 
 async def test_a_lease_that_expires_before_the_request_was_written_is_not_ambiguous(
@@ -241,7 +237,7 @@ async def test_a_lease_that_expires_before_the_request_was_written_is_not_ambigu
     await asyncio.sleep(0.1)
     expired = await store.expire_leases(policy=AmbiguityPolicy.ASSUME_SENT)
     assert [(e.delivery_id, e.written) for e in expired] == [(d, False)]
-    assert await states(store) == {S.QUEUED: 1}  # never attempted: simply waiting again
+    assert await store.state_counts() == {S.QUEUED: 1}  # never attempted: simply waiting again
     assert not await store.apply(T.begin_send, d)  # the old claimer may not write now
     again = await store.claim(d, lease=LEASE)
     assert again is not None and again.attempts == 0
@@ -253,7 +249,7 @@ async def test_under_resend_an_expired_lease_goes_back_to_retry(store: Store) ->
     await asyncio.sleep(0.1)
     expired = await store.expire_leases(policy=AmbiguityPolicy.RESEND)
     assert [(e.delivery_id, e.written) for e in expired] == [(d, True)]
-    assert await states(store) == {S.RETRY: 1}
+    assert await store.state_counts() == {S.RETRY: 1}
     assert (await store.claim(d, lease=LEASE)) is not None
 
 
@@ -264,7 +260,7 @@ async def test_ambiguous_from_the_sender_under_each_policy(store: Store) -> None
     why = {"reason": Reason.TIMEOUT, "error": "timeout"}
     assert await store.apply(T.ambiguous_assume_sent, kept, **why)
     assert await store.apply(T.ambiguous_resend, resent, **why)
-    assert await states(store) == {S.AMBIGUOUS: 1, S.RETRY: 1}
+    assert await store.state_counts() == {S.AMBIGUOUS: 1, S.RETRY: 1}
 
 
 async def test_a_postponed_row_is_not_claimable_until_its_slot(store: Store) -> None:
@@ -334,7 +330,7 @@ async def test_a_storm_folds_into_one_digest_and_every_row_is_accounted_for(
     digest = await store.coalesce(carrier, threshold=10, render=render_digest)
     assert digest is not None and digest.coalesced == 11 and digest.group_ref is None
     assert "12" in digest.text and "Storm0" in digest.text
-    assert await states(store) == {S.SENDING: 1, S.SUPPRESSED: 11}
+    assert await store.state_counts() == {S.SENDING: 1, S.SUPPRESSED: 11}
 
 
 async def test_a_storm_in_one_chat_leaves_the_others_alone(store: Store) -> None:

@@ -11,12 +11,11 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aio_pika
 import asyncpg
@@ -32,46 +31,23 @@ from bridge.store import PostgresStore
 from tests.conftest import (
     AMQP_URL,
     PG_ADMIN_URL,
-    REPO,
     build_config,
     config_dict,
+    settled,
     start_bridge,
     states,
     wait_until,
 )
 from tests.payloads import alert, webhook
-from tests.processes import BRIDGE_LISTENING, Output
+from tests.processes import BRIDGE_LISTENING, Output, spawn_bridge
 from tests.tcp_proxy import TcpProxy
 
 NAME = re.compile(r"Storm\d{4}")
 
 
-async def all_settled(database_url: str, total: int, timeout: float = 90) -> dict[str, int]:
-    async def done() -> bool:
-        counts = await states(database_url)
-        busy = sum(counts.get(s, 0) for s in ("queued", "sending", "retry"))
-        return sum(counts.values()) == total and busy == 0
-
-    await wait_until(done, timeout=timeout, interval=0.2)
-    return await states(database_url)
-
-
 def start_worker_process(config_path: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bridge",
-            "worker",
-            "--config",
-            config_path,
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        # The config's listen port is 0: /healthz and /metrics on a port of its own.
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    # The config's listen port is 0: /healthz and /metrics on a port of its own.
+    return spawn_bridge(Path(config_path), "worker", log_level="warning")
 
 
 async def post_all(bridge, payloads, concurrency: int = 20) -> None:
@@ -114,7 +90,7 @@ async def test_kill_9_of_a_worker_mid_stream_loses_nothing(
 
         survivor = start_worker_process(str(config_path))
         try:
-            counts = await all_settled(database_url, total)
+            counts = await settled(database_url, total, timeout=90)
         finally:
             survivor.terminate()
             survivor.wait(timeout=30)
@@ -162,7 +138,7 @@ async def test_rabbitmq_restart_mid_stream_loses_nothing(
         rabbitmqctl("await_startup")
     await post_all(bridge, payloads[140:])
 
-    assert await all_settled(database_url, total, timeout=120) == {"delivered": total}
+    assert await settled(database_url, total, timeout=120) == {"delivered": total}
     sent = messages_by_alert(telegram)
     assert len(sent) == total and set(sent.values()) == {1}
 
@@ -204,7 +180,7 @@ async def test_bot_api_unreachable_is_retried_until_it_is_back(
         await asyncio.sleep(1.0)
         assert await states(database_url) == {"retry": 1}
         await proxy.restore()
-        assert await all_settled(database_url, 1) == {"delivered": 1}
+        assert await settled(database_url, 1) == {"delivered": 1}
     finally:
         await bridge.shutdown()
         await proxy.stop()
@@ -216,7 +192,7 @@ async def test_a_timeout_after_the_request_was_written_is_ambiguous(
 ) -> None:
     telegram.hang_next(1, seconds=3.0)  # longer than request_timeout (2s)
     await bridge.post("/alertmanager", webhook(alert("Slow")))
-    assert await all_settled(database_url, 1) == {"ambiguous": 1}
+    assert await settled(database_url, 1) == {"ambiguous": 1}
     assert len(telegram.sent_messages()) == 1
 
 
@@ -340,7 +316,7 @@ async def test_telegram_s_answer_is_recorded_through_a_database_restart(
         while record_waits() < 2 and loop.time() < give_up:
             await kill()
 
-    assert await all_settled(database_url, 1, timeout=30) == {"delivered": 1}
+    assert await settled(database_url, 1, timeout=30) == {"delivered": 1}
     assert len(telegram.sent_messages()) == 1
     assert record_waits() >= 2
     assert metric(bridge, "alertbridge_deliveries_ambiguous_total", policy="resend") == 0
@@ -387,7 +363,7 @@ async def test_a_claim_that_meets_a_store_outage_waits_and_is_never_dead_lettere
 
         await wait_until(held_or_dead, timeout=30)
         await proxy.restore()
-        assert await all_settled(database_url, 1) == {"delivered": 1}
+        assert await settled(database_url, 1) == {"delivered": 1}
     finally:
         await worker.shutdown()
         await receiver.shutdown()
@@ -430,7 +406,7 @@ async def test_a_dead_lettered_wake_up_is_counted_logged_and_its_delivery_still_
     caplog.set_level(logging.ERROR, logger="bridge.scheduler")
     bridge = await start_bridge(build_config(data), receiver=False)
     try:
-        assert await all_settled(database_url, 1) == {"delivered": 1}
+        assert await settled(database_url, 1) == {"delivered": 1}
         await wait_until(
             lambda: metric(bridge, "alertbridge_dead_letters_total", reason="delivery_limit") == 1
         )
@@ -473,7 +449,7 @@ async def test_a_bridge_started_before_postgresql_waits_for_it_then_serves(
         await wait_until(lambda: _status(bridge, "/readyz", 200), timeout=30)
         answer = await bridge.post("/alertmanager", webhook(alert("EarlyBird")))
         assert answer.status_code == 200
-        assert await all_settled(database_url, 1) == {"delivered": 1}
+        assert await settled(database_url, 1) == {"delivered": 1}
     finally:
         await bridge.shutdown()
         await proxy.stop()
@@ -504,7 +480,7 @@ async def test_a_bridge_started_before_rabbitmq_waits_for_it_then_serves(
         await wait_until(lambda: _status(bridge, "/readyz", 200), timeout=30)
         answer = await bridge.post("/alertmanager", webhook(alert("EarlyBroker")))
         assert answer.status_code == 200
-        assert await all_settled(database_url, 1) == {"delivered": 1}
+        assert await settled(database_url, 1) == {"delivered": 1}
     finally:
         await bridge.shutdown()
         await proxy.stop()
@@ -526,13 +502,7 @@ async def test_sigterm_while_waiting_for_postgresql_exits_cleanly(
     config_path.write_text(yaml.safe_dump(data))
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "worker", "--config", str(config_path)],
-            cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
+        worker = spawn_bridge(config_path, "worker", stdout=subprocess.PIPE, stderr=log)
         assert worker.stdout is not None
         output = Output(worker.stdout, BRIDGE_LISTENING)
         try:

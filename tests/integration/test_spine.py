@@ -10,20 +10,8 @@ import pytest
 import yaml
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import states, wait_until
+from tests.conftest import settled, states, wait_until
 from tests.payloads import alert, webhook
-
-
-async def settled(database_url: str, total: int) -> dict[str, int]:
-    """Wait until ``total`` deliveries exist and none is still queued, sending or retrying."""
-
-    async def done() -> bool:
-        counts = await states(database_url)
-        busy = sum(counts.get(s, 0) for s in ("queued", "sending", "retry"))
-        return sum(counts.values()) == total and busy == 0
-
-    await wait_until(done)
-    return await states(database_url)
 
 
 async def test_the_same_webhook_twice_is_one_message(bridge, telegram, database_url) -> None:

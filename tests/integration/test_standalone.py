@@ -9,7 +9,6 @@ the unfinished rows in the file and sends them, never twice outside
 from __future__ import annotations
 
 import collections
-import os
 import re
 import signal
 import sqlite3
@@ -25,7 +24,7 @@ import yaml
 from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import REPO, TOKEN, wait_until
 from tests.payloads import alert, webhook
-from tests.processes import start_bridge_process
+from tests.processes import spawn_bridge, start_bridge_process
 
 NAME = re.compile(r"Solo\d{4}")
 
@@ -44,12 +43,8 @@ def standalone_config(tmp_path: Path, telegram_url: str) -> dict[str, Any]:
 
 def serve(config_path: Path) -> subprocess.Popen[bytes]:
     """`alertbridge serve`, not waited for: for a process that must not start."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", "-c", str(config_path), "--log-level", "warning"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+    return spawn_bridge(
+        config_path, log_level="warning", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import states, wait_until
+from tests.conftest import settled, wait_until
 from tests.payloads import alert, webhook
 
 ENDED = "2026-11-20T11:00:00Z"
@@ -14,14 +14,6 @@ ENDED = "2026-11-20T11:00:00Z"
 
 def group(*alerts, **kwargs):
     return webhook(*alerts, group_key='{}:{alertname="Disk"}', **kwargs)
-
-
-async def settled(database_url: str, total: int) -> None:
-    async def done() -> bool:
-        counts = await states(database_url)
-        return sum(counts.values()) == total and counts.get("delivered", 0) == total
-
-    await wait_until(done)
 
 
 async def edits_done(bridge, count: int) -> None:
@@ -49,7 +41,7 @@ async def test_a_group_growing_and_resolving_is_one_thread(
     ):
         assert (await bridge.post("/alertmanager", payload)).status_code == 200
         await asyncio.sleep(0.05)
-    await settled(database_url, 4)
+    assert await settled(database_url, 4) == {"delivered": 4}
 
     await edits_done(bridge, 3)
     first, *replies = telegram.sent_messages()
@@ -63,9 +55,9 @@ async def test_a_new_firing_after_resolution_starts_a_new_thread(
 ) -> None:
     await bridge.post("/alertmanager", group(alert("Disk")))
     await bridge.post("/alertmanager", group(alert("Disk", status="resolved", ends_at=ENDED)))
-    await settled(database_url, 2)
+    assert await settled(database_url, 2) == {"delivered": 2}
     await bridge.post("/alertmanager", group(alert("Disk", starts_at="2026-11-21T09:00:00Z")))
-    await settled(database_url, 3)
+    assert await settled(database_url, 3) == {"delivered": 3}
 
     first, resolved, again = telegram.sent_messages()
     assert resolved.reply_to == first.message_id
@@ -75,10 +67,10 @@ async def test_a_new_firing_after_resolution_starts_a_new_thread(
 async def test_a_repeat_reminder_is_a_reply(bridge_factory, telegram, database_url) -> None:
     bridge = await bridge_factory(delivery={"dedup_window": "1s"})
     await bridge.post("/alertmanager", group(alert("Disk")))
-    await settled(database_url, 1)
+    assert await settled(database_url, 1) == {"delivered": 1}
     await asyncio.sleep(1.1)
     await bridge.post("/alertmanager", group(alert("Disk")))
-    await settled(database_url, 2)
+    assert await settled(database_url, 2) == {"delivered": 2}
 
     first, reminder = telegram.sent_messages()
     assert reminder.reply_to == first.message_id
@@ -91,13 +83,13 @@ async def test_a_deleted_first_message_is_replaced_and_remapped(
 ) -> None:
     a, b, c = (alert("Disk", labels={"host": h}) for h in "abc")
     await bridge.post("/alertmanager", group(a))
-    await settled(database_url, 1)
+    assert await settled(database_url, 1) == {"delivered": 1}
     del telegram.messages[(-1001, telegram.sent_messages()[0].message_id)]  # a person deleted it
 
     await bridge.post("/alertmanager", group(a, b))
-    await settled(database_url, 2)
+    assert await settled(database_url, 2) == {"delivered": 2}
     await bridge.post("/alertmanager", group(a, b, c))
-    await settled(database_url, 3)
+    assert await settled(database_url, 3) == {"delivered": 3}
 
     _, replacement, reply = telegram.sent_messages()
     assert replacement.reply_to is None
@@ -110,7 +102,7 @@ async def test_resolved_never_overtakes_its_firing(
     telegram.rate_limit_next(1, retry_after=2)  # the firing one has to wait
     await bridge.post("/alertmanager", group(alert("Disk")))
     await bridge.post("/alertmanager", group(alert("Disk", status="resolved", ends_at=ENDED)))
-    await settled(database_url, 2)
+    assert await settled(database_url, 2) == {"delivered": 2}
 
     accepted = [
         c.params["text"]
@@ -135,11 +127,11 @@ async def test_each_forum_topic_has_its_own_thread(bridge_factory, telegram, dat
         }
     )
     await bridge.post("/alertmanager", group(alert("Disk", severity="critical")))
-    await settled(database_url, 2)
+    assert await settled(database_url, 2) == {"delivered": 2}
     await bridge.post(
         "/alertmanager", group(alert("Disk", severity="critical", status="resolved", ends_at=ENDED))
     )
-    await settled(database_url, 4)
+    assert await settled(database_url, 4) == {"delivered": 4}
 
     by_topic = {}
     for message in telegram.sent_messages():

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bridge.alertmanager_api import matcher_string, matchers_string
-from bridge.bot.commands import alert_line, paginate
+from bridge.bot.formatting import alert_line, paginate
 from bridge.bot.keyboards import (
     Acked,
     Callback,
