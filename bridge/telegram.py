@@ -206,7 +206,7 @@ class TelegramSender:
                 reply_markup=markup,
             )
         except TelegramBadRequest as exc:
-            if "message is not modified" in exc.message:
+            if not_modified(exc):
                 return True
             self._edit_failed(delivery, message_id, exc)
             return False
@@ -253,6 +253,11 @@ def classify(exc: BaseException) -> Outcome:
     # Anything else (a bug, an aiohttp error past the request) may have
     # happened after the request was written.
     return Ambiguous(Reason.UNEXPECTED, f"{type(exc).__name__}: {exc}")
+
+
+def not_modified(error: TelegramBadRequest) -> bool:
+    """An edit to what the message already shows: success, as edits are idempotent."""
+    return "message is not modified" in error.message
 
 
 def _never_connected(error: TelegramNetworkError) -> bool:

@@ -81,22 +81,30 @@ async def telegram() -> AsyncIterator[TelegramDouble]:
 
 
 def config_dict(
-    database_url: str,
-    amqp_names: dict[str, str],
+    database_url: str | None,
+    amqp_names: dict[str, str] | None,
     telegram_url: str,
     *,
+    sqlite_path: Path | None = None,
     listen: str | None = None,
     route: dict[str, Any] | None = None,
     delivery: dict[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """The one config the tests start from: this machine's PostgreSQL and RabbitMQ
+    (``database_url`` and ``amqp_names``), or standalone on ``sqlite_path`` when both
+    are None; short leases and waits; rate limits off unless a test is about them."""
+    distributed: dict[str, Any] = (
+        {"database_url": database_url, "amqp_url": AMQP_URL}
+        if database_url is not None
+        else {"sqlite_path": str(sqlite_path)}
+    )
     return {
         "telegram": {"token": TOKEN, "api_url": telegram_url, "request_timeout": "2s"},
-        "database_url": database_url,
-        "amqp_url": AMQP_URL,
+        **distributed,
         # Port 0: the bridge binds a port the system picks and reports it.
         "listen": listen or "127.0.0.1:0",
-        "amqp": {**amqp_names, "prefetch": 16},
+        "amqp": {**(amqp_names or {}), "prefetch": 16},
         "delivery": {
             "lease": "5s",
             "scheduler_interval": "200ms",

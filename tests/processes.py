@@ -25,7 +25,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from tests.conftest import AMQP_URL, REPO, TOKEN, wait_until
+from tests.conftest import REPO, wait_until
 
 #: What `alertbridge serve|receiver|worker` prints on standard output once it serves.
 BRIDGE_LISTENING = re.compile(rb"^listening on (\S+)$")
@@ -66,21 +66,6 @@ class Output:
         """All of it, once the child has ended."""
         self._thread.join()
         return b"".join(self.lines).decode(errors="replace")
-
-
-def local_config(database_url: str, telegram_url: str, name: str, chat: int) -> dict[str, Any]:
-    """A config against this machine's PostgreSQL and RabbitMQ and a Telegram double."""
-    return {
-        "telegram": {"token": TOKEN, "api_url": telegram_url},
-        "database_url": database_url,
-        "amqp_url": AMQP_URL,
-        "listen": "127.0.0.1:0",
-        "amqp": {"exchange": name, "queue": name},
-        "route": {"chats": [chat]},
-        # Telegram's limits off, as the benchmarks measure the bridge, not them;
-        # a caller measuring a storm turns them on.
-        "rate_limits": {"enabled": False},
-    }
 
 
 @dataclass

@@ -17,6 +17,7 @@ from bridge.bot.keyboards import Acked, alert_view, undo_keyboard
 from bridge.config import AlertmanagerApiConfig, Config
 from bridge.errors import Invalid
 from bridge.store.base import AlertMessage, Interactions
+from bridge.telegram import not_modified
 
 
 class AlertActions:
@@ -74,7 +75,7 @@ class AlertActions:
                 reply_markup=markup,
             )
         except TelegramBadRequest as exc:
-            if "message is not modified" not in exc.message:  # it already shows this
+            if not not_modified(exc):
                 raise
 
     async def silence(

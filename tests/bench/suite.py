@@ -30,11 +30,27 @@ import yaml
 
 from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
-from tests.conftest import PG_ADMIN_URL, TOKEN
+from tests.conftest import AMQP_URL, PG_ADMIN_URL, TOKEN
 from tests.payloads import alert, webhook
-from tests.processes import local_config, start_bridge_process
+from tests.processes import start_bridge_process
 
 HEADERS = {"content-type": "application/json"}
+
+
+def local_config(database_url: str, telegram_url: str, name: str, chat: int) -> dict[str, Any]:
+    """The benchmarks' config: this machine's PostgreSQL and RabbitMQ, a Telegram double,
+    and the bridge's own defaults (the tests' short leases would measure something else)."""
+    return {
+        "telegram": {"token": TOKEN, "api_url": telegram_url},
+        "database_url": database_url,
+        "amqp_url": AMQP_URL,
+        "listen": "127.0.0.1:0",
+        "amqp": {"exchange": name, "queue": name},
+        "route": {"chats": [chat]},
+        # Telegram's limits off, as the benchmarks measure the bridge, not them;
+        # a caller measuring a storm turns them on.
+        "rate_limits": {"enabled": False},
+    }
 
 
 @dataclass

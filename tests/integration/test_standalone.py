@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import REPO, TOKEN, wait_until
+from tests.conftest import REPO, config_dict, wait_until
 from tests.payloads import alert, webhook
 from tests.processes import spawn_bridge, start_bridge_process
 
@@ -30,15 +30,9 @@ NAME = re.compile(r"Solo\d{4}")
 
 
 def standalone_config(tmp_path: Path, telegram_url: str) -> dict[str, Any]:
-    return {
-        "telegram": {"token": TOKEN, "api_url": telegram_url, "request_timeout": "2s"},
-        "sqlite_path": str(tmp_path / "alertbridge.db"),
-        "listen": "127.0.0.1:0",  # each process reports the port it got
-        "amqp": {"prefetch": 4},
-        "delivery": {"lease": "5s", "scheduler_interval": "200ms", "republish_after": "2s"},
-        "route": {"chats": [-1001]},
-        "rate_limits": {"enabled": False},
-    }
+    return config_dict(
+        None, None, telegram_url, sqlite_path=tmp_path / "alertbridge.db", amqp={"prefetch": 4}
+    )
 
 
 def serve(config_path: Path) -> subprocess.Popen[bytes]:
