@@ -156,6 +156,7 @@ class Guard(enum.Enum):
     LEASE_EXPIRED = "lease_expired"
     NOT_WRITTEN = "not_written"  # no request written under the current claim
     WRITTEN = "written"
+    FOLDABLE = "foldable"  # a storm digest may take it in (not someone's own message)
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity
@@ -336,7 +337,8 @@ class T:
     )
     #: Folded into the storm digest that delivery ``digest_id`` carries. A row
     #: claimed but not yet written is folded too: its claimer's ``begin_send``
-    #: then finds it finished and sends nothing.
+    #: then finds it finished and sends nothing. A producer's own message is
+    #: never folded: it reaches the chat as written.
     digested = Transition(
         "digested",
         WAITING | {_S.SENDING},
@@ -348,7 +350,7 @@ class T:
             "reason": Const(Reason.DIGEST.value),
             "last_error": Param("error"),
         },
-        guards=(Guard.NOT_WRITTEN,),
+        guards=(Guard.NOT_WRITTEN, Guard.FOLDABLE),
         releases_group=True,
     )
 
@@ -477,6 +479,8 @@ class Delivery:
     backlog: int = 0
     # A storm digest: how many waiting deliveries this one carries.
     coalesced: int = 0
+    # False for a producer's own message: it never carries, nor joins, a digest.
+    foldable: bool = True
 
 
 #: The columns a claim returns, in the order both stores select them.
@@ -492,6 +496,7 @@ CLAIMED_COLUMNS = (
     "resolves_group",
     "created_at",
     "notification_key",
+    "foldable",
 )
 
 
@@ -514,6 +519,7 @@ def delivery_from_row(
         group_key=group_key,
         accepted_at=as_datetime(row["created_at"]),
         backlog=int(backlog),
+        foldable=bool(row["foldable"]),
     )
 
 
