@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from bridge.errors import PayloadError
 from bridge.sandbox.formatting import EntityParseError, TextRefused, kept_text, parse_html
 from bridge.store.base import MessageDelivery, StoredMessage
 
+_TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 NAMESPACE = uuid.UUID("0f6b7d3e-2a55-4b8e-9c61-5d0c8a7f1e42")
 
 MAX_MESSAGE_ID = 200
@@ -41,7 +43,8 @@ FIELDS = frozenset(
 
 def message_key(producer: str, message_id: str) -> uuid.UUID:
     """The message's notification key: the same (producer, message_id), the same key."""
-    return uuid.uuid5(NAMESPACE, "\x00".join(("producer", producer, message_id)))
+    # The name's length first: no (producer, message_id) pair can spell another's.
+    return uuid.uuid5(NAMESPACE, f"producer:{len(producer)}:{producer}:{message_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +175,13 @@ def _content(body: Mapping[str, Any]) -> dict[str, Any]:
                 field="parse_mode",
             )
         return {"text": text, "parse_mode": parse_mode}
-    if not isinstance(template, str) or not template:
-        raise PayloadError("template must be a template's name", status=422, field="template")
+    if not isinstance(template, str) or not _TEMPLATE_NAME.fullmatch(template):
+        raise PayloadError(
+            "template must be a template's name (letters, digits, - and _): "
+            "messages/NAME.html.j2 in the template dirs",
+            status=422,
+            field="template",
+        )
     if body.get("parse_mode") is not None:
         raise PayloadError(
             "a template renders HTML; parse_mode goes with text", status=422, field="parse_mode"
