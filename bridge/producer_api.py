@@ -18,6 +18,7 @@ from starlette.routing import Route as HttpRoute
 
 from bridge.config import ProducerConfig
 from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
+from bridge.producer_openapi import openapi
 from bridge.producers import (
     MAX_BATCH,
     MessageRequest,
@@ -272,7 +273,11 @@ def producer_routes(
             return _error(404, f"no message {message_id!r} from this producer")
         return JSONResponse(message_json(stored))
 
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(openapi())
+
     return [
+        HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
         HttpRoute("/v1/messages", post_message, methods=["POST"]),
         HttpRoute("/v1/messages/batch", post_batch, methods=["POST"]),
         HttpRoute("/v1/messages/{message_id:path}", get_message, methods=["GET"]),
