@@ -156,7 +156,7 @@ class Guard(enum.Enum):
     LEASE_EXPIRED = "lease_expired"
     NOT_WRITTEN = "not_written"  # no request written under the current claim
     WRITTEN = "written"
-    FOLDABLE = "foldable"  # a storm digest may take it in (not someone's own message)
+    FOLDABLE = "foldable"  # a storm digest may take it in: not a producer's own message
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity
@@ -479,8 +479,15 @@ class Delivery:
     backlog: int = 0
     # A storm digest: how many waiting deliveries this one carries.
     coalesced: int = 0
-    # False for a producer's own message: it never carries, nor joins, a digest.
-    foldable: bool = True
+    # A producer's own message: sent as written, never carries nor joins a storm
+    # digest, no alert buttons; its own URL buttons (JSON rows of {text, url}).
+    own_message: bool = False
+    buttons: str | None = None
+    disable_link_preview: bool = False
+
+    @property
+    def foldable(self) -> bool:
+        return not self.own_message
 
 
 #: The columns a claim returns, in the order both stores select them.
@@ -496,7 +503,9 @@ CLAIMED_COLUMNS = (
     "resolves_group",
     "created_at",
     "notification_key",
-    "foldable",
+    "own_message",
+    "buttons",
+    "disable_link_preview",
 )
 
 
@@ -519,7 +528,9 @@ def delivery_from_row(
         group_key=group_key,
         accepted_at=as_datetime(row["created_at"]),
         backlog=int(backlog),
-        foldable=bool(row["foldable"]),
+        own_message=bool(row["own_message"]),
+        buttons=row["buttons"],
+        disable_link_preview=bool(row["disable_link_preview"]),
     )
 
 

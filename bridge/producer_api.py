@@ -7,6 +7,7 @@ authenticate → read → check (shape, permission, what Telegram would refuse)
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from bridge.producer_openapi import openapi
 from bridge.producers import (
     MAX_BATCH,
     MessageRequest,
+    as_html,
     authorize,
     check_text,
     differences,
@@ -88,15 +90,14 @@ def prepare(
 def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewMessage:
     rules = deps.rules
     content = request.canonical
-    plain = content.get("parse_mode") == "plain"
     if "template" in content:
         try:
             text = render_data(rules.templates, content["template"], content["data"])
         except TemplateError as exc:
             raise PayloadError(str(exc), status=422, field="template") from exc
     else:
-        text = content["text"]
-    check_text(text, plain=plain)
+        text = as_html(content["text"], content["parse_mode"])
+    check_text(text)
     thread_id: int | None = content["thread_id"]
     silent: bool = content["silent"]
     if request.chats is not None:
@@ -117,7 +118,8 @@ def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewM
         request_hash=request.request_hash,
         request=request.request,
         deliveries=deliveries,
-        plain_text=plain,
+        buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
+        disable_link_preview=content["disable_link_preview"],
     )
 
 

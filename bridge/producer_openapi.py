@@ -42,7 +42,30 @@ _MESSAGE = {
         "data": {"type": "object"},
         "silent": {"type": "boolean", "default": False},
         "thread_id": {"type": "integer", "format": "int64", "nullable": True},
+        "buttons": {
+            "type": "array",
+            "description": "Rows of URL buttons; a lone button is a row of its own",
+            "minItems": 1,
+            "items": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/Button"},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"$ref": "#/components/schemas/Button"},
+                    },
+                ]
+            },
+        },
+        "disable_link_preview": {"type": "boolean", "default": False},
     },
+}
+
+_BUTTON = {
+    "type": "object",
+    "required": ["text", "url"],
+    "additionalProperties": False,
+    "properties": {"text": {"type": "string", "minLength": 1}, "url": {"type": "string"}},
 }
 
 _DELIVERY = {
@@ -92,6 +115,7 @@ def openapi() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Message": _MESSAGE,
+                "Button": _BUTTON,
                 "Delivery": _DELIVERY,
                 "Record": _RECORD,
                 "Error": _ERROR,

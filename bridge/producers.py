@@ -23,8 +23,15 @@ from typing import Any
 from bridge.config import ProducerConfig
 from bridge.delivery import DeliveryState
 from bridge.errors import PayloadError
-from bridge.sandbox.formatting import EntityParseError, TextRefused, kept_text, parse_html
+from bridge.sandbox.formatting import (
+    EntityParseError,
+    TextRefused,
+    checked_link,
+    kept_text,
+    parse_html,
+)
 from bridge.store.base import MessageDelivery, StoredMessage
+from bridge.telegram_text import telegram_escape
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 NAMESPACE = uuid.UUID("0f6b7d3e-2a55-4b8e-9c61-5d0c8a7f1e42")
@@ -37,8 +44,21 @@ DESTINATIONS = ("chat_id", "chats", "recipient", "labels")
 #: Everything a message may carry; anything else is refused, not ignored: a
 #: field the bridge does not know is a field it would silently not honour.
 FIELDS = frozenset(
-    {"message_id", *DESTINATIONS, "text", "parse_mode", "template", "data", "silent", "thread_id"}
+    {
+        "message_id",
+        *DESTINATIONS,
+        "text",
+        "parse_mode",
+        "template",
+        "data",
+        "silent",
+        "thread_id",
+        "buttons",
+        "disable_link_preview",
+    }
 )
+#: Telegram's own limit on an inline keyboard's buttons.
+MAX_BUTTONS = 100
 
 
 def message_key(producer: str, message_id: str) -> uuid.UUID:
@@ -192,6 +212,45 @@ def _content(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"template": template, "data": data}
 
 
+def _buttons(value: object) -> list[list[dict[str, str]]] | None:
+    """URL buttons: a list of rows, each a list of {text, url}; a lone button object is
+    a row of its own. The URL must be one Telegram takes (TDLib's check_link)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise PayloadError("buttons must be a non-empty list", status=422, field="buttons")
+    rows = [item if isinstance(item, list) else [item] for item in value]
+    if sum(len(row) for row in rows) > MAX_BUTTONS or not all(rows):
+        raise PayloadError(
+            f"buttons: 1 to {MAX_BUTTONS} buttons, no empty row", status=422, field="buttons"
+        )
+    checked: list[list[dict[str, str]]] = []
+    for i, row in enumerate(rows):
+        checked.append([])
+        for j, button in enumerate(row):
+            where = f"buttons.{i}.{j}"
+            if (
+                not isinstance(button, dict)
+                or set(button) != {"text", "url"}
+                or not isinstance(button["text"], str)
+                or not button["text"].strip()
+                or not isinstance(button["url"], str)
+            ):
+                raise PayloadError(
+                    'a button is {"text": ..., "url": ...} with a non-empty text',
+                    status=422,
+                    field=where,
+                )
+            if "\x00" in button["url"] or not checked_link(button["url"]):
+                raise PayloadError(
+                    f"Telegram would refuse the button's URL {button['url']!r}",
+                    status=422,
+                    field=where,
+                )
+            checked[-1].append({"text": button["text"], "url": button["url"]})
+    return checked
+
+
 def parse_message(body: object, idempotency_key: str | None = None) -> MessageRequest:
     """The request's shape checked: PayloadError (400 without a message_id, else 422)."""
     if not isinstance(body, dict):
@@ -206,6 +265,8 @@ def parse_message(body: object, idempotency_key: str | None = None) -> MessageRe
         **_content(body),
         "silent": _bool(body, "silent"),
         "thread_id": None if thread_id is None else _int(thread_id, "thread_id"),
+        "buttons": _buttons(body.get("buttons")),
+        "disable_link_preview": _bool(body, "disable_link_preview"),
     }
     return MessageRequest(message_id, canonical)
 
@@ -243,12 +304,18 @@ def authorize(producer: ProducerConfig, request: MessageRequest) -> None:
 # -- what Telegram would refuse ----------------------------------------------------
 
 
-def check_text(text: str, *, plain: bool) -> None:
+def as_html(text: str, parse_mode: str) -> str:
+    """What is sent, always in HTML parse mode: plain text is escaped, so Telegram
+    shows it exactly as given and every message takes one path."""
+    return telegram_escape(text) if parse_mode == "plain" else text
+
+
+def check_text(html: str) -> None:
     """PayloadError 422 for a text Telegram would refuse, by the rules of its own
     parser (TDLib's, bridge/sandbox/formatting.py): broken HTML, nothing left to
     show, or over the length limit. Nobody's own message is cut short silently."""
     try:
-        shown, entities = (text, []) if plain else parse_html(text)
+        shown, entities = parse_html(html)
         kept_text(shown, entities)
     except EntityParseError as exc:
         raise PayloadError(f"Telegram would refuse the HTML: {exc}", field="text") from exc

@@ -64,7 +64,8 @@ class NewMessage:
     request_hash: str
     request: str  # the canonical request, without its message_id
     deliveries: Sequence[NewDelivery]
-    plain_text: bool = False
+    buttons: str | None = None  # JSON: rows of {text, url}
+    disable_link_preview: bool = False
 
 
 class MessageOutcome(enum.StrEnum):

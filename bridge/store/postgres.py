@@ -399,9 +399,10 @@ class PostgresStore:
                        ), ins AS (
                            INSERT INTO deliveries
                                (notification_key, occurrence, chat_id, thread_id, silent,
-                                template, text, plain_text, foldable, republish_at)
+                                template, text, own_message, buttons, disable_link_preview,
+                                republish_at)
                            SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id,
-                                  t.silent, t.template, t.text, $11, FALSE,
+                                  t.silent, t.template, t.text, TRUE, $11, $13,
                                   now() + $12::interval
                            FROM n
                            CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[],
@@ -423,8 +424,9 @@ class PostgresStore:
                     [d.silent for d in m.deliveries],
                     [d.template for d in m.deliveries],
                     [d.text for d in m.deliveries],
-                    m.plain_text,
+                    m.buttons,
                     republish_after,
+                    m.disable_link_preview,
                 )
                 stored = await _stored_message(conn, "p.key = $1", m.key)
                 assert stored is not None  # inserted above, or committed before

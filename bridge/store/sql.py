@@ -126,7 +126,7 @@ def guard(condition: Guard, dialect: Dialect) -> str:
         case Guard.WRITTEN:
             return "d.send_started_at IS NOT NULL"
         case Guard.FOLDABLE:
-            return f"d.foldable = {dialect.true}"
+            return f"d.own_message = {dialect.false}"
     raise AssertionError(f"unknown guard {condition!r}")
 
 

@@ -358,9 +358,10 @@ class SqliteStore:
                         db.execute(
                             """INSERT INTO deliveries
                                    (notification_key, occurrence, chat_id, thread_id, silent,
-                                    template, text, plain_text, foldable, created_at,
-                                    next_attempt_at, republish_at)
-                               VALUES (?, 1, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)
+                                    template, text, own_message, buttons,
+                                    disable_link_preview, created_at, next_attempt_at,
+                                    republish_at)
+                               VALUES (?, 1, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
                                ON CONFLICT DO NOTHING""",
                             (
                                 str(m.key),
@@ -369,7 +370,8 @@ class SqliteStore:
                                 d.silent,
                                 d.template,
                                 d.text,
-                                m.plain_text,
+                                m.buttons,
+                                m.disable_link_preview,
                                 now,
                                 now,
                                 now + _seconds(republish_after),

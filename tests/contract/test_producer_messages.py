@@ -25,7 +25,7 @@ def message(
     *chats: int,
     request: str = '{"text":"hi"}',
     producer: str = "billing",
-    plain: bool = False,
+    buttons: str | None = None,
 ) -> NewMessage:
     return NewMessage(
         key=message_key(producer, message_id),
@@ -34,7 +34,8 @@ def message(
         request_hash=hashlib.sha256(request.encode()).hexdigest(),
         request=request,
         deliveries=[NewDelivery(c, None, False, "", f"<b>{message_id}</b>") for c in chats],
-        plain_text=plain,
+        buttons=buttons,
+        disable_link_preview=buttons is not None,
     )
 
 
@@ -49,14 +50,20 @@ async def test_a_message_is_stored_with_its_deliveries(store: Store) -> None:
     ]
     claimed = await store.claim(stored.deliveries[0].id, lease=LEASE)
     assert claimed is not None
-    assert claimed.text == "<b>inv-1</b>" and not claimed.foldable and not claimed.plain_text
+    assert claimed.text == "<b>inv-1</b>" and claimed.own_message and not claimed.foldable
+    assert claimed.buttons is None and not claimed.disable_link_preview
     assert claimed.group_ref is None  # nobody's thread: it never replies to anything
 
 
-async def test_plain_text_is_sent_as_plain_text(store: Store) -> None:
-    (done,) = await store.accept_messages([message("p", 42, plain=True)], republish_after=LATER)
-    claimed = await store.claim(done.message.deliveries[0].id, lease=LEASE)
-    assert claimed is not None and claimed.plain_text
+async def test_buttons_and_the_link_preview_choice_go_with_each_delivery(store: Store) -> None:
+    buttons = '[[{"text": "Pay", "url": "https://example.com/pay"}]]'
+    (done,) = await store.accept_messages(
+        [message("p", 42, 43, buttons=buttons)], republish_after=LATER
+    )
+    for d in done.message.deliveries:
+        claimed = await store.claim(d.id, lease=LEASE)
+        assert claimed is not None
+        assert (claimed.buttons, claimed.disable_link_preview) == (buttons, True)
 
 
 async def test_the_same_request_again_is_a_replay_and_adds_nothing(store: Store) -> None:

@@ -80,7 +80,8 @@ async def test_a_message_posted_twice_and_at_once_is_one_telegram_message(
 async def test_the_first_of_concurrent_posts_is_accepted_and_the_rest_replayed(
     api: RunningBridge, telegram: TelegramDouble
 ) -> None:
-    body = {"chats": [CHAT, 4242], "text": "deploy done", "parse_mode": "plain"}
+    text = "deploy <v2> done & dusted"
+    body = {"chats": [CHAT, 4242], "text": text, "parse_mode": "plain"}
     answers = await asyncio.gather(
         *(
             api.post("/v1/messages", body, headers={**auth(), "Idempotency-Key": "deploy-7"})
@@ -90,7 +91,7 @@ async def test_the_first_of_concurrent_posts_is_accepted_and_the_rest_replayed(
     assert sorted(a.status_code for a in answers) == [200] * 5 + [202]
     await delivered(api, "deploy-7")
     assert sorted(m.chat_id for m in telegram.sent_messages()) == [CHAT, 4242]
-    assert {m.parse_mode for m in telegram.sent_messages()} == {None}
+    assert {m.text for m in telegram.sent_messages()} == {text}  # shown as given
 
 
 async def test_the_same_message_id_with_another_body_names_the_difference(
@@ -214,3 +215,22 @@ async def test_an_oversized_body_is_413(api: RunningBridge) -> None:
     big = {"message_id": "big", "chat_id": CHAT, "text": "x" * (9 * 1024 * 1024)}
     answer = await api.post("/v1/messages", big, headers=auth())
     assert answer.status_code == 413
+
+
+async def test_url_buttons_go_with_the_message_and_no_alert_buttons(
+    bridge_factory: Any, telegram: TelegramDouble
+) -> None:
+    bot = {"set_commands": False}  # alert buttons on: a producer's message still gets none
+    api = await bridge_factory(producers=PRODUCERS, bot=bot)
+    pay = {"text": "Pay", "url": "https://example.com/pay"}
+    body = {
+        "message_id": "b",
+        "chat_id": CHAT,
+        "text": "Invoice due: https://example.com",
+        "buttons": [pay],
+        "disable_link_preview": True,
+    }
+    assert (await api.post("/v1/messages", body, headers=auth())).status_code == 202
+    await delivered(api, "b")
+    (sent,) = telegram.sent_messages()
+    assert sent.reply_markup == {"inline_keyboard": [[pay]]}

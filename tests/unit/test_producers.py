@@ -15,6 +15,7 @@ from bridge.delivery import DeliveryState
 from bridge.errors import ConfigError, PayloadError
 from bridge.producer_api import producer_for
 from bridge.producers import (
+    as_html,
     authorize,
     check_text,
     differences,
@@ -23,7 +24,7 @@ from bridge.producers import (
     parse_message,
 )
 from bridge.render import build_environment, check_templates, render_data
-from bridge.sandbox.formatting import MESSAGE_LIMIT
+from bridge.sandbox.formatting import MESSAGE_LIMIT, parse_html
 from bridge.store.base import MessageDelivery
 
 S = DeliveryState
@@ -132,17 +133,44 @@ def test_message_ids_are_each_producer_s_own() -> None:
 )
 def test_text_telegram_would_refuse_is_refused_at_accept(text: str) -> None:
     with pytest.raises(PayloadError) as caught:
-        check_text(text, plain=False)
+        check_text(text)
     assert (caught.value.status, caught.value.field) == (422, "text")
 
 
 def test_text_telegram_takes_is_taken() -> None:
-    check_text("<b>42</b> &amp; <a href='https://example.com'>link</a> & more", plain=False)
-    check_text("x" * MESSAGE_LIMIT, plain=False)
-    check_text("<b>" + "x" * MESSAGE_LIMIT + "</b>", plain=False)  # markup is not counted
-    check_text("<b>unclosed", plain=True)  # plain text is not parsed
+    check_text("<b>42</b> &amp; <a href='https://example.com'>link</a> & more")
+    check_text("x" * MESSAGE_LIMIT)
+    check_text("<b>" + "x" * MESSAGE_LIMIT + "</b>")  # markup is not counted
+    check_text(as_html("<b>unclosed & <not a tag>", "plain"))  # plain text is escaped
     with pytest.raises(PayloadError):
-        check_text("x" * (MESSAGE_LIMIT + 1), plain=True)
+        check_text(as_html("<" * (MESSAGE_LIMIT + 1), "plain"))  # counted as shown
+
+
+def test_plain_text_is_shown_exactly_as_given() -> None:
+    text = "a < b && c > d <b>not bold</b>"
+    assert parse_html(as_html(text, "plain")) == (text, [])
+    assert as_html(text, "HTML") == text
+
+
+def test_buttons_are_rows_of_url_buttons_telegram_takes() -> None:
+    def buttons(value: object) -> object:
+        body = {"message_id": "a", "chat_id": 1, "text": "x", "buttons": value}
+        return parse_message(body).canonical["buttons"]
+
+    pay = {"text": "Pay", "url": "https://example.com/pay"}
+    assert buttons([pay, [pay, pay]]) == [[pay], [pay, pay]]
+    for wrong, field in [
+        ([], "buttons"),
+        ([[]], "buttons"),
+        ([{"text": "Pay"}], "buttons.0.0"),
+        ([{"text": " ", "url": "https://example.com"}], "buttons.0.0"),
+        ([{"text": "Pay", "url": "javascript:alert(1)"}], "buttons.0.0"),
+        ([[pay, {"text": "x", "url": "http://"}]], "buttons.0.1"),
+        ([pay] * 101, "buttons"),
+    ]:
+        with pytest.raises(PayloadError) as caught:
+            buttons(wrong)
+        assert caught.value.field == field, wrong
 
 
 def delivery(state: S) -> MessageDelivery:

@@ -15,6 +15,10 @@ CREATE TABLE producer_messages (
 );
 CREATE UNIQUE INDEX producer_messages_by_id ON producer_messages (producer, message_id);
 
--- Whether a storm digest may fold the row in: someone's own message must reach
--- the chat as written, never as a line of a digest.
-ALTER TABLE deliveries ADD COLUMN foldable BOOLEAN NOT NULL DEFAULT TRUE;
+-- A producer's own message reaches the chat as written: never folded into a
+-- storm digest, no alert buttons; its own URL buttons (JSON: rows of
+-- {text, url}) and link preview choice go with it.
+ALTER TABLE deliveries
+    ADD COLUMN own_message BOOLEAN NOT NULL DEFAULT FALSE,
+    ADD COLUMN buttons TEXT,
+    ADD COLUMN disable_link_preview BOOLEAN NOT NULL DEFAULT FALSE;

@@ -9,4 +9,6 @@ CREATE TABLE producer_messages (
 );
 CREATE UNIQUE INDEX producer_messages_by_id ON producer_messages (producer, message_id);
 
-ALTER TABLE deliveries ADD COLUMN foldable INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE deliveries ADD COLUMN own_message INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE deliveries ADD COLUMN buttons TEXT;
+ALTER TABLE deliveries ADD COLUMN disable_link_preview INTEGER NOT NULL DEFAULT 0;
