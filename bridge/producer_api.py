@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -182,8 +182,20 @@ def producer_routes(
             return _error(404, TURN_ON)
         found = producer_for(producers, request.headers.get("authorization", ""))
         if found is None:
+            deps.metrics.producer_messages.labels("", "unauthorized").inc()
             return _error(401, "missing or wrong bearer token")
         return found
+
+    def count(name: str, outcomes: Sequence[MessageAccepted | Checked]) -> None:
+        for outcome in outcomes:
+            if isinstance(outcome, Checked):
+                status = outcome.refusal.status if outcome.refusal else 0
+                label = f"refused_{status}"
+            else:
+                label = outcome.outcome.value
+                if outcome.outcome is MessageOutcome.ACCEPTED:
+                    deps.metrics.deliveries_created.inc(len(outcome.message.deliveries))
+            deps.metrics.producer_messages.labels(name, label).inc()
 
     async def body_of(request: Request) -> object:
         return parse_json(await read_body(request, deps.rules.config.receiver.max_body_bytes))
@@ -201,15 +213,18 @@ def producer_routes(
         if checked.message is None or checked.request is None:
             assert checked.refusal is not None
             refused = checked.refusal
+            count(name, [checked])
             return _error(refused.status, str(refused), field=refused.field)
         try:
             (done,) = await deps.store.accept_messages(
                 [checked.message], republish_after=deps.rules.config.delivery.republish_after
             )
         except StoreUnavailable as exc:
+            deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
         await _publish(deps, [done])
+        count(name, [done])
         status, answer = _answer(done, checked.request)
         if status == 422:
             return _error(422, answer["error"], field=answer["field"], differs=answer["differs"])
@@ -245,9 +260,11 @@ def producer_routes(
                 to_store, republish_after=deps.rules.config.delivery.republish_after
             )
         except StoreUnavailable as exc:
+            deps.metrics.producer_messages.labels(name, "store_unavailable").inc(len(items))
             log.error("producer %s batch not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
         await _publish(deps, stored)
+        count(name, [*stored, *(c for c in checked if c.message is None)])
         answers = iter(stored)
         results: list[dict[str, Any]] = []
         for index, c in enumerate(checked):

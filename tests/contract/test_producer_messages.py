@@ -141,3 +141,10 @@ async def test_a_storm_digest_never_folds_a_producer_s_message(store: Store) -> 
     for done in own:
         (d,) = done.message.deliveries
         assert await store.state_of(d.id) is S.QUEUED
+
+
+async def test_a_full_batch_of_a_thousand_is_stored(store: Store) -> None:
+    batch = [message(f"bulk-{i}", 42) for i in range(1000)]
+    results = await store.accept_messages(batch, republish_after=LATER)
+    assert {r.outcome for r in results} == {Out.ACCEPTED}
+    assert await store.state_counts() == {S.QUEUED: 1000}

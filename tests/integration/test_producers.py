@@ -4,13 +4,15 @@ PostgreSQL, RabbitMQ, the worker and the strict Telegram double."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import RunningBridge, wait_until
+from tests.conftest import RunningBridge, build_config, config_dict, start_bridge, wait_until
+from tests.tcp_proxy import TcpProxy
 
 BILLING = "billing-secret-token"
 SHOP = "shop-secret-token"
@@ -65,6 +67,10 @@ async def test_a_message_posted_twice_and_at_once_is_one_telegram_message(
     )
     assert {a.status_code for a in again} == {200}
     assert all(a.headers["Idempotent-Replayed"] == "true" for a in again)
+    registry = api.metrics.registry
+    for outcome, n in [("accepted", 1), ("replayed", 5)]:
+        labels = {"producer": "billing", "outcome": outcome}
+        assert registry.get_sample_value("alertbridge_producer_messages_total", labels) == n
 
     record = await delivered(api, "inv-1")
     (delivery,) = record["deliveries"]
@@ -234,3 +240,29 @@ async def test_url_buttons_go_with_the_message_and_no_alert_buttons(
     await delivered(api, "b")
     (sent,) = telegram.sent_messages()
     assert sent.reply_markup == {"inline_keyboard": [[pay]]}
+
+
+async def test_the_database_down_is_503_and_the_retry_is_sent_once(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    bridge = await start_bridge(
+        build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
+    )
+    body = {"message_id": "down", "chat_id": CHAT, "text": "while the database is down"}
+    try:
+        await proxy.cut()
+        for path, payload in [("/v1/messages", body), ("/v1/messages/batch", {"messages": [body]})]:
+            answer = await bridge.post(path, payload, headers=auth())
+            assert answer.status_code == 503 and "retry" in answer.json()["error"]
+        assert (await bridge.client.get("/v1/messages/down", headers=auth())).status_code == 503
+
+        await proxy.restore()
+        assert (await bridge.post("/v1/messages", body, headers=auth())).status_code == 202
+        await delivered(bridge, "down")
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert len(telegram.sent_messages()) == 1
