@@ -489,6 +489,13 @@ class Delivery:
     def foldable(self) -> bool:
         return not self.own_message
 
+    @property
+    def thread_group(self) -> uuid.UUID | None:
+        """The group whose thread this message belongs to. A producer's own message
+        has a group only as its ordering line (its producer's, per chat): it opens,
+        joins and closes no thread."""
+        return None if self.own_message else self.group_ref
+
 
 #: The columns a claim returns, in the order both stores select them.
 CLAIMED_COLUMNS = (

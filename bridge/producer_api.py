@@ -31,6 +31,7 @@ from bridge.producers import (
     message_key,
     parse_json,
     parse_message,
+    producer_line,
 )
 from bridge.render import render_data
 from bridge.routing import resolve
@@ -113,6 +114,7 @@ def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewM
     ]
     return NewMessage(
         key=message_key(name, request.message_id),
+        line=producer_line(name),
         producer=name,
         message_id=request.message_id,
         request_hash=request.request_hash,

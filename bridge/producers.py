@@ -67,6 +67,12 @@ def message_key(producer: str, message_id: str) -> uuid.UUID:
     return uuid.uuid5(NAMESPACE, f"producer:{len(producer)}:{producer}:{message_id}")
 
 
+def producer_line(producer: str) -> uuid.UUID:
+    """The producer's ordering line: its messages reach each chat (and topic) in the
+    order they were accepted, as an alert group's notifications do."""
+    return uuid.uuid5(NAMESPACE, f"line:{producer}")
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRequest:
     """One message as asked for, checked for shape (not yet for permission)."""

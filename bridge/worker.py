@@ -336,7 +336,7 @@ class Worker:
                     message_id,
                     plain_text=plain,
                     reply_to=reply_to,
-                    thread=thread_change(delivery.group_ref, reply_to, delivery.resolves_group),
+                    thread=thread_change(delivery.thread_group, reply_to, delivery.resolves_group),
                 )
                 metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
                 thread = f" in reply to {reply_to}" if reply_to else ""

@@ -64,6 +64,9 @@ class NewMessage:
     request_hash: str
     request: str  # the canonical request, without its message_id
     deliveries: Sequence[NewDelivery]
+    #: The ordering line (a group_ref): the producer's messages to one chat go in
+    #: the order accepted, as an alert group's do. bridge.producers.producer_line
+    line: uuid.UUID | None = None
     buttons: str | None = None  # JSON: rows of {text, url}
     disable_link_preview: bool = False
 

@@ -400,10 +400,10 @@ class PostgresStore:
                            INSERT INTO deliveries
                                (notification_key, occurrence, chat_id, thread_id, silent,
                                 template, text, own_message, buttons, disable_link_preview,
-                                republish_at)
+                                republish_at, group_ref)
                            SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id,
                                   t.silent, t.template, t.text, TRUE, $11, $13,
-                                  now() + $12::interval
+                                  now() + $12::interval, $14::uuid
                            FROM n
                            CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[],
                                              $9::text[], $10::text[])
@@ -427,6 +427,7 @@ class PostgresStore:
                     m.buttons,
                     republish_after,
                     m.disable_link_preview,
+                    m.line,
                 )
                 stored = await _stored_message(conn, "p.key = $1", m.key)
                 assert stored is not None  # inserted above, or committed before

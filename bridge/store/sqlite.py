@@ -360,8 +360,8 @@ class SqliteStore:
                                    (notification_key, occurrence, chat_id, thread_id, silent,
                                     template, text, own_message, buttons,
                                     disable_link_preview, created_at, next_attempt_at,
-                                    republish_at)
-                               VALUES (?, 1, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?)
+                                    republish_at, group_ref)
+                               VALUES (?, 1, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
                                ON CONFLICT DO NOTHING""",
                             (
                                 str(m.key),
@@ -375,6 +375,7 @@ class SqliteStore:
                                 now,
                                 now,
                                 now + _seconds(republish_after),
+                                None if m.line is None else str(m.line),
                             ),
                         )
                 stored = _stored_message(db, "p.key = ?", (str(m.key),))

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from bridge.delivery import DeliveryState
+from bridge.delivery import DeliveryState, thread_change
 from bridge.digest import render_digest
-from bridge.producers import message_key
+from bridge.producers import message_key, producer_line
 from bridge.store import NewDelivery, Store
 from bridge.store.base import MessageOutcome, NewMessage
-from tests.contract.test_store import LATER, LEASE, accept, notification, store, to
+from tests.contract.test_store import LATER, LEASE, accept, notification, send, store, to
 
 __all__ = ["store"]  # the fixture, both stores
 
@@ -26,6 +26,7 @@ def message(
     request: str = '{"text":"hi"}',
     producer: str = "billing",
     buttons: str | None = None,
+    line: bool = False,
 ) -> NewMessage:
     return NewMessage(
         key=message_key(producer, message_id),
@@ -36,6 +37,7 @@ def message(
         deliveries=[NewDelivery(c, None, False, "", f"<b>{message_id}</b>") for c in chats],
         buttons=buttons,
         disable_link_preview=buttons is not None,
+        line=producer_line(producer) if line else None,
     )
 
 
@@ -148,3 +150,25 @@ async def test_a_full_batch_of_a_thousand_is_stored(store: Store) -> None:
     results = await store.accept_messages(batch, republish_after=LATER)
     assert {r.outcome for r in results} == {Out.ACCEPTED}
     assert await store.state_counts() == {S.QUEUED: 1000}
+
+
+async def test_a_producer_s_messages_reach_a_chat_in_the_order_accepted(store: Store) -> None:
+    first, second, elsewhere, theirs = await store.accept_messages(
+        [
+            message("1", 42, line=True),
+            message("2", 42, line=True),
+            message("3", 43, line=True),
+            message("4", 42, line=True, producer="shop"),
+        ],
+        republish_after=LATER,
+    )
+    (d1,), (d2,) = first.message.deliveries, second.message.deliveries
+    assert await store.claim(d2.id, lease=LEASE) is None  # behind the first, in its chat
+    for other in (elsewhere, theirs):  # another chat, another producer: not held up
+        assert await store.claim(other.message.deliveries[0].id, lease=LEASE) is not None
+    claimed = await send(store, d1.id)
+    assert claimed is not None and claimed.thread_group is None
+    thread = thread_change(claimed.thread_group, None, claimed.resolves_group)
+    assert await store.mark_delivered(d1.id, 500, plain_text=False, reply_to=None, thread=thread)
+    after = await store.claim(d2.id, lease=LEASE)
+    assert after is not None and after.anchor_message_id is None  # a line, not a thread

@@ -208,6 +208,9 @@ async def test_a_batch_answers_each_message(api: RunningBridge, telegram: Telegr
     ]
     await telegram.wait_for_messages(3)
     assert sorted(m.text for m in telegram.sent_messages()) == ["o", "one", "three"]
+    # In one line per chat, in order, but never as replies: a line is not a thread.
+    assert [m.text for m in telegram.sent_messages(CHAT)] == ["o", "one"]
+    assert all(m.reply_to is None for m in telegram.sent_messages())
 
 
 async def test_without_a_producers_section_the_api_says_how_to_turn_it_on(
