@@ -258,3 +258,13 @@ def test_a_producer_s_template_is_checked_for_syntax_not_rendered_as_an_alert(
     assert render_data(env, "invoice", {"number": "<42>"}) == "Invoice <b>&lt;42&gt;</b>"
     (tmp_path / "messages" / "broken.html.j2").write_text("{% if %}")
     assert [p for p in check_templates(build_environment([tmp_path])) if "broken" in p]
+
+
+def test_the_readme_s_producer_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\nproducers:\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "billing-token").write_text("t0ken")
+    example = example.replace("/run/secrets/billing-token", str(tmp_path / "billing-token"))
+    text = 'telegram: {token: "1:A"}\nroute: {chats: [1]}\nproducers:\n' + example
+    config = parse_config(text, environ={})
+    assert config.producers is not None and config.producers["billing"].token == "t0ken"
