@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import ProducerConfig
+from bridge.config import ProducerConfig, plan_reload
 from bridge.config_file import load_config, parse_config
 from bridge.delivery import DeliveryState
 from bridge.errors import ConfigError, PayloadError
@@ -268,3 +268,13 @@ def test_the_readme_s_producer_example_is_a_valid_config(tmp_path: Path) -> None
     text = 'telegram: {token: "1:A"}\nroute: {chats: [1]}\nproducers:\n' + example
     config = parse_config(text, environ={})
     assert config.producers is not None and config.producers["billing"].token == "t0ken"
+
+
+def test_a_reload_puts_producers_and_their_tokens_in_force_at_once() -> None:
+    base = 'telegram: {token: "1:A"}\nroute: {chats: [1]}\n'
+    running = parse_config(base, environ={})
+    loaded = parse_config(base + "producers: {billing: {token: new, chats: [1]}}\n", environ={})
+    reloaded = plan_reload(running, loaded)
+    assert reloaded.needs_restart == []
+    assert reloaded.config.producers is not None
+    assert reloaded.config.producers["billing"].token == "new"
