@@ -177,6 +177,17 @@ class GenericSourceConfig(_Strict):
 _BUILTIN_SOURCES = {"alertmanager", "grafana"}
 
 
+class ProducerConfig(_Strict):
+    """One application that may send its own messages through the HTTP API."""
+
+    # The bearer token it authenticates with; an empty one would let anyone in.
+    token: str = Field(min_length=1)
+    # The chats it may address by id.
+    chats: list[int] = Field(default_factory=list)
+    # Whether it may also address by labels, through the route tree.
+    routes: bool = False
+
+
 def _matchers(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of matcher strings, like ['severity=\"critical\"']")
@@ -279,6 +290,8 @@ class Config(_Strict):
     # The zone templates show times in (the `datetime` filter's default).
     timezone: str = "UTC"
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
+    # Applications that send their own messages (POST /v1/messages); None: the API is off.
+    producers: dict[str, ProducerConfig] | None = None
     # Telegram commands and buttons; without it the bridge only sends.
     bot: Annotated[BotConfig | None, RESTART_TO_ADD] = None
     # Alertmanager's API, for /alerts, /silences and silences from Telegram.
@@ -297,6 +310,22 @@ class Config(_Strict):
                     f"(it is the URL path /webhook/{name}), and not {sorted(_BUILTIN_SOURCES)}"
                 )
         return sources
+
+    @field_validator("producers")
+    @classmethod
+    def _producer_names(
+        cls, producers: dict[str, ProducerConfig] | None
+    ) -> dict[str, ProducerConfig] | None:
+        for name in producers or {}:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                raise ValueError(
+                    f"producer name {name!r} must be lowercase letters, digits, - and _ "
+                    "(it is part of every message's identity)"
+                )
+        tokens = [p.token for p in (producers or {}).values()]
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("two producers share a token: a token must name one producer")
+        return producers
 
     @field_validator("timezone")
     @classmethod

@@ -156,6 +156,7 @@ class Guard(enum.Enum):
     LEASE_EXPIRED = "lease_expired"
     NOT_WRITTEN = "not_written"  # no request written under the current claim
     WRITTEN = "written"
+    FOLDABLE = "foldable"  # a storm digest may take it in: not a producer's own message
 
 
 @dataclass(frozen=True, slots=True, eq=False)  # compared and hashed by identity
@@ -336,7 +337,8 @@ class T:
     )
     #: Folded into the storm digest that delivery ``digest_id`` carries. A row
     #: claimed but not yet written is folded too: its claimer's ``begin_send``
-    #: then finds it finished and sends nothing.
+    #: then finds it finished and sends nothing. A producer's own message is
+    #: never folded: it reaches the chat as written.
     digested = Transition(
         "digested",
         WAITING | {_S.SENDING},
@@ -348,7 +350,7 @@ class T:
             "reason": Const(Reason.DIGEST.value),
             "last_error": Param("error"),
         },
-        guards=(Guard.NOT_WRITTEN,),
+        guards=(Guard.NOT_WRITTEN, Guard.FOLDABLE),
         releases_group=True,
     )
 
@@ -477,6 +479,22 @@ class Delivery:
     backlog: int = 0
     # A storm digest: how many waiting deliveries this one carries.
     coalesced: int = 0
+    # A producer's own message: sent as written, never carries nor joins a storm
+    # digest, no alert buttons; its own URL buttons (JSON rows of {text, url}).
+    own_message: bool = False
+    buttons: str | None = None
+    disable_link_preview: bool = False
+
+    @property
+    def foldable(self) -> bool:
+        return not self.own_message
+
+    @property
+    def thread_group(self) -> uuid.UUID | None:
+        """The group whose thread this message belongs to. A producer's own message
+        has a group only as its ordering line (its producer's, per chat): it opens,
+        joins and closes no thread."""
+        return None if self.own_message else self.group_ref
 
 
 #: The columns a claim returns, in the order both stores select them.
@@ -492,6 +510,9 @@ CLAIMED_COLUMNS = (
     "resolves_group",
     "created_at",
     "notification_key",
+    "own_message",
+    "buttons",
+    "disable_link_preview",
 )
 
 
@@ -514,6 +535,9 @@ def delivery_from_row(
         group_key=group_key,
         accepted_at=as_datetime(row["created_at"]),
         backlog=int(backlog),
+        own_message=bool(row["own_message"]),
+        buttons=row["buttons"],
+        disable_link_preview=bool(row["disable_link_preview"]),
     )
 
 

@@ -38,6 +38,14 @@ class Metrics:
             ["source", "outcome"],
             registry=r,
         )
+        self.producer_messages = Counter(
+            "alertbridge_producer_messages_total",
+            "Producers' messages, by producer (as configured) and outcome: accepted, "
+            "replayed, conflict, refused_<status>, store_unavailable; unauthorized "
+            "requests with an empty producer.",
+            ["producer", "outcome"],
+            registry=r,
+        )
         self.deliveries_created = Counter(
             "alertbridge_deliveries_created_total",
             "Delivery rows created (one per occurrence and destination).",

@@ -32,6 +32,7 @@ from bridge.errors import (
 from bridge.metrics import Metrics
 from bridge.models import Destination, Notification
 from bridge.ops import Reload, ops_routes
+from bridge.producer_api import producer_routes
 from bridge.render import build_environment, check_templates, minimal_message, render
 from bridge.routing import Route, resolve
 from bridge.scheduler import Publisher
@@ -248,6 +249,7 @@ def create_app(deps: ReceiverDeps) -> Starlette:
         routes=[
             HttpRoute("/alertmanager", alertmanager_webhook, methods=["POST"]),
             HttpRoute("/webhook/{source}", other_webhook, methods=["POST"]),
+            *producer_routes(deps, _read_body),
             *deps.extra_routes,
             *ops_routes(
                 deps.store,

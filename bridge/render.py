@@ -342,6 +342,18 @@ def _render_once(template: jinja2.Template, name: str, context: dict[str, Any]) 
     return html.strip()
 
 
+#: Producers' templates: ``messages/NAME.html.j2`` in the template dirs. Apart from
+#: the alerts' because their variables are the producer's data, not a notification.
+MESSAGE_TEMPLATES = "messages/"
+
+
+def render_data(env: jinja2.Environment, name: str, data: Mapping[str, Any]) -> str:
+    """A producer's template ``name`` (``messages/NAME.html.j2`` in the same template
+    dirs, the same sandbox and escaping as the alerts') with the producer's ``data``
+    as its variables; TemplateError when it is missing or fails."""
+    return _render_once(_load(env, MESSAGE_TEMPLATES + name), name, dict(data))
+
+
 def minimal_message(notification: Notification, limit: int = TELEGRAM_LIMIT) -> str:
     """The last resort: status, alert name and count. Always within ``limit``."""
     firing = notification.status == Status.FIRING
@@ -470,7 +482,13 @@ def check_templates(env: jinja2.Environment) -> list[str]:
     names = sorted(
         {n.removesuffix(TEMPLATE_SUFFIX) for n in env.list_templates() if n.endswith(".j2")}
     )
-    for name in names:
+    # A producer's template has no sample data to render with: it must parse.
+    for name in [n for n in names if n.startswith(MESSAGE_TEMPLATES)]:
+        try:
+            _load(env, name)
+        except TemplateError as exc:
+            problems.append(str(exc))
+    for name in [n for n in names if not n.startswith(MESSAGE_TEMPLATES)]:
         for sample in _sample_notifications():
             try:
                 render(env, name, sample, Destination(chat_id=0, template=name))

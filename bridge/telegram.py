@@ -8,6 +8,7 @@ never made) is safe to retry.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,12 @@ from aiogram.exceptions import (
 )
 from aiogram.methods import EditMessageReplyMarkup, EditMessageText, SendMessage
 from aiogram.methods.base import Response
-from aiogram.types import InlineKeyboardMarkup, ReplyParameters
+from aiogram.types import (
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    ReplyParameters,
+)
 from aiohttp import ClientConnectorError
 
 from bridge.bot.keyboards import alert_view
@@ -134,6 +140,8 @@ class TelegramSender:
         )
 
     def _keyboard(self, delivery: Delivery) -> InlineKeyboardMarkup | None:
+        if delivery.own_message:  # a producer's message: its own URL buttons, no alert ones
+            return url_keyboard(delivery.buttons)
         return self._view(delivery)[1]
 
     async def send(self, delivery: Delivery) -> Outcome:
@@ -184,6 +192,9 @@ class TelegramSender:
                 disable_notification=delivery.silent or None,
                 reply_parameters=None if reply_to is None else ReplyParameters(message_id=reply_to),
                 reply_markup=self._keyboard(delivery),
+                link_preview_options=(
+                    LinkPreviewOptions(is_disabled=True) if delivery.disable_link_preview else None
+                ),
             )
         except Exception as exc:  # noqa: BLE001 - classify() decides; nothing escapes unclassified
             return classify(exc)
@@ -270,3 +281,15 @@ def _never_connected(error: TelegramNetworkError) -> bool:
     """
     cause = error.__cause__ if error.__cause__ is not None else error.__context__
     return isinstance(cause, ClientConnectorError)
+
+
+def url_keyboard(buttons: str | None) -> InlineKeyboardMarkup | None:
+    """A producer's URL buttons (stored as JSON rows of {text, url}, checked at accept)."""
+    if buttons is None:
+        return None
+    rows = json.loads(buttons)
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=b["text"], url=b["url"]) for b in row] for row in rows
+        ]
+    )

@@ -229,7 +229,9 @@ class Worker:
                 return None
             case Go(waited=waited):
                 self._metrics.rate_limit_wait.observe(waited)
-        gather = pacer.storm(delivery.chat_id, delivery.backlog)
+        # Someone's own message goes as written: it neither waits for a storm
+        # nor carries its digest.
+        gather = pacer.storm(delivery.chat_id, delivery.backlog) if delivery.foldable else None
         if gather is None:
             return delivery
         if gather > 0:  # the rest of the storm is still arriving
@@ -334,7 +336,7 @@ class Worker:
                     message_id,
                     plain_text=plain,
                     reply_to=reply_to,
-                    thread=thread_change(delivery.group_ref, reply_to, delivery.resolves_group),
+                    thread=thread_change(delivery.thread_group, reply_to, delivery.resolves_group),
                 )
                 metrics.deliveries_finished.labels("delivered", "plain" if plain else "ok").inc()
                 thread = f" in reply to {reply_to}" if reply_to else ""

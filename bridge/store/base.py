@@ -6,15 +6,23 @@ both implementations.
 
 from __future__ import annotations
 
+import enum
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
-from bridge.delivery import AmbiguityPolicy, Delivery, DeliveryState, ThreadChange, Transition
+from bridge.delivery import (
+    AmbiguityPolicy,
+    Delivery,
+    DeliveryState,
+    ThreadChange,
+    Transition,
+    as_datetime,
+)
 from bridge.digest import DigestItem
 from bridge.models import Notification
 
@@ -44,6 +52,82 @@ class Accepted:
     @property
     def duplicate(self) -> bool:
         return self.occurrence is None
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A producer's own message, as the API accepts it (bridge/producers.py)."""
+
+    key: uuid.UUID  # derived from (producer, message_id): bridge.producers.message_key
+    producer: str
+    message_id: str
+    request_hash: str
+    request: str  # the canonical request, without its message_id
+    deliveries: Sequence[NewDelivery]
+    #: The ordering line (a group_ref): the producer's messages to one chat go in
+    #: the order accepted, as an alert group's do. bridge.producers.producer_line
+    line: uuid.UUID | None = None
+    buttons: str | None = None  # JSON: rows of {text, url}
+    disable_link_preview: bool = False
+
+
+class MessageOutcome(enum.StrEnum):
+    ACCEPTED = "accepted"  # stored now: its deliveries are to be published
+    REPLAYED = "replayed"  # stored before with the same request: nothing new
+    CONFLICT = "conflict"  # stored before with another request: nothing new
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelivery:
+    id: int
+    chat_id: int
+    state: DeliveryState
+    attempts: int
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+    telegram_message_id: int | None
+    error: str | None
+    was_ambiguous: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A producer's message as stored, with its deliveries in id order."""
+
+    message_id: str
+    created_at: datetime
+    request_hash: str
+    request: str
+    deliveries: list[MessageDelivery]
+
+
+#: The columns of a message's deliveries, in the order both stores select them.
+MESSAGE_DELIVERY_COLUMNS = (
+    "id, chat_id, state, attempts, last_attempt_at, finished_at, telegram_message_id, "
+    "last_error, was_ambiguous"
+)
+
+
+def message_delivery_from_row(row: Mapping[str, Any]) -> MessageDelivery:
+    """One mapper for both stores' rows (SQLite's epoch seconds and integers too)."""
+    state = DeliveryState(row["state"])
+    return MessageDelivery(
+        id=int(row["id"]),
+        chat_id=int(row["chat_id"]),
+        state=state,
+        attempts=int(row["attempts"]),
+        last_attempt_at=as_datetime(row["last_attempt_at"]),
+        delivered_at=as_datetime(row["finished_at"]) if state is DeliveryState.DELIVERED else None,
+        telegram_message_id=row["telegram_message_id"],
+        error=row["last_error"],
+        was_ambiguous=bool(row["was_ambiguous"]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAccepted:
+    outcome: MessageOutcome
+    message: StoredMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +242,17 @@ class Store(Protocol):
         dedup_window: timedelta,
         republish_after: timedelta,
     ) -> Accepted: ...
+
+    async def accept_messages(
+        self, messages: Sequence[NewMessage], *, republish_after: timedelta
+    ) -> list[MessageAccepted]:
+        """Producers' messages, all in one transaction: each one is stored with its
+        deliveries, or, when its key is stored already, answered from what is stored
+        (REPLAYED for the same request hash, CONFLICT for another). One result each,
+        in order; a message_id twice in one batch is stored once."""
+
+    async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
+        """``producer``'s message ``message_id`` with its deliveries; None if unknown."""
 
     # -- work: the lifecycle's transitions (bridge/delivery.py) ----------------------
 

@@ -40,7 +40,19 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.models import Notification, Status
-from bridge.store.base import Accepted, DigestRenderer, ExpiredLease, NewDelivery, migrations
+from bridge.store.base import (
+    MESSAGE_DELIVERY_COLUMNS,
+    Accepted,
+    DigestRenderer,
+    ExpiredLease,
+    MessageAccepted,
+    MessageOutcome,
+    NewDelivery,
+    NewMessage,
+    StoredMessage,
+    message_delivery_from_row,
+    migrations,
+)
 from bridge.store.interactions import InteractionStore
 from bridge.store.sql import POSTGRES, arguments, numbered, states, update, where_clause
 
@@ -363,6 +375,78 @@ class PostgresStore:
             suppressed=sum(r["state"] == S.SUPPRESSED for r in rows),
         )
 
+    async def accept_messages(
+        self, messages: Sequence[NewMessage], *, republish_after: timedelta
+    ) -> list[MessageAccepted]:
+        """Producers' messages in one transaction. Two requests with the same key at
+        once: the second one's insert waits on the first's unique key, finds it
+        committed, and is answered from it."""
+        results: list[MessageAccepted] = []
+        async with self.connection() as conn, conn.transaction():
+            for m in messages:
+                new = await conn.fetchval(
+                    """WITH n AS (
+                           INSERT INTO notifications
+                               (key, occurrence, occurrence_at, source, receiver, group_key,
+                                status, alert_count)
+                           VALUES ($1, 1, now(), 'producer:' || $2, $2, $3, 'firing', 0)
+                           ON CONFLICT (key) DO NOTHING
+                           RETURNING key
+                       ), p AS (
+                           INSERT INTO producer_messages
+                               (key, producer, message_id, request_hash, request)
+                           SELECT key, $2, $3, $4, $5 FROM n
+                       ), ins AS (
+                           INSERT INTO deliveries
+                               (notification_key, occurrence, chat_id, thread_id, silent,
+                                template, text, own_message, buttons, disable_link_preview,
+                                republish_at, group_ref)
+                           SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id,
+                                  t.silent, t.template, t.text, TRUE, $11, $13,
+                                  now() + $12::interval, $14::uuid
+                           FROM n
+                           CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[],
+                                             $9::text[], $10::text[])
+                                WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text,
+                                                     ord)
+                           LEFT JOIN chat_migrations mg ON mg.old_chat_id = t.chat_id
+                           ORDER BY t.ord
+                           ON CONFLICT DO NOTHING
+                       )
+                       SELECT count(*) FROM n""",
+                    m.key,
+                    m.producer,
+                    m.message_id,
+                    m.request_hash,
+                    m.request,
+                    [d.chat_id for d in m.deliveries],
+                    [d.thread_id for d in m.deliveries],
+                    [d.silent for d in m.deliveries],
+                    [d.template for d in m.deliveries],
+                    [d.text for d in m.deliveries],
+                    m.buttons,
+                    republish_after,
+                    m.disable_link_preview,
+                    m.line,
+                )
+                stored = await _stored_message(conn, "p.key = $1", m.key)
+                assert stored is not None  # inserted above, or committed before
+                outcome = (
+                    MessageOutcome.ACCEPTED
+                    if new
+                    else MessageOutcome.REPLAYED
+                    if stored.request_hash == m.request_hash
+                    else MessageOutcome.CONFLICT
+                )
+                results.append(MessageAccepted(outcome, stored))
+        return results
+
+    async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
+        async with self.connection() as conn:
+            return await _stored_message(
+                conn, "p.producer = $1 AND p.message_id = $2", producer, message_id
+            )
+
     # -- worker ---------------------------------------------------------------
 
     async def claim(
@@ -629,6 +713,30 @@ class PostgresStore:
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
+
+
+async def _stored_message(
+    conn: asyncpg.Connection, where: str, *args: object
+) -> StoredMessage | None:
+    row = await conn.fetchrow(
+        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request
+            FROM producer_messages p WHERE {where}""",
+        *args,
+    )
+    if row is None:
+        return None
+    rows = await conn.fetch(
+        f"""SELECT {MESSAGE_DELIVERY_COLUMNS} FROM deliveries
+            WHERE notification_key = $1 ORDER BY id""",
+        row["key"],
+    )
+    return StoredMessage(
+        message_id=row["message_id"],
+        created_at=row["created_at"],
+        request_hash=row["request_hash"],
+        request=row["request"],
+        deliveries=[message_delivery_from_row(r) for r in rows],
+    )
 
 
 @functools.cache

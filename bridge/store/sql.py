@@ -125,6 +125,8 @@ def guard(condition: Guard, dialect: Dialect) -> str:
             return "d.send_started_at IS NULL"
         case Guard.WRITTEN:
             return "d.send_started_at IS NOT NULL"
+        case Guard.FOLDABLE:
+            return f"d.own_message = {dialect.false}"
     raise AssertionError(f"unknown guard {condition!r}")
 
 

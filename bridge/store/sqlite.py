@@ -54,12 +54,18 @@ from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
 from bridge.models import Notification, Status
 from bridge.store.base import (
+    MESSAGE_DELIVERY_COLUMNS,
     Accepted,
     AlertMessage,
     BotSilence,
     DigestRenderer,
     ExpiredLease,
+    MessageAccepted,
+    MessageOutcome,
     NewDelivery,
+    NewMessage,
+    StoredMessage,
+    message_delivery_from_row,
     migrations,
 )
 from bridge.store.sql import SQLITE, states, update, where_clause
@@ -321,6 +327,76 @@ class SqliteStore:
             return Accepted(occurrence=occurrence, deliveries=queued, suppressed=suppressed)
 
         return await self._run(accept)
+
+    async def accept_messages(
+        self, messages: Sequence[NewMessage], *, republish_after: timedelta
+    ) -> list[MessageAccepted]:
+        def accept(db: sqlite3.Connection, now: float) -> list[MessageAccepted]:
+            results: list[MessageAccepted] = []
+            for m in messages:
+                new = db.execute(
+                    """INSERT INTO notifications
+                           (key, occurrence, occurrence_at, source, receiver, group_key,
+                            status, alert_count)
+                       VALUES (?, 1, ?, ?, ?, ?, 'firing', 0)
+                       ON CONFLICT (key) DO NOTHING
+                       RETURNING key""",
+                    (str(m.key), now, f"producer:{m.producer}", m.producer, m.message_id),
+                ).fetchone()
+                if new is not None:
+                    db.execute(
+                        """INSERT INTO producer_messages
+                               (key, producer, message_id, request_hash, request, created_at)
+                           VALUES (?, ?, ?, ?, ?, ?)""",
+                        (str(m.key), m.producer, m.message_id, m.request_hash, m.request, now),
+                    )
+                    for d in m.deliveries:
+                        moved = db.execute(
+                            "SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = ?",
+                            (d.chat_id,),
+                        ).fetchone()
+                        db.execute(
+                            """INSERT INTO deliveries
+                                   (notification_key, occurrence, chat_id, thread_id, silent,
+                                    template, text, own_message, buttons,
+                                    disable_link_preview, created_at, next_attempt_at,
+                                    republish_at, group_ref)
+                               VALUES (?, 1, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)
+                               ON CONFLICT DO NOTHING""",
+                            (
+                                str(m.key),
+                                moved[0] if moved else d.chat_id,
+                                d.thread_id,
+                                d.silent,
+                                d.template,
+                                d.text,
+                                m.buttons,
+                                m.disable_link_preview,
+                                now,
+                                now,
+                                now + _seconds(republish_after),
+                                None if m.line is None else str(m.line),
+                            ),
+                        )
+                stored = _stored_message(db, "p.key = ?", (str(m.key),))
+                assert stored is not None  # inserted above, or before
+                if new is not None:
+                    outcome = MessageOutcome.ACCEPTED
+                elif stored.request_hash == m.request_hash:
+                    outcome = MessageOutcome.REPLAYED
+                else:
+                    outcome = MessageOutcome.CONFLICT
+                results.append(MessageAccepted(outcome, stored))
+            return results
+
+        return await self._run(accept)
+
+    async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
+        return await self._run(
+            lambda db, now: _stored_message(
+                db, "p.producer = ? AND p.message_id = ?", (producer, message_id)
+            )
+        )
 
     # -- worker ---------------------------------------------------------------
 
@@ -724,6 +800,30 @@ class SqliteInteractions:
                 (now, silence_id),
             )
         )
+
+
+def _stored_message(
+    db: sqlite3.Connection, where: str, args: tuple[object, ...]
+) -> StoredMessage | None:
+    row = db.execute(
+        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request
+            FROM producer_messages p WHERE {where}""",
+        args,
+    ).fetchone()
+    if row is None:
+        return None
+    rows = db.execute(
+        f"""SELECT {MESSAGE_DELIVERY_COLUMNS} FROM deliveries
+            WHERE notification_key = ? ORDER BY id""",
+        (row["key"],),
+    ).fetchall()
+    return StoredMessage(
+        message_id=row["message_id"],
+        created_at=_when(row["created_at"]),
+        request_hash=row["request_hash"],
+        request=row["request"],
+        deliveries=[message_delivery_from_row(r) for r in rows],
+    )
 
 
 def _wake_next(db: sqlite3.Connection, now: float, done: sqlite3.Row) -> None:

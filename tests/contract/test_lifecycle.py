@@ -98,6 +98,7 @@ def facts(written: bool) -> dict[Guard, bool]:
         Guard.LEASE_EXPIRED: False,
         Guard.NOT_WRITTEN: not written,
         Guard.WRITTEN: written,
+        Guard.FOLDABLE: True,
     }
 
 

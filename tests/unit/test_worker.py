@@ -17,6 +17,9 @@ from bridge.config import DeliveryConfig, RateLimitConfig
 from bridge.delivery import Reason, T
 from bridge.models import Status
 from bridge.pacer import STORM_GATHER
+from bridge.producers import message_key
+from bridge.store import NewDelivery
+from bridge.store.base import NewMessage
 from bridge.store.sqlite import SqliteStore
 from bridge.telegram import Ambiguous, Failed, Retry
 from tests.unit.fakes import Die, FakeClock, Killed, Line, Step, notification
@@ -479,3 +482,31 @@ async def test_a_firing_folded_into_a_digest_keeps_its_thread(
     await bridge.drain()
     message = bridge.sender.in_chat(GROUP)[-1]
     assert (message.delivery_id, message.reply_to) == (resolved, anchor.message_id)
+
+
+async def test_a_producer_s_message_in_a_storm_goes_as_written_and_never_carries_a_digest(
+    clock: FakeClock, store: SqliteStore, db_path: Path
+) -> None:
+    bridge = line(clock, store, db_path, paced=limits(digest_after=5))
+    (own,) = await store.accept_messages(
+        [
+            NewMessage(
+                key=message_key("billing", "inv-1"),
+                producer="billing",
+                message_id="inv-1",
+                request_hash="h",
+                request="{}",
+                deliveries=[NewDelivery(GROUP, None, False, "", "Invoice <b>42</b> paid")],
+            )
+        ],
+        republish_after=timedelta(seconds=30),
+    )
+    await bridge.publisher.publish([(d.id, d.chat_id) for d in own.message.deliveries])
+    storm = [(await bridge.receive(notification(f"Node{i}"), [GROUP]))[0] for i in range(7)]
+
+    await bridge.settle(step=0.25, within=10)
+    sent = bridge.sender.in_chat(GROUP)
+    assert sent[0].text == "Invoice <b>42</b> paid"  # first in, not held for the storm
+    [digest] = sent[1:]
+    assert digest.text.startswith("🌪 <b>Storm digest: 7 alerts firing")
+    assert digest.delivery_id in storm
