@@ -17,6 +17,7 @@ from typing import Protocol
 from bridge.delivery import AmbiguityPolicy, Delivery, DeliveryState, ThreadChange, Transition
 from bridge.digest import DigestItem
 from bridge.models import Notification
+from bridge.retention import Horizon, Table
 
 #: Turns the notifications a storm digest folds into its text; the worker's, so
 #: the store never renders.
@@ -212,6 +213,11 @@ class Store(Protocol):
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]: ...
 
     async def leave(self, worker_id: str) -> None: ...
+
+    async def prune(self, horizon: Horizon, *, limit: int) -> dict[Table, int]:
+        """Delete what bridge/retention.py says may go: at most ``limit`` rows per
+        table, oldest first; the count deleted of each table. Empty while another
+        process prunes."""
 
     # -- what operators see ---------------------------------------------------------
 
