@@ -3,8 +3,9 @@
 A row goes once nothing can need it again, never earlier:
 
 * a delivery: finished (``TERMINAL``) longer than ``retention`` ago, not the
-  digest another row points at, and not in a thread that is still open (its
-  anchor and replies are what the bot shows for the thread);
+  digest another row points at, and not what a thread that is still open
+  shows: its first message and the latest reply after it (older replies of an
+  open thread go, or a group that never resolves would keep every one);
 * a notification: none of its deliveries left, and its last occurrence older
   than both ``retention`` and the dedup window (a copy arriving later must
   still find it and be dropped); its acks go with it;

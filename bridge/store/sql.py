@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from bridge.delivery import (
     UNFINISHED,
     Const,
+    DeliveryState,
     DueOr,
     Guard,
     Increment,
@@ -200,7 +201,7 @@ def ago(dialect: Dialect, param: str) -> str:
 
 def prunable_deliveries(dialect: Dialect) -> str:
     """Ids of finished deliveries past their horizon that no digest row points at and
-    no open thread holds."""
+    an open thread does not show: its first message, and the latest reply after it."""
     return f"""SELECT d.id FROM deliveries d
         WHERE d.finished_at < {ago(dialect, "finished")}
           AND d.state IN {states(PRUNABLE_STATES)}
@@ -208,7 +209,11 @@ def prunable_deliveries(dialect: Dialect) -> str:
           AND NOT EXISTS (
               SELECT 1 FROM group_threads g
               WHERE g.group_ref = d.group_ref AND g.chat_id = d.chat_id
-                AND g.thread_key = COALESCE(d.thread_id, 0) AND g.closed_at IS NULL)
+                AND g.thread_key = COALESCE(d.thread_id, 0) AND g.closed_at IS NULL
+                AND (d.telegram_message_id = g.message_id OR NOT EXISTS (
+                    SELECT 1 FROM deliveries r
+                    WHERE r.chat_id = g.chat_id AND r.reply_to_message_id = g.message_id
+                      AND r.state = '{DeliveryState.DELIVERED.value}' AND r.id > d.id)))
         ORDER BY d.finished_at LIMIT :limit{dialect.skip_locked}"""
 
 

@@ -117,6 +117,29 @@ async def test_prune_keeps_an_open_thread_and_deletes_it_once_closed(store: Stor
     assert deleted(await store.prune(kept, limit=500)) == {}
 
 
+async def test_an_open_thread_keeps_its_first_message_and_latest_reply(store: Store) -> None:
+    group = uuid.uuid4()
+    (anchor,) = await accept(store, to(1), group=group, n=notification("Still"))
+    await delivered(store, anchor, 100)
+    replies = []
+    for i in range(3):  # new content of a group that keeps firing
+        (reply,) = await accept(store, to(1), group=group, n=notification(f"Still{i}"))
+        await delivered(store, reply, 101 + i, reply_to=100)
+        replies.append(reply)
+
+    counts = await store.prune(OLD, limit=500)
+
+    assert deleted(counts) == {Table.DELIVERIES: 2, Table.NOTIFICATIONS: 2}
+    assert [await store.state_of(d) for d in [anchor, *replies]] == [
+        S.DELIVERED,
+        None,
+        None,
+        S.DELIVERED,
+    ]
+    shown = await store.interactions().message(1, 100)
+    assert shown is not None and shown.delivery_id == replies[-1]
+
+
 async def test_prune_keeps_a_digest_while_a_row_it_carried_is_kept(store: Store) -> None:
     ids = [(await accept(store, to(42), n=notification(f"Storm{i}")))[0] for i in range(4)]
     carrier = await store.claim(ids[0], lease=LEASE)

@@ -6,6 +6,9 @@ CREATE INDEX deliveries_finished
 -- delivery also checks nothing points at it (the foreign key's own lookup).
 CREATE INDEX deliveries_by_digest
     ON deliveries (digest_id) WHERE digest_id IS NOT NULL;
+-- An open thread keeps only its first message and its latest reply.
+CREATE INDEX deliveries_replies
+    ON deliveries (chat_id, reply_to_message_id) WHERE reply_to_message_id IS NOT NULL;
 CREATE INDEX notifications_by_occurrence ON notifications (occurrence_at);
 CREATE INDEX group_threads_closed
     ON group_threads (closed_at) WHERE closed_at IS NOT NULL;
