@@ -32,6 +32,8 @@ from bridge.delivery import TERMINAL
 #: Rows per table per statement: small enough that a batch's locks are gone in
 #: milliseconds, large enough to keep up with hundreds of deliveries a second.
 PRUNE_BATCH = 500
+#: Batches in one scheduler pass; a backlog carries on at the next tick.
+PRUNE_BATCHES_PER_PASS = 10
 #: How often the pruner runs: nothing outlives its retention by more than this
 #: (plus the time a pass takes).
 PRUNE_EVERY = timedelta(seconds=30)

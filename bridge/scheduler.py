@@ -33,7 +33,14 @@ from bridge.delivery import AmbiguityPolicy
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.queue.base import DeadLetter
-from bridge.retention import PRUNE_BATCH, PRUNE_EVERY, Table, batches_left, horizon
+from bridge.retention import (
+    PRUNE_BATCH,
+    PRUNE_BATCHES_PER_PASS,
+    PRUNE_EVERY,
+    Table,
+    batches_left,
+    horizon,
+)
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -145,12 +152,12 @@ class Scheduler:
         return await self.prune()
 
     async def prune(self) -> dict[Table, int]:
-        """Delete in batches until a batch finds less than a full one in every table;
-        the rows deleted, by table."""
+        """Delete in batches until a batch finds less than a full one in every table, at
+        most ``PRUNE_BATCHES_PER_PASS`` of them; the rows deleted, by table."""
         config = self._current()
         keep = horizon(config.retention, dedup_windows=[config.delivery.dedup_window])
         total: dict[Table, int] = {}
-        while True:
+        for _ in range(PRUNE_BATCHES_PER_PASS):
             counts = await self._store.prune(keep, limit=PRUNE_BATCH)
             for table, n in counts.items():
                 if n:
@@ -158,6 +165,10 @@ class Scheduler:
                     self._metrics.pruned.labels(table.value).inc(n)
             if not batches_left(counts, PRUNE_BATCH):
                 break
+        else:
+            # A backlog (the first pass over an old database): the next tick goes on,
+            # so republishing and lease expiry never wait behind a long prune.
+            self._pruned_at = None
         if total:
             log.info(
                 "retention: deleted %s",

@@ -15,7 +15,16 @@ from bridge.config_file import parse_config
 from bridge.delivery import DeliveryState
 from bridge.errors import ConfigError
 from bridge.models import Status
-from bridge.retention import PRUNE_EVERY, Horizon, Table, batches_left, horizon, too_short
+from bridge.retention import (
+    PRUNE_BATCH,
+    PRUNE_BATCHES_PER_PASS,
+    PRUNE_EVERY,
+    Horizon,
+    Table,
+    batches_left,
+    horizon,
+    too_short,
+)
 from bridge.store.sqlite import SqliteStore
 from tests.unit.fakes import FakeClock, Line, notification
 
@@ -128,3 +137,25 @@ async def test_the_file_stops_growing_once_retention_is_reached(
     # from then on freed pages are reused and the file keeps its size.
     assert sizes[5] <= sizes[3], sizes
     assert line.metric("alertbridge_pruned_total", table="deliveries") > 0
+
+
+async def test_a_backlog_is_pruned_over_several_ticks_without_waiting_a_period(
+    clock: FakeClock, store: SqliteStore, db_path: Path
+) -> None:
+    line = retaining(Line(clock, store, db_path, settings=SETTINGS))
+    rows = PRUNE_BATCH * PRUNE_BATCHES_PER_PASS + 100
+    await line.receive(notification("Everywhere", status=Status.RESOLVED), range(1, rows + 1))
+    line.publisher.pending.clear()
+    # As an old database holds them: finished long ago (written beside the store).
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE deliveries SET state = 'failed', finished_at = ?", (clock.time(),))
+    db.close()
+    clock.advance(2 * RETENTION.total_seconds())
+
+    await line.scheduler.tick()
+    assert line.metric("alertbridge_pruned_total", table="deliveries") == rows - 100
+    clock.advance(1)  # the next tick, not the next period
+    await line.scheduler.tick()
+    assert line.metric("alertbridge_pruned_total", table="deliveries") == rows
+    assert line.metric("alertbridge_pruned_total", table="notifications") == 1
