@@ -94,7 +94,14 @@ class Scheduler:
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
         await self.surface_dead_letters()
-        await self.prune_if_due()
+        try:
+            await self.prune_if_due()
+        except StoreUnavailable as exc:
+            log.warning("retention: %s; trying again in %s", exc, PRUNE_EVERY)
+        except Exception:
+            # Deleting old rows is housekeeping: a fault in it must not stop the
+            # scheduler from republishing and settling leases.
+            log.exception("retention: the pass failed; trying again in %s", PRUNE_EVERY)
         published = 0
         after_id = 0  # catch-up pages by id: each row once per pass
         while True:

@@ -26,7 +26,7 @@ from bridge.retention import (
     too_short,
 )
 from bridge.store.sqlite import SqliteStore
-from tests.unit.fakes import FakeClock, Line, notification
+from tests.unit.fakes import REPUBLISH_AFTER, FakeClock, Line, notification
 
 RETENTION = timedelta(minutes=1)
 SETTINGS = DeliveryConfig(dedup_window=timedelta(seconds=30))
@@ -159,3 +159,20 @@ async def test_a_backlog_is_pruned_over_several_ticks_without_waiting_a_period(
     await line.scheduler.tick()
     assert line.metric("alertbridge_pruned_total", table="deliveries") == rows
     assert line.metric("alertbridge_pruned_total", table="notifications") == 1
+
+
+async def test_a_failing_prune_does_not_stop_the_scheduler(
+    clock: FakeClock, store: SqliteStore, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    line = retaining(Line(clock, store, db_path, settings=SETTINGS))
+
+    async def broken(horizon: Horizon, *, limit: int) -> dict[Table, int]:
+        raise RuntimeError("a bug in a pruning statement")
+
+    store.prune = broken  # type: ignore[method-assign]
+    await line.receive(notification("Waiting"), [1])
+    line.publisher.pending.clear()  # the receiver's publish was lost
+    clock.advance(REPUBLISH_AFTER.total_seconds())
+
+    assert await line.scheduler.tick() == 1  # republished all the same
+    assert "retention: the pass failed" in caplog.text
