@@ -469,6 +469,12 @@ async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standa
                 await asyncio.sleep(10)
 
         sampler = asyncio.create_task(sample())
+        vacuum = None
+        if not standalone and not await _autovacuum(s):
+            # A server with autovacuum off never reuses deleted rows' space, whatever
+            # the bridge deletes; stand in for it, and say so.
+            vacuum = asyncio.create_task(_vacuum_every(s, 30))
+            report.add("autovacuum is off on this server", "VACUUM every 30 s by the soak")
         await post_paced(
             f"{s.url}/alertmanager",
             firing_then_resolved(50 * seconds, "Keep"),
@@ -476,8 +482,12 @@ async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standa
             on_answer=lambda started, latency: answers.append((started - t0, latency)),
         )
         sampler.cancel()
+        if vacuum is not None:
+            vacuum.cancel()
         rss_samples.append((time.monotonic() - t0, rss_mb(process.pid)))
         size_samples.append((time.monotonic() - t0, await _database_mb(s, sqlite_path)))
+        per_minute = [f"{v:.1f}" for at, v in size_samples if int(at) % 60 < 10]
+        report.add("store size at each minute (MB)", " ".join(per_minute))
         second_half = [x for x in size_samples if x[0] >= seconds / 2]
         rss_half = [x for x in rss_samples if x[0] >= seconds / 2]
         store = "SQLite file + WAL" if standalone else "PostgreSQL database"
@@ -504,6 +514,24 @@ async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standa
                 )
         left = await _states(s, sqlite_path)
         report.add("deliveries left at the end, by state", json.dumps(left))
+
+
+async def _autovacuum(s: Stack) -> bool:
+    connection = await asyncpg.connect(s.database_url)
+    try:
+        return bool(await connection.fetchval("SHOW autovacuum") == "on")
+    finally:
+        await connection.close()
+
+
+async def _vacuum_every(s: Stack, seconds: float) -> None:
+    connection = await asyncpg.connect(s.database_url)
+    try:
+        while True:
+            await asyncio.sleep(seconds)
+            await connection.execute("VACUUM deliveries, notifications, group_threads, acks")
+    finally:
+        await connection.close()
 
 
 async def _states(s: Stack, sqlite_path: Path | None) -> dict[str, int]:
