@@ -24,11 +24,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bridge.errors import ConfigError
+from bridge.retention import too_short
 from bridge.routing import Route, build_route, parse_matchers
 
 TELEGRAM_API_URL = "https://api.telegram.org"
@@ -283,6 +285,11 @@ class Config(_Strict):
     listen: Annotated[str, RESTART] = "0.0.0.0:8080"
     receiver: ReceiverConfig = ReceiverConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    # Finished deliveries, their notifications, closed threads and seen
+    # Telegram updates are deleted this long after they finished
+    # (bridge/retention.py). At least delivery.dedup_window: a copy must still
+    # find its notification.
+    retention: Duration = timedelta(days=30)
     # Queues, shards and the consumer are declared at start.
     amqp: Annotated[AmqpConfig, RESTART] = AmqpConfig()
     rate_limits: RateLimitConfig = RateLimitConfig()
@@ -337,6 +344,17 @@ class Config(_Strict):
                 f'{zone!r} is not a known time zone; use an IANA name like "Europe/Berlin"'
             ) from exc
         return zone
+
+    @field_validator("retention")
+    @classmethod
+    def _retention_covers_dedup(cls, retention: timedelta, info: ValidationInfo) -> timedelta:
+        # Declared after delivery: it is validated by now (absent if it was invalid).
+        delivery = info.data.get("delivery")
+        windows = {} if delivery is None else {"delivery.dedup_window": delivery.dedup_window}
+        problem = too_short(retention, windows)
+        if problem:
+            raise ValueError(problem)
+        return retention
 
     @field_validator("route")
     @classmethod

@@ -173,6 +173,12 @@ class Metrics:
             "out; the scheduler settles those rows as an expired lease.",
             registry=r,
         )
+        self.pruned = Counter(
+            "alertbridge_pruned_total",
+            "Rows deleted by retention (config retention), by table.",
+            ["table"],
+            registry=r,
+        )
         self.dead_letters = Counter(
             "alertbridge_dead_letters_total",
             "Queue messages found dead-lettered and taken off the dead-letter queue, by "

@@ -12,6 +12,10 @@ instead send a message that keeps failing round the same loop. What the
 scheduler adds is that nobody has to look: each dead letter is counted
 (``alertbridge_dead_letters_total``) and logged with its delivery id, and
 taken off the dead-letter queue.
+
+And it prunes: every ``PRUNE_EVERY`` it deletes, batch by batch, what the
+retention rule (bridge/retention.py) lets go. With several replicas, one at a
+time prunes (the store's lock); the others find nothing to do.
 """
 
 from __future__ import annotations
@@ -29,6 +33,14 @@ from bridge.delivery import AmbiguityPolicy
 from bridge.errors import QueueUnavailable, StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.queue.base import DeadLetter
+from bridge.retention import (
+    PRUNE_BATCH,
+    PRUNE_BATCHES_PER_PASS,
+    PRUNE_EVERY,
+    Table,
+    batches_left,
+    horizon,
+)
 from bridge.store import Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,8 @@ class Scheduler:
         self._publisher = publisher
         self._current = current
         self._metrics = metrics
+        #: When the pruner last ran (the clock's monotonic seconds); None: never.
+        self._pruned_at: float | None = None
 
     @property
     def _settings(self) -> DeliveryConfig:
@@ -80,6 +94,14 @@ class Scheduler:
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
         await self.surface_dead_letters()
+        try:
+            await self.prune_if_due()
+        except StoreUnavailable as exc:
+            log.warning("retention: %s; trying again in %s", exc, PRUNE_EVERY)
+        except Exception:
+            # Deleting old rows is housekeeping: a fault in it must not stop the
+            # scheduler from republishing and settling leases.
+            log.exception("retention: the pass failed; trying again in %s", PRUNE_EVERY)
         published = 0
         after_id = 0  # catch-up pages by id: each row once per pass
         while True:
@@ -127,6 +149,40 @@ class Scheduler:
                 policy,
                 extra=fields,
             )
+
+    async def prune_if_due(self) -> dict[Table, int]:
+        """Prune when ``PRUNE_EVERY`` has passed since the last time (or never ran)."""
+        now = self._clock.monotonic()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY.total_seconds():
+            return {}
+        self._pruned_at = now
+        return await self.prune()
+
+    async def prune(self) -> dict[Table, int]:
+        """Delete in batches until a batch finds less than a full one in every table, at
+        most ``PRUNE_BATCHES_PER_PASS`` of them; the rows deleted, by table."""
+        config = self._current()
+        keep = horizon(config.retention, dedup_windows=[config.delivery.dedup_window])
+        total: dict[Table, int] = {}
+        for _ in range(PRUNE_BATCHES_PER_PASS):
+            counts = await self._store.prune(keep, limit=PRUNE_BATCH)
+            for table, n in counts.items():
+                if n:
+                    total[table] = total.get(table, 0) + n
+                    self._metrics.pruned.labels(table.value).inc(n)
+            if not batches_left(counts, PRUNE_BATCH):
+                break
+        else:
+            # A backlog (the first pass over an old database): the next tick goes on,
+            # so republishing and lease expiry never wait behind a long prune.
+            self._pruned_at = None
+        if total:
+            log.info(
+                "retention: deleted %s",
+                ", ".join(f"{n} {table}" for table, n in sorted(total.items())),
+                extra={"pruned": {t.value: n for t, n in total.items()}},
+            )
+        return total
 
     async def surface_dead_letters(self) -> int:
         """Count, log and take off the dead-letter queue what landed there; how many."""

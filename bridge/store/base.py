@@ -25,6 +25,7 @@ from bridge.delivery import (
 )
 from bridge.digest import DigestItem
 from bridge.models import Notification
+from bridge.retention import Horizon, Table
 
 #: Turns the notifications a storm digest folds into its text; the worker's, so
 #: the store never renders.
@@ -307,6 +308,11 @@ class Store(Protocol):
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]: ...
 
     async def leave(self, worker_id: str) -> None: ...
+
+    async def prune(self, horizon: Horizon, *, limit: int) -> dict[Table, int]:
+        """Delete what bridge/retention.py says may go: at most ``limit`` rows per
+        table, oldest first; the count deleted of each table. Empty while another
+        process prunes."""
 
     # -- what operators see ---------------------------------------------------------
 

@@ -40,6 +40,7 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.models import Notification, Status
+from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
     Accepted,
@@ -54,7 +55,19 @@ from bridge.store.base import (
     migrations,
 )
 from bridge.store.interactions import InteractionStore
-from bridge.store.sql import POSTGRES, arguments, numbered, states, update, where_clause
+from bridge.store.sql import (
+    POSTGRES,
+    arguments,
+    numbered,
+    prunable_deliveries,
+    prunable_notifications,
+    prune_bot_silences,
+    prune_group_threads,
+    prune_telegram_updates,
+    states,
+    update,
+    where_clause,
+)
 
 S = DeliveryState
 
@@ -124,6 +137,17 @@ def _classified() -> Iterator[None]:
 # the one that lets one process of many poll Telegram for the bot's updates.
 _MIGRATION_LOCK = 0x616C6572
 _POLLER_LOCK = 0x41_42_50_4F
+# One pruner across replicas: a batch runs only under this transaction lock.
+_PRUNER_LOCK = 0x41_42_50_52
+
+
+_PRUNABLE_DELIVERIES = numbered(prunable_deliveries(POSTGRES))
+_PRUNABLE_NOTIFICATIONS = numbered(prunable_notifications(POSTGRES))
+_PRUNE_BY_DELETE = {
+    Table.GROUP_THREADS: numbered(prune_group_threads(POSTGRES)),
+    Table.TELEGRAM_UPDATES: numbered(prune_telegram_updates(POSTGRES)),
+    Table.BOT_SILENCES: numbered(prune_bot_silences(POSTGRES)),
+}
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:
@@ -688,6 +712,47 @@ class PostgresStore:
         async with self.connection() as conn:
             await conn.execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
 
+    async def prune(self, horizon: Horizon, *, limit: int) -> dict[Table, int]:
+        """One batch of retention (bridge/retention.py): at most ``limit`` rows per table,
+        in one short transaction. Rows another transaction holds are skipped, never
+        waited for; another replica pruning now makes this a no-op (empty counts)."""
+        params: dict[str, object] = {
+            "finished": horizon.finished,
+            "notifications": horizon.notifications,
+            "limit": limit,
+        }
+        counts: dict[Table, int] = {}
+        async with self.connection() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _PRUNER_LOCK):
+                return counts
+            sql, order = _PRUNABLE_DELIVERIES
+            ids = [r[0] for r in await conn.fetch(sql, *arguments(order, params))]
+            if ids:
+                # A silence outlives the message it was made from: it names none then.
+                await conn.execute(
+                    "UPDATE bot_silences SET delivery_id = NULL WHERE delivery_id = ANY($1)", ids
+                )
+                await conn.execute("DELETE FROM deliveries WHERE id = ANY($1)", ids)
+            counts[Table.DELIVERIES] = len(ids)
+            sql, order = _PRUNABLE_NOTIFICATIONS
+            keys = [r[0] for r in await conn.fetch(sql, *arguments(order, params))]
+            acks = remembered = 0
+            if keys:
+                acks = _deleted(
+                    await conn.execute("DELETE FROM acks WHERE notification_key = ANY($1)", keys)
+                )
+                # A producer's message_id is remembered as long as its notification.
+                remembered = _deleted(
+                    await conn.execute("DELETE FROM producer_messages WHERE key = ANY($1)", keys)
+                )
+                await conn.execute("DELETE FROM notifications WHERE key = ANY($1)", keys)
+            counts[Table.NOTIFICATIONS] = len(keys)
+            counts[Table.ACKS] = acks
+            counts[Table.PRODUCER_MESSAGES] = remembered
+            for table, (sql, order) in _PRUNE_BY_DELETE.items():
+                counts[table] = _deleted(await conn.execute(sql, *arguments(order, params)))
+        return counts
+
     # -- what operators see -----------------------------------------------------
 
     async def backlog(self) -> tuple[int, float]:
@@ -737,6 +802,11 @@ async def _stored_message(
         request=row["request"],
         deliveries=[message_delivery_from_row(r) for r in rows],
     )
+
+
+def _deleted(status: str) -> int:
+    """The row count of a command tag like ``DELETE 12``."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 @functools.cache

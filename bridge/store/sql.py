@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from bridge.delivery import (
     UNFINISHED,
     Const,
+    DeliveryState,
     DueOr,
     Guard,
     Increment,
@@ -26,6 +27,7 @@ from bridge.delivery import (
     WaitingAgain,
     Write,
 )
+from bridge.retention import PRUNABLE_STATES
 
 #: PostgreSQL infers a parameter's type from its first use, and a parameter
 #: used as two types fails at run time; every parameter a transition writes is
@@ -50,6 +52,8 @@ class Dialect:
     false: str
     #: How a duration parameter is added to a time: ``{now} + {param}``.
     duration: str
+    #: Appended to a SELECT of rows to change: skip (never wait for) rows others hold.
+    skip_locked: str = ""
 
     def literal(self, value: str | bool | int | None) -> str:
         if value is None:
@@ -68,6 +72,7 @@ POSTGRES = Dialect(
     true="TRUE",
     false="FALSE",
     duration="{now} + :{param}::interval",
+    skip_locked=" FOR UPDATE SKIP LOCKED",
 )
 SQLITE = Dialect(
     name="sqlite",
@@ -182,3 +187,63 @@ def arguments(order: tuple[str, ...], params: Mapping[str, object]) -> list[obje
     if missing:
         raise TypeError(f"missing statement parameters: {missing}")
     return [params[name] for name in order]
+
+
+# -- retention (bridge/retention.py) ---------------------------------------------------
+# Each statement selects at most :limit rows, oldest first; :finished and
+# :notifications are the horizons (durations).
+
+
+def ago(dialect: Dialect, param: str) -> str:
+    """The moment the duration parameter ``param`` before now."""
+    if dialect is POSTGRES:
+        return f"now() - :{param}::interval"
+    return f"{dialect.now} - :{param}"
+
+
+def prunable_deliveries(dialect: Dialect) -> str:
+    """Ids of finished deliveries past their horizon that no digest row points at and
+    an open thread does not show: its first message, and the latest reply after it."""
+    return f"""SELECT d.id FROM deliveries d
+        WHERE d.finished_at < {ago(dialect, "finished")}
+          AND d.state IN {states(PRUNABLE_STATES)}
+          AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.digest_id = d.id)
+          AND NOT EXISTS (
+              SELECT 1 FROM group_threads g
+              WHERE g.group_ref = d.group_ref AND g.chat_id = d.chat_id
+                AND g.thread_key = COALESCE(d.thread_id, 0) AND g.closed_at IS NULL
+                AND (d.telegram_message_id = g.message_id OR NOT EXISTS (
+                    SELECT 1 FROM deliveries r
+                    WHERE r.chat_id = g.chat_id AND r.reply_to_message_id = g.message_id
+                      AND r.state = '{DeliveryState.DELIVERED.value}' AND r.id > d.id)))
+        ORDER BY d.finished_at LIMIT :limit{dialect.skip_locked}"""
+
+
+def prunable_notifications(dialect: Dialect) -> str:
+    """Keys of notifications with no delivery left whose last occurrence is past the
+    horizon (which covers the dedup window)."""
+    return f"""SELECT n.key FROM notifications n
+        WHERE n.occurrence_at < {ago(dialect, "notifications")}
+          AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_key = n.key)
+        ORDER BY n.occurrence_at LIMIT :limit{dialect.skip_locked}"""
+
+
+def prune_group_threads(dialect: Dialect) -> str:
+    return f"""DELETE FROM group_threads WHERE (group_ref, chat_id, thread_key) IN (
+        SELECT group_ref, chat_id, thread_key FROM group_threads
+        WHERE closed_at < {ago(dialect, "finished")}
+        ORDER BY closed_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def prune_telegram_updates(dialect: Dialect) -> str:
+    return f"""DELETE FROM telegram_updates WHERE update_id IN (
+        SELECT update_id FROM telegram_updates
+        WHERE received_at < {ago(dialect, "finished")}
+        ORDER BY received_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def prune_bot_silences(dialect: Dialect) -> str:
+    return f"""DELETE FROM bot_silences WHERE id IN (
+        SELECT id FROM bot_silences
+        WHERE ends_at < {ago(dialect, "finished")}
+        ORDER BY ends_at LIMIT :limit{dialect.skip_locked})"""

@@ -53,6 +53,7 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
 from bridge.models import Notification, Status
+from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
     Accepted,
@@ -68,7 +69,17 @@ from bridge.store.base import (
     message_delivery_from_row,
     migrations,
 )
-from bridge.store.sql import SQLITE, states, update, where_clause
+from bridge.store.sql import (
+    SQLITE,
+    prunable_deliveries,
+    prunable_notifications,
+    prune_bot_silences,
+    prune_group_threads,
+    prune_telegram_updates,
+    states,
+    update,
+    where_clause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +133,14 @@ def unavailable(exc: BaseException) -> bool:
 
 
 _CLAIM = update(T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS))
+
+_PRUNABLE_DELIVERIES = prunable_deliveries(SQLITE)
+_PRUNABLE_NOTIFICATIONS = prunable_notifications(SQLITE)
+_PRUNE_BY_DELETE = {
+    Table.GROUP_THREADS: prune_group_threads(SQLITE),
+    Table.TELEGRAM_UPDATES: prune_telegram_updates(SQLITE),
+    Table.BOT_SILENCES: prune_bot_silences(SQLITE),
+}
 
 # What a storm digest for the carrier's chat, topic and id (in that order) takes in.
 _FOLDABLE = where_clause(
@@ -644,6 +663,58 @@ class SqliteStore:
         await self._run(
             lambda db, now: db.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
         )
+
+    async def prune(self, horizon: Horizon, *, limit: int) -> dict[Table, int]:
+        """One batch of retention (bridge/retention.py): at most ``limit`` rows per table.
+
+        The file does not shrink: SQLite puts the freed pages on its free list and
+        the next inserts reuse them, so once deletes keep pace with inserts the file
+        stops growing (no auto_vacuum: it would have to be set before the tables
+        exist, and returning pages only to take them back costs writes for nothing).
+        """
+
+        def prune(db: sqlite3.Connection, now: float) -> dict[Table, int]:
+            params = _params(
+                now, finished=horizon.finished, notifications=horizon.notifications, limit=limit
+            )
+            ids = [r[0] for r in db.execute(_PRUNABLE_DELIVERIES, params)]
+            chosen = {"chosen": json.dumps(ids)}
+            # A silence outlives the message it was made from: it names none then.
+            db.execute(
+                """UPDATE bot_silences SET delivery_id = NULL
+                   WHERE delivery_id IN (SELECT value FROM json_each(:chosen))""",
+                chosen,
+            )
+            db.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            )
+            keys = [r[0] for r in db.execute(_PRUNABLE_NOTIFICATIONS, params)]
+            chosen = {"chosen": json.dumps(keys)}
+            acks = db.execute(
+                "DELETE FROM acks WHERE notification_key IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            ).rowcount
+            # A producer's message_id is remembered as long as its notification.
+            remembered = db.execute(
+                "DELETE FROM producer_messages WHERE key IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            ).rowcount
+            db.execute(
+                "DELETE FROM notifications WHERE key IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            )
+            counts = {
+                Table.DELIVERIES: len(ids),
+                Table.NOTIFICATIONS: len(keys),
+                Table.ACKS: acks,
+                Table.PRODUCER_MESSAGES: remembered,
+            }
+            for table, sql in _PRUNE_BY_DELETE.items():
+                counts[table] = db.execute(sql, params).rowcount
+            return counts
+
+        return await self._run(prune)
 
     # -- what operators see -------------------------------------------------------
 

@@ -3,7 +3,9 @@ bridge as real subprocesses, the Telegram double in this process.
 
     .venv/bin/python -m tests.bench [--quick] [--only NAME ...] [--soak-seconds N] [--json FILE]
 
-Scenarios: ingest, e2e, worker, storm, rss, versus. Each prints its figures
+Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, versus
+(the last two: the RSS soak with a one-minute retention, on PostgreSQL and on the
+standalone SQLite file). Each prints its figures
 next to the issue's target; nothing is asserted (these machines are shared
 and noisy, so figures belong in a table, not in a test).
 """
@@ -14,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sqlite3
 import statistics
 import subprocess
 import tempfile
@@ -187,7 +190,11 @@ async def post_all(
 
 
 async def post_paced(
-    url: str, bodies: list[bytes], rate: float, on_start: Callable[[int, float], None] | None = None
+    url: str,
+    bodies: list[bytes],
+    rate: float,
+    on_start: Callable[[int, float], None] | None = None,
+    on_answer: Callable[[float, float], None] | None = None,
 ) -> list[float]:
     """Open loop: request i starts at i/rate, whatever the answers do. Latencies."""
     latencies: list[float] = []
@@ -203,6 +210,8 @@ async def post_paced(
                 await answer.read()
                 answer.raise_for_status()
             latencies.append(time.monotonic() - started)
+            if on_answer is not None:
+                on_answer(started, latencies[-1])
 
         t0 = time.monotonic() + 0.1
         await asyncio.gather(*(one(i, b, t0 + i / rate) for i, b in enumerate(bodies)))
@@ -213,6 +222,22 @@ def bodies(count: int, prefix: str, **labels: str) -> list[bytes]:
     return [
         json.dumps(webhook(alert(f"{prefix}{i:06d}", labels=labels))).encode() for i in range(count)
     ]
+
+
+def firing_then_resolved(count: int, prefix: str) -> list[bytes]:
+    """Alerts that fire and resolve two seconds later (at 50/s), as alerts do: each
+    group's thread opens and closes, so retention can take it."""
+    lag = 100
+    out: list[bytes] = []
+    for i in range(count):
+        fired = i - lag - 1  # the (even) firing an odd request resolves
+        if i % 2 == 1 and fired >= 0:
+            out.append(
+                json.dumps(webhook(alert(f"{prefix}{fired:06d}", status="resolved"))).encode()
+            )
+        else:
+            out.append(json.dumps(webhook(alert(f"{prefix}{i:06d}"))).encode())
+    return out
 
 
 async def until(predicate: Callable[[], Awaitable[bool]], timeout: float) -> bool:
@@ -412,6 +437,138 @@ async def rss(report: Report, quick: bool, soak_seconds: int) -> None:
         report.add("RSS slope over the second half", f"{slope:+.2f} MB/min", "flat")
 
 
+async def _database_mb(s: Stack, sqlite_path: Path | None) -> float:
+    """The store's size on disk: the SQLite file and its WAL, or PostgreSQL's database."""
+    if sqlite_path is not None:
+        wal = sqlite_path.with_name(sqlite_path.name + "-wal")
+        files = [sqlite_path, wal]
+        return sum(f.stat().st_size for f in files if f.exists()) / 2**20
+    connection = await asyncpg.connect(s.database_url)
+    try:
+        size = await connection.fetchval("SELECT pg_database_size(current_database())")
+    finally:
+        await connection.close()
+    return float(size) / 2**20
+
+
+def _slope(samples: list[tuple[float, float]]) -> float:
+    """Change per minute between the first and last sample of ``samples``."""
+    return (samples[-1][1] - samples[0][1]) / max((samples[-1][0] - samples[0][0]) / 60, 1e-9)
+
+
+async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standalone: bool) -> None:
+    """The RSS soak with a one-minute retention: the store's size and the process's
+    RSS should be flat over the second half, and accepting as fast as before the
+    pruner had anything to delete."""
+    seconds = 120 if quick else soak_seconds
+    retention = 60
+    async with stack() as s:
+        s.config["retention"] = f"{retention}s"
+        s.config["delivery"] = {"dedup_window": "30s"}
+        sqlite_path = None
+        if standalone:
+            sqlite_path = s.workdir / "alertbridge.db"
+            del s.config["database_url"], s.config["amqp_url"]
+            s.config["sqlite_path"] = str(sqlite_path)
+        process = await s.start("serve")
+        await asyncio.sleep(2)
+        rss_samples: list[tuple[float, float]] = []
+        size_samples: list[tuple[float, float]] = []
+        answers: list[tuple[float, float]] = []
+        t0 = time.monotonic()
+
+        async def sample() -> None:
+            while True:
+                at = time.monotonic() - t0
+                rss_samples.append((at, rss_mb(process.pid)))
+                size_samples.append((at, await _database_mb(s, sqlite_path)))
+                await asyncio.sleep(10)
+
+        sampler = asyncio.create_task(sample())
+        vacuum = None
+        if not standalone and not await _autovacuum(s):
+            # A server with autovacuum off never reuses deleted rows' space, whatever
+            # the bridge deletes; stand in for it, and say so.
+            vacuum = asyncio.create_task(_vacuum_every(s, 30))
+            report.add("autovacuum is off on this server", "VACUUM every 30 s by the soak")
+        await post_paced(
+            f"{s.url}/alertmanager",
+            firing_then_resolved(50 * seconds, "Keep"),
+            50,
+            on_answer=lambda started, latency: answers.append((started - t0, latency)),
+        )
+        sampler.cancel()
+        if vacuum is not None:
+            vacuum.cancel()
+        rss_samples.append((time.monotonic() - t0, rss_mb(process.pid)))
+        size_samples.append((time.monotonic() - t0, await _database_mb(s, sqlite_path)))
+        per_minute = [f"{v:.1f}" for at, v in size_samples if int(at) % 60 < 10]
+        report.add("store size at each minute (MB)", " ".join(per_minute))
+        second_half = [x for x in size_samples if x[0] >= seconds / 2]
+        rss_half = [x for x in rss_samples if x[0] >= seconds / 2]
+        store = "SQLite file + WAL" if standalone else "PostgreSQL database"
+        sizes = [v for _, v in size_samples]
+        report.add(
+            f"{store} over a {seconds} s soak, retention {retention} s (first/max/last)",
+            f"{sizes[0]:.1f}/{max(sizes):.1f}/{sizes[-1]:.1f} MB",
+        )
+        slope = _slope(second_half)
+        report.add("store size slope over the second half", f"{slope:+.2f} MB/min", "flat")
+        values = [v for _, v in rss_samples]
+        report.add(
+            "serve RSS (min/max/last)", f"{min(values):.0f}/{max(values):.0f}/{values[-1]:.0f} MB"
+        )
+        report.add("RSS slope over the second half", f"{_slope(rss_half):+.2f} MB/min", "flat")
+        before = [latency * 1000 for at, latency in answers if at < retention]
+        after = [latency * 1000 for at, latency in answers if at >= seconds / 2]
+        for label, chosen in (("before pruning (first minute)", before), ("second half", after)):
+            if chosen:
+                report.add(
+                    f"accept latency, {label}: p50/p99",
+                    f"{pct(chosen, 0.5):.1f}/{pct(chosen, 0.99):.1f} ms",
+                    "unchanged",
+                )
+        left = await _states(s, sqlite_path)
+        report.add("deliveries left at the end, by state", json.dumps(left))
+
+
+async def _autovacuum(s: Stack) -> bool:
+    connection = await asyncpg.connect(s.database_url)
+    try:
+        return bool(await connection.fetchval("SHOW autovacuum") == "on")
+    finally:
+        await connection.close()
+
+
+async def _vacuum_every(s: Stack, seconds: float) -> None:
+    connection = await asyncpg.connect(s.database_url)
+    try:
+        while True:
+            await asyncio.sleep(seconds)
+            await connection.execute("VACUUM deliveries, notifications, group_threads, acks")
+    finally:
+        await connection.close()
+
+
+async def _states(s: Stack, sqlite_path: Path | None) -> dict[str, int]:
+    if sqlite_path is None:
+        return await s.states()
+    db = sqlite3.connect(f"file:{sqlite_path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT state, count(*) FROM deliveries GROUP BY 1").fetchall()
+    finally:
+        db.close()
+    return {state: n for state, n in rows}
+
+
+async def retention(report: Report, quick: bool, soak_seconds: int) -> None:
+    await _retention_soak(report, quick, soak_seconds, standalone=False)
+
+
+async def retention_sqlite(report: Report, quick: bool, soak_seconds: int) -> None:
+    await _retention_soak(report, quick, soak_seconds, standalone=True)
+
+
 async def versus(report: Report, quick: bool) -> None:
     count = 30 if quick else 100
     chat = -1001
@@ -475,7 +632,9 @@ async def _received(telegram: TelegramDouble, count: int) -> bool:
     return len(ok) >= count or sum(c.params.get("text", "").count("Vs") for c in ok) >= count
 
 
-SCENARIOS = ["ingest", "e2e", "worker", "storm", "rss", "versus"]
+SCENARIOS = ["ingest", "e2e", "worker", "storm", "rss", "retention", "retention_sqlite", "versus"]
+#: The soaks: they take ``--soak-seconds``.
+SOAKS = {"rss", "retention", "retention_sqlite"}
 
 
 async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:
@@ -485,8 +644,8 @@ async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:
         report = Report(name)
         reports.append(report)
         try:
-            if name == "rss":
-                await rss(report, quick, soak_seconds)
+            if name in SOAKS:
+                await globals()[name](report, quick, soak_seconds)
             else:
                 await globals()[name](report, quick)
         except Exception as exc:  # noqa: BLE001 - one scenario's crash is a figure too
