@@ -135,6 +135,7 @@ class Const:
 @dataclass(frozen=True, slots=True)
 class Increment:
     column: str
+    by: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,30 @@ class T:
             "last_attempt_at": Now(),
         },
         guards=(Guard.LEASE_HELD, Guard.NOT_WRITTEN),
+    )
+    #: Both at once, in one round trip, when the worker knows before the claim
+    #: that nothing stands between it and the request (no rate-limit wait).
+    claim_and_begin = Transition(
+        "claim_and_begin",
+        WAITING,
+        _S.SENDING,
+        {
+            "lease_until": Now(plus="lease"),
+            "send_started_at": Now(),
+            "attempts": Increment("attempts"),
+            "last_attempt_at": Now(),
+        },
+        guards=(Guard.DUE, Guard.FIRST_IN_GROUP),
+    )
+    #: A claim that began its request at once, then learnt (from the chat's backlog)
+    #: that a storm is waiting: the claimer wrote nothing yet, so it takes the stamp
+    #: back and paces like any claim.
+    unbegin = Transition(
+        "unbegin",
+        frozenset({_S.SENDING}),
+        None,
+        {"send_started_at": Const(None), "attempts": Increment("attempts", by=-1)},
+        guards=(Guard.LEASE_HELD, Guard.WRITTEN),
     )
     #: The claimer will not send now (its slot is further off than its lease):
     #: the row waits again for ``delay``, no attempt counted, its place kept.
@@ -484,6 +509,8 @@ class Delivery:
     own_message: bool = False
     buttons: str | None = None
     disable_link_preview: bool = False
+    #: Claimed with its request begun (T.claim_and_begin): ``attempts`` counts it.
+    written: bool = False
 
     @property
     def foldable(self) -> bool:
@@ -500,6 +527,7 @@ class Delivery:
 #: The columns a claim returns, in the order both stores select them.
 CLAIMED_COLUMNS = (
     "id",
+    "send_started_at",
     "chat_id",
     "thread_id",
     "silent",
@@ -538,6 +566,7 @@ def delivery_from_row(
         own_message=bool(row["own_message"]),
         buttons=row["buttons"],
         disable_link_preview=bool(row["disable_link_preview"]),
+        written=row["send_started_at"] is not None,
     )
 
 

@@ -83,6 +83,17 @@ class Pacer:
             return parked[1]
         return self._limiter.plan(chat_id)
 
+    def free_now(self, delivery_id: int, chat_id: int) -> bool:
+        """Could a delivery for ``chat_id`` be sent this instant, no wait and no storm?
+        Then the worker claims it and begins its request in one round trip."""
+        now = self._clock.monotonic()
+        return (
+            delivery_id not in self._parked
+            and chat_id not in self._storms
+            and self._limiter.next_slot(chat_id) <= now
+            and self._limiter.ready_in(chat_id) == 0
+        )
+
     def release(self, chat_id: int, slot: float) -> None:
         """The delivery will not use its slot (its claim was lost)."""
         self._limiter.unplan(chat_id, slot)

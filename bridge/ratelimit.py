@@ -36,9 +36,12 @@ class Window:
     slots: deque[float]
 
     def earliest(self, at: float) -> float:
-        """The earliest moment >= ``at`` a new slot fits, assuming slots are appended in order."""
-        self._forget(at)
-        if len(self.slots) < self.limit:
+        """The earliest moment >= ``at`` a new slot fits, assuming slots are appended in order.
+
+        Asking about a moment ahead changes nothing: the slots before it still count
+        for any question about now (a peek must not empty the calendar)."""
+        recent = len(self.slots) - bisect.bisect_right(self.slots, at - self.period)
+        if recent < self.limit:
             return at
         return max(at, self.slots[-self.limit] + self.period)
 
@@ -50,7 +53,8 @@ class Window:
         if index < len(self.slots) and self.slots[index] == slot:
             del self.slots[index]
 
-    def _forget(self, now: float) -> None:
+    def forget(self, now: float) -> None:
+        """Drop the slots that no longer count at ``now``: bounded memory."""
         while self.slots and self.slots[0] <= now - self.period:
             self.slots.popleft()
 
@@ -111,19 +115,26 @@ class RateLimiter:
 
     def plan(self, chat_id: int) -> float:
         """Reserve the chat's next free slot in the calendar; returns it (on the clock)."""
+        slot = self.next_slot(chat_id)
+        for window in self._plan[chat_id]:
+            window.add(slot)
+        return slot
+
+    def next_slot(self, chat_id: int) -> float:
+        """The slot ``plan`` would reserve now, without reserving it."""
         self._follow_settings()
         windows = self._plan.get(chat_id)
         if windows is None:
             windows = self._plan[chat_id] = self._chat_windows(chat_id)
-        slot = max(self._clock(), self._blocked_until[chat_id])
+        now = self._clock()
+        for window in windows:
+            window.forget(now)
+        slot = max(now, self._blocked_until[chat_id])
         while True:  # one window's constraint can push the slot past another's
             later = max(w.earliest(slot) for w in windows)
             if later == slot:
-                break
+                return slot
             slot = later
-        for window in windows:
-            window.add(slot)
-        return slot
 
     def unplan(self, chat_id: int, slot: float) -> None:
         """Give back a slot ``plan`` reserved: the delivery will not use it."""
@@ -164,6 +175,8 @@ class RateLimiter:
         return windows
 
     def _ready_at(self, chat_id: int, now: float) -> float:
+        for window in (*self._sent_windows(chat_id), self._bot):
+            window.forget(now)
         return max(
             self._blocked_until[chat_id],
             self._bot.earliest(now),

@@ -116,17 +116,31 @@ class Worker:
             return
         delivery, claimed_at = claimed
         pacer = self._pacer
-        if pacer is not None:
-            paced = await self._pace(pacer, delivery)
-            if paced is None:
+        if (
+            delivery.written
+            and pacer is not None
+            and pacer.storm(delivery.chat_id, delivery.backlog) is not None
+            and await self._store.apply(T.unbegin, delivery.id)
+        ):
+            # A storm waits behind it: nothing was written yet, so it goes through
+            # the pacer like any claim, to gather the storm into one digest.
+            delivery = replace(delivery, written=False, attempts=delivery.attempts - 1)
+        if delivery.written:
+            # Claimed with its request begun: the chat was free, nothing to wait for.
+            if pacer is not None:
+                pacer.book(delivery.id, delivery.chat_id)
+        else:
+            if pacer is not None:
+                paced = await self._pace(pacer, delivery)
+                if paced is None:
+                    return
+                delivery = paced
+            if not await self._store.apply(T.begin_send, delivery.id):
+                # Not ours any more: its lease ran out while pacing, or a storm
+                # digest took it in. Nothing was written.
+                self._metrics.claims_missed.inc()
                 return
-            delivery = paced
-        if not await self._store.apply(T.begin_send, delivery.id):
-            # Not ours any more: its lease ran out while pacing, or a storm
-            # digest took it in. Nothing was written.
-            self._metrics.claims_missed.inc()
-            return
-        delivery = replace(delivery, attempts=delivery.attempts + 1)
+            delivery = replace(delivery, attempts=delivery.attempts + 1)
         if pacer is not None:
             await pacer.take(delivery.chat_id)
         started = self._clock.monotonic()
@@ -160,7 +174,7 @@ class Worker:
         attempt = 0
         while True:
             try:
-                return await self._claim(delivery_id)
+                return await self._claim(delivery_id, chat_id)
             except StoreUnavailable as exc:
                 attempt += 1
                 pause = jittered(attempt, initial=STORE_BACKOFF_INITIAL, cap=STORE_BACKOFF_MAX)
@@ -190,7 +204,7 @@ class Worker:
                 if await self._stopped_within(pause):
                     return None
 
-    async def _claim(self, delivery_id: int) -> tuple[Delivery, float] | None:
+    async def _claim(self, delivery_id: int, chat_id: int) -> tuple[Delivery, float] | None:
         # The store starts the lease during the claim: a moment taken before it
         # can only make the worker's idea of the lease end early, never late.
         claimed_at = self._clock.monotonic()
@@ -199,6 +213,8 @@ class Worker:
             delivery_id,
             lease=self._settings.lease,
             backlog_up_to=pacer.digest_after if pacer is not None else 0,
+            # Nothing to wait for: claim and begin the request in one round trip.
+            begin=pacer is None or pacer.free_now(delivery_id, chat_id),
         )
         if delivery is None:
             # Done, taken, not due, or behind an unfinished one of its group.

@@ -258,11 +258,12 @@ class Store(Protocol):
     # -- work: the lifecycle's transitions (bridge/delivery.py) ----------------------
 
     async def claim(
-        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0, begin: bool = False
     ) -> Delivery | None:
         """T.claim: the row with its open thread anchor; None if someone else has it,
         it is done, it is not due, or an older delivery of its group is unfinished.
-        ``backlog`` counts the others waiting for its chat, up to ``backlog_up_to``."""
+        ``backlog`` counts the others waiting for its chat, up to ``backlog_up_to``.
+        ``begin``: T.claim_and_begin, the request begun in the same statement."""
 
     async def apply(self, transition: Transition, delivery_id: int, **params: object) -> bool:
         """Run ``transition`` on one row with ``params``; False if the row was not in a

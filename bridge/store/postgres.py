@@ -171,21 +171,29 @@ _WAKE_NEXT = f""", woken AS (
     )"""
 
 
-_CLAIM, _CLAIM_ORDER = numbered(
-    f"""WITH claimed AS ({update(T.claim, POSTGRES, returning=", ".join(CLAIMED_COLUMNS))})
-        SELECT c.*, g.message_id AS anchor, n.group_key,
-               (SELECT count(*) FROM (
-                    SELECT 1 FROM deliveries w
-                    WHERE w.chat_id = c.chat_id
-                      AND COALESCE(w.thread_id, 0) = COALESCE(c.thread_id, 0)
-                      AND w.state IN {states(WAITING)} AND w.id <> c.id
-                    LIMIT :cap) AS waiting) AS backlog
-        FROM claimed c
-        JOIN notifications n ON n.key = c.notification_key
-        LEFT JOIN group_threads g
-            ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
-           AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL"""
-)
+def _claim_statement(transition: Transition) -> tuple[str, tuple[str, ...]]:
+    """``transition`` (a claim), with the row's open thread anchor, group key and the
+    chat's backlog (counted up to ``cap``) in the same round trip."""
+    return numbered(
+        f"""WITH claimed AS ({update(transition, POSTGRES, returning=", ".join(CLAIMED_COLUMNS))})
+            SELECT c.*, g.message_id AS anchor, n.group_key,
+                   (SELECT count(*) FROM (
+                        SELECT 1 FROM deliveries w
+                        WHERE w.chat_id = c.chat_id
+                          AND COALESCE(w.thread_id, 0) = COALESCE(c.thread_id, 0)
+                          AND w.state IN {states(WAITING)} AND w.id <> c.id
+                        LIMIT :cap) AS waiting) AS backlog
+            FROM claimed c
+            JOIN notifications n ON n.key = c.notification_key
+            LEFT JOIN group_threads g
+                ON g.group_ref = c.group_ref AND g.chat_id = c.chat_id
+               AND g.thread_key = COALESCE(c.thread_id, 0) AND g.closed_at IS NULL"""
+    )
+
+
+_CLAIM = {
+    begin: _claim_statement(T.claim_and_begin if begin else T.claim) for begin in (False, True)
+}
 
 # What a storm digest for the carrier's ($3) chat ($1) and topic ($2) takes in.
 _FOLDABLE = where_clause(
@@ -474,15 +482,14 @@ class PostgresStore:
     # -- worker ---------------------------------------------------------------
 
     async def claim(
-        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0, begin: bool = False
     ) -> Delivery | None:
-        """T.claim, with the row's open thread anchor, group key and the chat's backlog
-        in the same round trip."""
+        """T.claim (T.claim_and_begin with ``begin``), with the row's open thread anchor,
+        group key and the chat's backlog in the same round trip."""
+        sql, order = _CLAIM[begin]
+        params = {"id": delivery_id, "lease": lease, "cap": backlog_up_to}
         async with self.connection() as conn:
-            row = await conn.fetchrow(
-                _CLAIM,
-                *arguments(_CLAIM_ORDER, {"id": delivery_id, "lease": lease, "cap": backlog_up_to}),
-            )
+            row = await conn.fetchrow(sql, *arguments(order, params))
         if row is None:
             return None
         return delivery_from_row(

@@ -100,8 +100,8 @@ def expression(write: Write, column: str, dialect: Dialect) -> str:
             return f":{name}::{cast}" if cast else f":{name}"
         case Const(value=value):
             return dialect.literal(value)
-        case Increment(column=counted):
-            return f"{counted} + 1"
+        case Increment(column=counted, by=by):
+            return f"{counted} + {by}"
         case WaitingAgain():
             return "CASE WHEN attempts = 0 THEN 'queued' ELSE 'retry' END"
     raise AssertionError(f"unknown write {write!r}")

@@ -132,7 +132,12 @@ def unavailable(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _RETRYABLE_CODES
 
 
-_CLAIM = update(T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS))
+_CLAIM = {
+    begin: update(
+        T.claim_and_begin if begin else T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS)
+    )
+    for begin in (False, True)
+}
 
 _PRUNABLE_DELIVERIES = prunable_deliveries(SQLITE)
 _PRUNABLE_NOTIFICATIONS = prunable_notifications(SQLITE)
@@ -420,12 +425,14 @@ class SqliteStore:
     # -- worker ---------------------------------------------------------------
 
     async def claim(
-        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0
+        self, delivery_id: int, *, lease: timedelta, backlog_up_to: int = 0, begin: bool = False
     ) -> Delivery | None:
-        """T.claim, and the row's open thread anchor, group key and the chat's backlog."""
+        """T.claim (T.claim_and_begin with ``begin``), and the row's open thread anchor,
+        group key and the chat's backlog."""
+        sql = _CLAIM[begin]
 
         def claim(db: sqlite3.Connection, now: float) -> Delivery | None:
-            row = db.execute(_CLAIM, _params(now, id=delivery_id, lease=lease)).fetchone()
+            row = db.execute(sql, _params(now, id=delivery_id, lease=lease)).fetchone()
             if row is None:
                 return None
             group_key = db.execute(

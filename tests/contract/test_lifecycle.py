@@ -78,6 +78,7 @@ PATHS: dict[str, tuple[DeliveryState, bool, list[Step]]] = {
 # Every transition a store runs on one row by id, with its parameters.
 BY_ID: dict[str, tuple[Transition, dict[str, object]]] = {
     "begin_send": (T.begin_send, {}),
+    "unbegin": (T.unbegin, {}),
     "give_back": (T.give_back, {"delay": timedelta(0)}),
     "retry": (T.retry, {"delay": timedelta(0), **WHY}),
     "failed": (T.failed, WHY),
@@ -137,6 +138,17 @@ async def test_claim_follows_the_table(store: Store, path: str) -> None:
     d = await row_in(store, path)
     claimed: Delivery | None = await store.claim(d, lease=LEASE)
     assert (claimed is not None) == T.claim.allows(state, facts(written))
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_claim_and_begin_follows_the_table(store: Store, path: str) -> None:
+    state, written, steps = PATHS[path]
+    d = await row_in(store, path)
+    claimed = await store.claim(d, lease=LEASE, begin=True)
+    assert (claimed is not None) == T.claim_and_begin.allows(state, facts(written))
+    if claimed is not None:  # begun: a second begin finds it written, and it counts
+        assert claimed.written and claimed.attempts == sum(s is BEGIN for s in steps) + 1
+        assert not await store.apply(T.begin_send, d)
 
 
 @pytest.mark.parametrize("path", PATHS)

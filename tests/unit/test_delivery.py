@@ -16,6 +16,8 @@ from bridge.delivery import (
     DeliveryState,
     FoldedRow,
     Guard,
+    Increment,
+    Now,
     Reason,
     T,
     ThreadChange,
@@ -103,9 +105,13 @@ def test_every_way_back_to_waiting_drops_the_lease_and_the_written_mark() -> Non
             assert writes.get("send_started_at") == Const(None), transition.name
 
 
-def test_only_begin_send_counts_an_attempt() -> None:
-    counting = [t.name for t in T.all() if "attempts" in t.writes]
-    assert counting == ["begin_send"]
+def test_an_attempt_is_counted_exactly_where_a_request_is_begun() -> None:
+    counting = {t.name for t in T.all() if t.writes.get("attempts") == Increment("attempts")}
+    stamping = {t.name for t in T.all() if t.writes.get("send_started_at") == Now()}
+    assert counting == stamping == {"begin_send", "claim_and_begin"}
+    # Only a begun request nobody wrote yet is taken back, with its count.
+    assert T.unbegin.writes["attempts"] == Increment("attempts", by=-1)
+    assert Guard.WRITTEN in T.unbegin.guards and Guard.LEASE_HELD in T.unbegin.guards
 
 
 def test_a_lease_expiry_is_ambiguous_only_once_the_request_was_written() -> None:
