@@ -4,6 +4,10 @@ the listing and its filters, one delivery with its thread, and T.operator_resend
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from bridge import operator
+from bridge.cli import main
 from bridge.delivery import DeliveryState, Reason, T
 from bridge.models import Status
-from bridge.store import Store
+from bridge.store import PostgresStore, Store
 from bridge.store.base import DeliveryQuery
 from tests.contract.test_store import (
     LATER,
@@ -129,3 +134,39 @@ async def test_a_failed_row_is_resent_and_a_delivered_one_refused(store: Store) 
     record = await store.delivery(delivered)
     assert record is not None and record.operator_note is None and record.operator_resends == 0
     assert await store.operator_resends() == 1
+
+
+async def test_the_command_on_postgres_lists_and_resends(
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("ALERTBRIDGE_"):
+            monkeypatch.delenv(name)
+    store = await PostgresStore.connect(database_url)
+    try:
+        await store.migrate()
+        (d,) = await accept(store, to(42))
+        await ambiguous(store, d)
+    finally:
+        await store.close()
+    config = tmp_path / "alertbridge.yml"
+    config.write_text(
+        f'telegram:\n  token: "123:ABC"\ndatabase_url: "{database_url}"\n'
+        'amqp_url: "amqp://guest:guest@127.0.0.1/"\nroute:\n  chats: [1]\n'
+    )
+    args = ["deliveries", "-c", str(config)]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert await asyncio.to_thread(main, [*args, "--state", "ambiguous", "--json"]) == 0
+        assert [r["id"] for r in json.loads(capsys.readouterr().out)] == [d]
+        assert await asyncio.to_thread(main, [*args, "resend", str(d), "--by", "carol"]) == 0
+        assert await asyncio.to_thread(main, [*args, "show", str(d)]) == 0
+        assert "resent by carol at" in capsys.readouterr().out
+    finally:
+        # main() sends the logs to this test's captured stderr: not the next test's.
+        root.handlers[:] = handlers
+        root.setLevel(level)
