@@ -279,7 +279,8 @@ async def _deliveries(config: Config, args: argparse.Namespace) -> int:
         if args.action == "resend":
             by = args.by or operator.operator_name()
             return await operator.resend_command(store, args.ids, by=by)
-        width = shutil.get_terminal_size((120, 24)).columns
+        # Sized to a terminal; whole lines into a pipe, where grep wants them.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
         return await operator.list_command(store, query, json_out=args.json, width=width)
     finally:
         await store.close()

@@ -98,8 +98,9 @@ def _error(record: DeliveryRecord) -> str:
     return record.reason or record.last_error or ""
 
 
-def table(records: Sequence[DeliveryRecord], width: int) -> str:
-    """One line per delivery, the error column cut to fit ``width`` characters."""
+def table(records: Sequence[DeliveryRecord], width: int | None) -> str:
+    """One line per delivery, the error column cut to fit ``width`` characters
+    (None: whole, for a pipe to grep)."""
     header = ("ID", "STATE", "CHAT", "SOURCE", "ATTEMPTS", "LAST ATTEMPT (UTC)", "ERROR")
     rows = [
         (
@@ -114,11 +115,12 @@ def table(records: Sequence[DeliveryRecord], width: int) -> str:
         for r in records
     ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
-    room = max(width - sum(w + 2 for w in widths), 10)  # a narrow terminal wraps
+    fixed = sum(w + 2 for w in widths)
+    room = max(width - fixed, 10) if width is not None else None  # a narrow terminal wraps
     lines = []
     for row in [header, *rows]:
         cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
-        error = row[-1] if len(row[-1]) <= room else row[-1][: room - 1] + "…"
+        error = row[-1] if room is None or len(row[-1]) <= room else row[-1][: room - 1] + "…"
         lines.append(("  ".join(cells) + "  " + error).rstrip())
     if any(r.operator_resends for r in records):
         lines.append("* resent by an operator (see `alertbridge deliveries show ID`)")
@@ -230,7 +232,9 @@ async def resend(store: Store, ids: Sequence[int], *, by: str, now: datetime) ->
     return outcomes
 
 
-async def list_command(store: Store, query: DeliveryQuery, *, json_out: bool, width: int) -> int:
+async def list_command(
+    store: Store, query: DeliveryQuery, *, json_out: bool, width: int | None
+) -> int:
     records = await store.find_deliveries(query)
     if json_out:
         print(json.dumps([as_json(r) for r in records], indent=2))

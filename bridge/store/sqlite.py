@@ -3,8 +3,9 @@
 Every method is one transaction on one connection, run in one thread of its
 own: SQLite allows one writer, and a single connection makes every write
 strictly ordered, so what PostgreSQL needs ``FOR UPDATE SKIP LOCKED`` for
-needs nothing here. A second process on the same file is refused at open
-(a lock file beside it), because two would both think they own every chat.
+needs nothing here. A second bridge on the same file is refused at open
+(a lock file beside it), because two would both think they own every chat;
+an operator's command is let in beside it (``open_for_operator``).
 
 WAL mode lets readers (the bot, /readyz) run beside the writer, and
 ``synchronous=FULL`` makes a committed accept survive a power cut: the 200

@@ -240,6 +240,7 @@ def test_the_table_fits_the_terminal() -> None:
     assert all(len(line) <= 80 for line in text.splitlines())
     assert text.splitlines()[2].split()[2] == "-1001/5"
     assert "…" in text
+    assert "x" * 200 in operator.table([_record()], width=None)  # into a pipe: whole
 
 
 def test_json_carries_the_visible_text() -> None:
