@@ -178,6 +178,10 @@ _FOLDABLE = where_clause(
 )
 
 
+#: On the partial index deliveries_resent: the scheduler reads it every pass.
+_RESENDS = "SELECT COALESCE(sum(operator_resends), 0) FROM deliveries WHERE operator_resends > 0"
+
+
 class PostgresStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -673,7 +677,7 @@ class PostgresStore:
 
     async def operator_resends(self) -> int:
         async with self.connection() as conn:
-            total = await conn.fetchval("SELECT COALESCE(sum(operator_resends), 0) FROM deliveries")
+            total = await conn.fetchval(_RESENDS)
         return int(total)
 
     async def ping(self) -> None:

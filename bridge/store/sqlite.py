@@ -123,6 +123,9 @@ def unavailable(exc: BaseException) -> bool:
 
 _CLAIM = update(T.claim, SQLITE, returning=", ".join(CLAIMED_COLUMNS))
 
+#: On the partial index deliveries_resent: the scheduler reads it every pass.
+_RESENDS = "SELECT COALESCE(sum(operator_resends), 0) FROM deliveries WHERE operator_resends > 0"
+
 # What a storm digest for the carrier's chat, topic and id (in that order) takes in.
 _FOLDABLE = where_clause(
     T.digested,
@@ -669,11 +672,7 @@ class SqliteStore:
 
     async def operator_resends(self) -> int:
         def total(db: sqlite3.Connection, now: float) -> int:
-            return int(
-                db.execute("SELECT COALESCE(sum(operator_resends), 0) FROM deliveries").fetchone()[
-                    0
-                ]
-            )
+            return int(db.execute(_RESENDS).fetchone()[0])
 
         return await self._run(total)
 

@@ -4,3 +4,6 @@
 ALTER TABLE deliveries
     ADD COLUMN operator_note TEXT,
     ADD COLUMN operator_resends INTEGER NOT NULL DEFAULT 0;
+
+-- The scheduler sums the count each pass: only resent rows are read.
+CREATE INDEX deliveries_resent ON deliveries (id) WHERE operator_resends > 0;
