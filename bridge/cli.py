@@ -39,6 +39,8 @@ commands:
   migrate       apply database migrations and exit (serve does it too)
   check-config  validate the config file, print the route tree, exit
   render        show what a payload becomes in each chat, without sending
+  deliveries    list deliveries, show one, resend an ambiguous or failed one
+                (beside the running bridge, on either store)
 
 The config file comes from --config FILE or $ALERTBRIDGE_CONFIG; check-config
 and render also take it as their first argument, as amtool check-config does.
@@ -53,6 +55,24 @@ examples:
   alertbridge check-config alertbridge.yml
   alertbridge render alertbridge.yml alertmanager-examples/payloads/firing.json
   alertbridge serve --config alertbridge.yml
+  alertbridge deliveries --config alertbridge.yml --state ambiguous --since 2h
+"""
+
+DELIVERIES_EPILOG = """\
+Runs beside the bridge, on either store (a standalone bridge's SQLite file is
+read without taking its lock). Exit codes: 0 found or done, 1 nothing found
+or a delivery refused, 2 a usage or config error.
+
+examples:
+  alertbridge deliveries -c alertbridge.yml                   the latest 50
+  alertbridge deliveries -c alertbridge.yml --state ambiguous --since 24h
+  alertbridge deliveries -c alertbridge.yml --chat -1001234 --limit 200 --json
+  alertbridge deliveries -c alertbridge.yml show 4711         everything about one
+  alertbridge deliveries -c alertbridge.yml resend 4711 4712  after checking the chat
+
+An ambiguous delivery is one whose request reached Telegram without an answer:
+the message may or may not be in the chat. Look in the chat (show prints the
+text as Telegram shows it); if it is not there, resend it.
 """
 
 
@@ -161,7 +181,105 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--visible", action="store_true", help="print the text as Telegram shows it, not the HTML"
     )
+    _deliveries_parser(commands, common)
     return parser
+
+
+def _deliveries_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    from bridge.delivery import DeliveryState
+
+    deliveries = commands.add_parser(
+        "deliveries",
+        parents=[common],
+        help="list deliveries, show one, resend an ambiguous or failed one",
+        description="List deliveries, newest first: id, state, chat (and topic), source, "
+        "attempts, last attempt, error. Read-only.",
+        epilog=DELIVERIES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    deliveries.add_argument(
+        "--state", choices=[s.value for s in DeliveryState], help="only deliveries in this state"
+    )
+    deliveries.add_argument("--chat", type=int, metavar="ID", help="only this chat")
+    deliveries.add_argument(
+        "--source", metavar="NAME", help="only from this source (alertmanager, grafana, ...)"
+    )
+    deliveries.add_argument(
+        "--producer",
+        metavar="NAME",
+        help="only this producer's own messages (producers: in the config)",
+    )
+    deliveries.add_argument(
+        "--since", metavar="AGE", help="only accepted within AGE: 30m, 2h, 1d, 1h30m"
+    )
+    deliveries.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="at most N rows (default 50)"
+    )
+    deliveries.add_argument("--json", action="store_true", help="JSON, for scripts")
+    actions = deliveries.add_subparsers(dest="action", metavar="ACTION")
+    # A leaf's own --config must not reset one given before the action: SUPPRESS.
+    leaf = argparse.ArgumentParser(add_help=False)
+    leaf.add_argument(
+        "--config", "-c", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+        help="the YAML config file (default: $ALERTBRIDGE_CONFIG)",
+    )  # fmt: skip
+    show = actions.add_parser(
+        "show",
+        parents=[leaf],
+        help="everything about one delivery",
+        description="Everything about one delivery: every field, its attempts, its "
+        "group's thread in its chat, and its text as Telegram shows it.",
+        epilog="example: alertbridge deliveries -c alertbridge.yml show 4711",
+    )
+    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON")
+    resend = actions.add_parser(
+        "resend",
+        parents=[leaf],
+        help="send ambiguous or failed deliveries again, after checking the chat",
+        description="Send ambiguous or failed deliveries again: each becomes due at once "
+        "and the running bridge sends it (a new attempt). The row records who asked and "
+        "when; alertbridge_operator_resends_total counts it. Any other state is refused "
+        "(exit 1). Check the chat first: an ambiguous message may already be there.",
+        epilog="example: alertbridge deliveries -c alertbridge.yml resend 4711 4712 --by alice",
+    )
+    resend.add_argument("ids", type=int, nargs="+", metavar="ID")
+    resend.add_argument(
+        "--by", metavar="NAME", help="who asks, recorded on the row (default: the OS user)"
+    )
+
+
+async def _deliveries(config: Config, args: argparse.Namespace) -> int:
+    import shutil
+
+    from bridge import operator
+    from bridge.delivery import DeliveryState
+    from bridge.store.base import DeliveryQuery
+
+    if args.producer is not None and args.source is not None:
+        raise BridgeError("--producer and --source: give one (a producer's source is producer:NAME)")
+    if args.action is None and args.limit < 1:
+        raise BridgeError("--limit must be 1 or more")
+    query = DeliveryQuery(
+        state=None if args.state is None else DeliveryState(args.state),
+        chat_id=args.chat,
+        # A producer's messages are notifications of source producer:NAME.
+        source=args.source if args.producer is None else f"producer:{args.producer}",
+        since=None if args.since is None else operator.parse_since(args.since),
+        limit=args.limit,
+    )
+    store = await operator.open_store(config, write=args.action == "resend")
+    try:
+        if args.action == "show":
+            return await operator.show_command(store, args.id, json_out=args.json)
+        if args.action == "resend":
+            by = args.by or operator.operator_name()
+            return await operator.resend_command(store, args.ids, by=by)
+        # Sized to a terminal; whole lines into a pipe, where grep wants them.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        return await operator.list_command(store, query, json_out=args.json, width=width)
+    finally:
+        await store.close()
 
 
 def _config_path(args: argparse.Namespace) -> Path:
@@ -294,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             _render(config, args.payload, args.source, args.visible)
         elif args.command == "migrate":
             _run(_migrate(config))
+        elif args.command == "deliveries":
+            return asyncio.run(_deliveries(config, args))
         else:
             from bridge.service import run_until_signalled
 

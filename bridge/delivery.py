@@ -13,6 +13,7 @@ and SQLite cannot drift apart on a rule.
       │                 │
       └──── retry ◀─────┘ (Telegram certainly has nothing: retry after a delay)
     queued ──▶ suppressed (an acked reminder, or folded into a storm digest)
+    ambiguous, failed ──operator_resend──▶ retry (a person checked the chat)
 
 The ambiguity window is as narrow as it can be made: a claimed row is not yet
 *written*. Only ``begin_send``, the last step before the HTTP request is
@@ -377,6 +378,23 @@ class T:
         },
         guards=(Guard.NOT_WRITTEN, Guard.FOLDABLE),
         releases_group=True,
+    )
+
+    #: A person checked the chat and asks for the message again (``alertbridge
+    #: deliveries resend``): the row waits again, due and published at once, so
+    #: the running scheduler hands it to a worker. ``note`` says who asked and
+    #: when; ``was_ambiguous`` stays, the count of operator resends goes up.
+    operator_resend = Transition(
+        "operator_resend",
+        frozenset({_S.AMBIGUOUS, _S.FAILED}),
+        None,
+        {
+            "state": WaitingAgain(),
+            **_WAIT_AGAIN_NOW,
+            "finished_at": Const(None),
+            "operator_note": Param("note"),
+            "operator_resends": Increment("operator_resends"),
+        },
     )
 
     @classmethod

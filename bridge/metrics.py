@@ -7,8 +7,10 @@ fingerprints or chat ids, so a storm cannot blow up the time series count.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -26,6 +28,32 @@ class WaitStage(enum.StrEnum):
     START = "start"  # the process, before it can serve
     CLAIM = "claim"  # a queue message, held un-acked until the claim goes through
     RECORD = "record"  # Telegram's answer, until the store takes it or the lease ends
+
+
+class StoreCounter:
+    """A counter the store keeps, exported as last read.
+
+    For what another process does to the rows (an operator's command runs
+    once and is never scraped): the total lives in the store, and the
+    scheduler reads it each pass. Nothing is exported before the first read,
+    so a restart does not look like a jump from 0.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = value
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        if self._value is not None:
+            yield CounterMetricFamily(self._name, self._documentation, value=self._value)
 
 
 class Metrics:
@@ -178,6 +206,13 @@ class Metrics:
             "Rows deleted by retention (config retention), by table.",
             ["table"],
             registry=r,
+        )
+        self.operator_resends = StoreCounter(
+            "alertbridge_operator_resends",
+            "Ambiguous or failed deliveries an operator sent again (alertbridge deliveries "
+            "resend), as the store counts them; read by the scheduler, so exported by "
+            "worker processes.",
+            r,
         )
         self.dead_letters = Counter(
             "alertbridge_dead_letters_total",

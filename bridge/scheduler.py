@@ -93,6 +93,7 @@ class Scheduler:
         depth, oldest = await self._store.backlog()
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
+        self._metrics.operator_resends.set(await self._store.operator_resends())
         await self.surface_dead_letters()
         try:
             await self.prune_if_due()

@@ -22,6 +22,7 @@ from bridge.delivery import (
     ThreadChange,
     Transition,
     as_datetime,
+    as_uuid,
 )
 from bridge.digest import DigestItem
 from bridge.models import Notification
@@ -171,6 +172,109 @@ class BotSilence:
     delivery_id: int | None
     chat_id: int
     expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryQuery:
+    """Which deliveries an operator lists: every field given must match; newest first."""
+
+    state: DeliveryState | None = None
+    chat_id: int | None = None
+    source: str | None = None
+    #: Accepted at most this long ago.
+    since: timedelta | None = None
+    #: The deliveries of one alert group (a thread, with ``chat_id``).
+    group_ref: uuid.UUID | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadAnchor:
+    """A group's thread in a chat: the first message the others reply to."""
+
+    message_id: int
+    opened_at: datetime | None
+    closed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One delivery row as an operator reads it, the same from either store."""
+
+    id: int
+    state: DeliveryState
+    chat_id: int
+    thread_id: int | None
+    source: str
+    receiver: str
+    group_key: str
+    notification_key: uuid.UUID | None
+    occurrence: int
+    template: str
+    text: str
+    silent: bool
+    plain_text: bool
+    attempts: int
+    created_at: datetime | None
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None
+    finished_at: datetime | None
+    reason: str | None
+    last_error: str | None
+    telegram_message_id: int | None
+    reply_to_message_id: int | None
+    was_ambiguous: bool
+    group_ref: uuid.UUID | None
+    digest_id: int | None
+    operator_note: str | None
+    operator_resends: int
+    #: Its group's thread in its chat (for ``delivery``; None in a listing).
+    thread: ThreadAnchor | None = None
+
+
+#: What both stores select for a DeliveryRecord, ``d`` the delivery, ``n`` its notification.
+RECORD_COLUMNS = (
+    "d.id, d.state, d.chat_id, d.thread_id, n.source, n.receiver, n.group_key, "
+    "d.notification_key, d.occurrence, d.template, d.text, d.silent, d.plain_text, "
+    "d.attempts, d.created_at, d.last_attempt_at, d.next_attempt_at, d.finished_at, "
+    "d.reason, d.last_error, d.telegram_message_id, d.reply_to_message_id, "
+    "d.was_ambiguous, d.group_ref, d.digest_id, d.operator_note, d.operator_resends"
+)
+
+
+def record_from_row(row: Mapping[str, Any], thread: ThreadAnchor | None = None) -> DeliveryRecord:
+    """One mapper for both stores: SQLite's integers, text and epoch seconds become
+    PostgreSQL's booleans, UUIDs and timestamps."""
+    return DeliveryRecord(
+        id=int(row["id"]),
+        state=DeliveryState(row["state"]),
+        chat_id=int(row["chat_id"]),
+        thread_id=row["thread_id"],
+        source=row["source"],
+        receiver=row["receiver"],
+        group_key=row["group_key"],
+        notification_key=as_uuid(row["notification_key"]),
+        occurrence=int(row["occurrence"]),
+        template=row["template"],
+        text=row["text"],
+        silent=bool(row["silent"]),
+        plain_text=bool(row["plain_text"]),
+        attempts=int(row["attempts"]),
+        created_at=as_datetime(row["created_at"]),
+        last_attempt_at=as_datetime(row["last_attempt_at"]),
+        next_attempt_at=as_datetime(row["next_attempt_at"]),
+        finished_at=as_datetime(row["finished_at"]),
+        reason=row["reason"],
+        last_error=row["last_error"],
+        telegram_message_id=row["telegram_message_id"],
+        reply_to_message_id=row["reply_to_message_id"],
+        was_ambiguous=bool(row["was_ambiguous"]),
+        group_ref=as_uuid(row["group_ref"]),
+        digest_id=row["digest_id"],
+        operator_note=row["operator_note"],
+        operator_resends=int(row["operator_resends"]),
+        thread=thread,
+    )
 
 
 class Interactions(Protocol):
@@ -323,3 +427,12 @@ class Store(Protocol):
 
     async def state_of(self, delivery_id: int) -> DeliveryState | None:
         """One delivery's state; None for an unknown id."""
+
+    async def find_deliveries(self, query: DeliveryQuery) -> list[DeliveryRecord]:
+        """The deliveries ``query`` matches, newest first, at most ``query.limit``."""
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        """Everything about one delivery, its group's thread in its chat included."""
+
+    async def operator_resends(self) -> int:
+        """How many times operators resent a delivery (T.operator_resend), ever."""

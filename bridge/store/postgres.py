@@ -43,7 +43,10 @@ from bridge.models import Notification, Status
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
+    RECORD_COLUMNS,
     Accepted,
+    DeliveryQuery,
+    DeliveryRecord,
     DigestRenderer,
     ExpiredLease,
     MessageAccepted,
@@ -51,13 +54,16 @@ from bridge.store.base import (
     NewDelivery,
     NewMessage,
     StoredMessage,
+    ThreadAnchor,
     message_delivery_from_row,
     migrations,
+    record_from_row,
 )
 from bridge.store.interactions import InteractionStore
 from bridge.store.sql import (
     POSTGRES,
     arguments,
+    find_deliveries,
     numbered,
     prunable_deliveries,
     prunable_notifications,
@@ -201,6 +207,10 @@ _FOLDABLE = where_clause(
     POSTGRES,
     row="d.chat_id = $1 AND COALESCE(d.thread_id, 0) = COALESCE($2::bigint, 0) AND d.id <> $3",
 )
+
+
+#: On the partial index deliveries_resent: the scheduler reads it every pass.
+_RESENDS = "SELECT COALESCE(sum(operator_resends), 0) FROM deliveries WHERE operator_resends > 0"
 
 
 class PostgresStore:
@@ -781,6 +791,37 @@ class PostgresStore:
         async with self.connection() as conn:
             state = await conn.fetchval("SELECT state FROM deliveries WHERE id = $1", delivery_id)
         return None if state is None else DeliveryState(state)
+
+    async def find_deliveries(self, query: DeliveryQuery) -> list[DeliveryRecord]:
+        sql, params = find_deliveries(query, POSTGRES)
+        sql, order = numbered(sql)
+        async with self.connection() as conn:
+            rows = await conn.fetch(sql, *arguments(order, params))
+        return [record_from_row(r) for r in rows]
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                f"""SELECT {RECORD_COLUMNS}, g.message_id AS anchor, g.opened_at AS anchor_opened,
+                           g.closed_at AS anchor_closed
+                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                    LEFT JOIN group_threads g
+                        ON g.group_ref = d.group_ref AND g.chat_id = d.chat_id
+                       AND g.thread_key = COALESCE(d.thread_id, 0)
+                    WHERE d.id = $1""",
+                delivery_id,
+            )
+        if row is None:
+            return None
+        thread = None
+        if row["anchor"] is not None:
+            thread = ThreadAnchor(row["anchor"], row["anchor_opened"], row["anchor_closed"])
+        return record_from_row(row, thread)
+
+    async def operator_resends(self) -> int:
+        async with self.connection() as conn:
+            total = await conn.fetchval(_RESENDS)
+        return int(total)
 
     async def ping(self) -> None:
         async with self.connection() as conn:

@@ -28,6 +28,7 @@ from bridge.delivery import (
     Write,
 )
 from bridge.retention import PRUNABLE_STATES
+from bridge.store.base import RECORD_COLUMNS, DeliveryQuery
 
 #: PostgreSQL infers a parameter's type from its first use, and a parameter
 #: used as two types fails at run time; every parameter a transition writes is
@@ -40,6 +41,7 @@ PG_COLUMN_TYPES = {
     "plain_text": "boolean",
     "reason": "text",
     "last_error": "text",
+    "operator_note": "text",
 }
 
 
@@ -247,3 +249,32 @@ def prune_bot_silences(dialect: Dialect) -> str:
         SELECT id FROM bot_silences
         WHERE ends_at < {ago(dialect, "finished")}
         ORDER BY ends_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def find_deliveries(query: DeliveryQuery, dialect: Dialect) -> tuple[str, dict[str, object]]:
+    """The operator's listing (``DeliveryQuery``) as one SELECT, with ``:name`` placeholders."""
+    pg = dialect is POSTGRES
+    conditions: list[str] = []
+    params: dict[str, object] = {"limit": query.limit}
+    if query.state is not None:
+        conditions.append("d.state = :state")
+        params["state"] = query.state.value
+    if query.chat_id is not None:
+        conditions.append("d.chat_id = :chat_id" + ("::bigint" if pg else ""))
+        params["chat_id"] = query.chat_id
+    if query.source is not None:
+        conditions.append("n.source = :source")
+        params["source"] = query.source
+    if query.since is not None:
+        conditions.append(f"d.created_at >= {dialect.now} - :since" + ("::interval" if pg else ""))
+        params["since"] = query.since
+    if query.group_ref is not None:
+        conditions.append("d.group_ref = :group_ref" + ("::uuid" if pg else ""))
+        params["group_ref"] = query.group_ref
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    sql = (
+        f"SELECT {RECORD_COLUMNS} FROM deliveries d "
+        f"JOIN notifications n ON n.key = d.notification_key "
+        f"{where} ORDER BY d.id DESC LIMIT :limit"
+    )
+    return sql, params

@@ -3,8 +3,9 @@
 Every method is one transaction on one connection, run in one thread of its
 own: SQLite allows one writer, and a single connection makes every write
 strictly ordered, so what PostgreSQL needs ``FOR UPDATE SKIP LOCKED`` for
-needs nothing here. A second process on the same file is refused at open
-(a lock file beside it), because two would both think they own every chat.
+needs nothing here. A second bridge on the same file is refused at open
+(a lock file beside it), because two would both think they own every chat;
+an operator's command is let in beside it (``open_for_operator``).
 
 WAL mode lets readers (the bot, /readyz) run beside the writer, and
 ``synchronous=FULL`` makes a committed accept survive a power cut: the 200
@@ -56,9 +57,12 @@ from bridge.models import Notification, Status
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
+    RECORD_COLUMNS,
     Accepted,
     AlertMessage,
     BotSilence,
+    DeliveryQuery,
+    DeliveryRecord,
     DigestRenderer,
     ExpiredLease,
     MessageAccepted,
@@ -66,11 +70,14 @@ from bridge.store.base import (
     NewDelivery,
     NewMessage,
     StoredMessage,
+    ThreadAnchor,
     message_delivery_from_row,
     migrations,
+    record_from_row,
 )
 from bridge.store.sql import (
     SQLITE,
+    find_deliveries,
     prunable_deliveries,
     prunable_notifications,
     prune_bot_silences,
@@ -147,6 +154,9 @@ _PRUNE_BY_DELETE = {
     Table.BOT_SILENCES: prune_bot_silences(SQLITE),
 }
 
+#: On the partial index deliveries_resent: the scheduler reads it every pass.
+_RESENDS = "SELECT COALESCE(sum(operator_resends), 0) FROM deliveries WHERE operator_resends > 0"
+
 # What a storm digest for the carrier's chat, topic and id (in that order) takes in.
 _FOLDABLE = where_clause(
     T.digested,
@@ -157,12 +167,20 @@ _FOLDABLE = where_clause(
 
 class SqliteStore:
     def __init__(
-        self, path: Path, connection: sqlite3.Connection, lock: IO[str], clock: Clock
+        self,
+        path: Path,
+        connection: sqlite3.Connection,
+        lock: IO[str] | None,
+        clock: Clock,
+        *,
+        read_only: bool = False,
     ) -> None:
         self.path = path
         self._clock = clock
         self._db = connection
         self._lock = lock
+        # A read-only connection cannot take the write lock BEGIN IMMEDIATE asks for.
+        self._begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
         # One thread: sqlite3 connections are not to be shared across threads,
         # and one writer is what SQLite allows anyway.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
@@ -178,10 +196,36 @@ class SqliteStore:
             raise
         return cls(path, connection, lock, clock)
 
+    @classmethod
+    async def open_for_operator(
+        cls, path: str | Path, *, write: bool = False, clock: Clock = time.time
+    ) -> SqliteStore:
+        """The file as ``alertbridge deliveries`` opens it: beside the running bridge,
+        without its lock.
+
+        The lock keeps out a second *bridge*, which would think it owns every chat
+        and send alongside the first. An operator's command is not one: it reads
+        (``write=False``: a read-only connection, which WAL lets run beside the
+        writer and which cannot change a row), or runs one short write transaction
+        (a resend: T.operator_resend on a finished row, which no worker holds).
+        SQLite serialises that write with the bridge's own (``busy_timeout``
+        waits out the bridge's transaction; each is short), and the bridge's
+        scheduler then finds the row due and publishes it, as it would a retry.
+        Never migrates, never creates the file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise StoreUnavailable(
+                f"no SQLite store at {path}; check sqlite_path (or ALERTBRIDGE_SQLITE_PATH)"
+            )
+        connection = await asyncio.to_thread(_connect_operator, path, write)
+        return cls(path, connection, None, clock, read_only=not write)
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
-        self._lock.close()  # releases the flock
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
 
     async def _run(self, transaction: Transaction[R]) -> R:
         """Run ``transaction`` in the store's thread, inside BEGIN IMMEDIATE ... COMMIT."""
@@ -189,7 +233,7 @@ class SqliteStore:
         def call() -> R:
             now = self._clock()
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(self._begin)
                 try:
                     result = transaction(self._db, now)
                     self._db.execute("COMMIT")
@@ -749,6 +793,44 @@ class SqliteStore:
 
         return await self._run(state)
 
+    async def find_deliveries(self, query: DeliveryQuery) -> list[DeliveryRecord]:
+        sql, params = find_deliveries(query, SQLITE)
+
+        def find(db: sqlite3.Connection, now: float) -> list[DeliveryRecord]:
+            return [record_from_row(r) for r in db.execute(sql, _params(now, **params))]
+
+        return await self._run(find)
+
+    async def delivery(self, delivery_id: int) -> DeliveryRecord | None:
+        def one(db: sqlite3.Connection, now: float) -> DeliveryRecord | None:
+            row = db.execute(
+                f"""SELECT {RECORD_COLUMNS}, g.message_id AS anchor, g.opened_at AS anchor_opened,
+                           g.closed_at AS anchor_closed
+                    FROM deliveries d JOIN notifications n ON n.key = d.notification_key
+                    LEFT JOIN group_threads g
+                        ON g.group_ref = d.group_ref AND g.chat_id = d.chat_id
+                       AND g.thread_key = COALESCE(d.thread_id, 0)
+                    WHERE d.id = ?""",
+                (delivery_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            thread = None
+            if row["anchor"] is not None:
+                opened, closed = row["anchor_opened"], row["anchor_closed"]
+                thread = ThreadAnchor(
+                    row["anchor"], _when(opened), None if closed is None else _when(closed)
+                )
+            return record_from_row(row, thread)
+
+        return await self._run(one)
+
+    async def operator_resends(self) -> int:
+        def total(db: sqlite3.Connection, now: float) -> int:
+            return int(db.execute(_RESENDS).fetchone()[0])
+
+        return await self._run(total)
+
 
 class SqliteInteractions:
     """The bot's records (updates seen, acks, silences) in the standalone file."""
@@ -973,6 +1055,29 @@ def _take_lock(path: Path) -> IO[str]:
     lock.write(str(os.getpid()))
     lock.flush()
     return lock
+
+
+def _connect_operator(path: Path, write: bool) -> sqlite3.Connection:
+    """A connection for an operator's command: read-only, or read-write without
+    creating the file; it leaves the journal mode to the bridge (WAL)."""
+    mode = "rw" if write else "ro"
+    try:
+        db = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode={mode}",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 5000")  # the bridge's write, if any, is short
+        if write:
+            db.execute("PRAGMA synchronous = FULL")
+            db.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(
+            f"cannot open the SQLite store {path} ({exc}); check the path and its permissions"
+        ) from exc
+    return db
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -87,6 +87,7 @@ BY_ID: dict[str, tuple[Transition, dict[str, object]]] = {
     "postpone": (T.postpone, {"delay": timedelta(0)}),
     "defer": (T.defer, {"republish_after": timedelta(0)}),
     "digested": (T.digested, {"digest_id": None, "error": "folded"}),
+    "operator_resend": (T.operator_resend, {"note": "resent by ops at 2026-12-01 16:00"}),
 }
 
 
