@@ -257,7 +257,9 @@ async def _deliveries(config: Config, args: argparse.Namespace) -> int:
     from bridge.store.base import DeliveryQuery
 
     if args.producer is not None and args.source is not None:
-        raise BridgeError("--producer and --source: give one (a producer's source is producer:NAME)")
+        raise BridgeError(
+            "--producer and --source: give one (a producer's source is producer:NAME)"
+        )
     if args.action is None and args.limit < 1:
         raise BridgeError("--limit must be 1 or more")
     query = DeliveryQuery(
