@@ -3,9 +3,10 @@ bridge as real subprocesses, the Telegram double in this process.
 
     .venv/bin/python -m tests.bench [--quick] [--only NAME ...] [--soak-seconds N] [--json FILE]
 
-Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, versus
-(the last two: the RSS soak with a one-minute retention, on PostgreSQL and on the
-standalone SQLite file). Each prints its figures
+Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, retention_off,
+retention_off_sqlite, versus. The retention ones are the RSS soak with a one-minute
+retention, on PostgreSQL and on the standalone SQLite file, and (_off) the same
+soak keeping everything, to compare the store's size. Each prints its figures
 next to the issue's target; nothing is asserted (these machines are shared
 and noisy, so figures belong in a table, not in a test).
 """
@@ -456,14 +457,18 @@ def _slope(samples: list[tuple[float, float]]) -> float:
     return (samples[-1][1] - samples[0][1]) / max((samples[-1][0] - samples[0][0]) / 60, 1e-9)
 
 
-async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standalone: bool) -> None:
+async def _retention_soak(
+    report: Report, quick: bool, soak_seconds: int, standalone: bool, *, prune: bool = True
+) -> None:
     """The RSS soak with a one-minute retention: the store's size and the process's
     RSS should be flat over the second half, and accepting as fast as before the
-    pruner had anything to delete."""
+    pruner had anything to delete. With ``prune`` off, the default retention (30
+    days) keeps everything: the same soak's size without retention, to compare."""
     seconds = 120 if quick else soak_seconds
     retention = 60
     async with stack() as s:
-        s.config["retention"] = f"{retention}s"
+        if prune:
+            s.config["retention"] = f"{retention}s"
         s.config["delivery"] = {"dedup_window": "30s"}
         sqlite_path = None
         if standalone:
@@ -508,8 +513,9 @@ async def _retention_soak(report: Report, quick: bool, soak_seconds: int, standa
         rss_half = [x for x in rss_samples if x[0] >= seconds / 2]
         store = "SQLite file + WAL" if standalone else "PostgreSQL database"
         sizes = [v for _, v in size_samples]
+        kept = f"retention {retention} s" if prune else "retention off (30 d)"
         report.add(
-            f"{store} over a {seconds} s soak, retention {retention} s (first/max/last)",
+            f"{store} over a {seconds} s soak, {kept} (first/max/last)",
             f"{sizes[0]:.1f}/{max(sizes):.1f}/{sizes[-1]:.1f} MB",
         )
         slope = _slope(second_half)
@@ -567,6 +573,14 @@ async def retention(report: Report, quick: bool, soak_seconds: int) -> None:
 
 async def retention_sqlite(report: Report, quick: bool, soak_seconds: int) -> None:
     await _retention_soak(report, quick, soak_seconds, standalone=True)
+
+
+async def retention_off(report: Report, quick: bool, soak_seconds: int) -> None:
+    await _retention_soak(report, quick, soak_seconds, standalone=False, prune=False)
+
+
+async def retention_off_sqlite(report: Report, quick: bool, soak_seconds: int) -> None:
+    await _retention_soak(report, quick, soak_seconds, standalone=True, prune=False)
 
 
 async def versus(report: Report, quick: bool) -> None:
@@ -632,9 +646,20 @@ async def _received(telegram: TelegramDouble, count: int) -> bool:
     return len(ok) >= count or sum(c.params.get("text", "").count("Vs") for c in ok) >= count
 
 
-SCENARIOS = ["ingest", "e2e", "worker", "storm", "rss", "retention", "retention_sqlite", "versus"]
+SCENARIOS = [
+    "ingest",
+    "e2e",
+    "worker",
+    "storm",
+    "rss",
+    "retention",
+    "retention_sqlite",
+    "retention_off",
+    "retention_off_sqlite",
+    "versus",
+]
 #: The soaks: they take ``--soak-seconds``.
-SOAKS = {"rss", "retention", "retention_sqlite"}
+SOAKS = {"rss", "retention", "retention_sqlite", "retention_off", "retention_off_sqlite"}
 
 
 async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:
