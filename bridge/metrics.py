@@ -74,6 +74,15 @@ class Metrics:
             ["producer", "outcome"],
             registry=r,
         )
+        self.ingress_messages = Counter(
+            "alertbridge_ingress_messages_total",
+            "Messages consumed from the RabbitMQ ingress, by producer (the routing key "
+            "when it names a configured producer, else empty) and outcome: accepted, "
+            "replayed, requeued (the store was unavailable), rejected_<status> (sent "
+            "to the rejected queue with its reason).",
+            ["producer", "outcome"],
+            registry=r,
+        )
         self.deliveries_created = Counter(
             "alertbridge_deliveries_created_total",
             "Delivery rows created (one per occurrence and destination).",

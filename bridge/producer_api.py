@@ -1,16 +1,14 @@
 """The producers' HTTP API: ``/v1/messages``. Accepted means stored, as for webhooks.
 
-authenticate → read → check (shape, permission, what Telegram would refuse)
-→ render → persist (replays answered from the store) → publish.
+authenticate → read → check, render, persist, publish (bridge/producer_accept.py,
+shared with the RabbitMQ ingress) → answer.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,24 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from bridge.config import ProducerConfig
-from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
+from bridge.errors import PayloadError, StoreUnavailable
+from bridge.producer_accept import Checked, conflict_error, prepare, store_and_publish
 from bridge.producer_openapi import openapi
-from bridge.producers import (
-    MAX_BATCH,
-    MessageRequest,
-    as_html,
-    authorize,
-    check_text,
-    differences,
-    message_json,
-    message_key,
-    parse_json,
-    parse_message,
-    producer_line,
-)
-from bridge.render import render_data
-from bridge.routing import resolve
-from bridge.store.base import MessageAccepted, MessageOutcome, NewDelivery, NewMessage
+from bridge.producers import MAX_BATCH, MessageRequest, differences, message_json, parse_json
+from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
     from bridge.receiver import ReceiverDeps
@@ -66,65 +51,6 @@ def producer_for(
     return found if scheme.lower() == "bearer" else None
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A message ready to store, or the 4xx it gets."""
-
-    request: MessageRequest | None
-    message: NewMessage | None
-    refusal: PayloadError | None
-
-
-def prepare(
-    deps: ReceiverDeps, name: str, producer: ProducerConfig, body: object, key_header: str | None
-) -> Checked:
-    """Everything before the store, for one message: PayloadError becomes a refusal."""
-    request: MessageRequest | None = None
-    try:
-        request = parse_message(body, key_header)
-        authorize(producer, request)
-        return Checked(request, _new_message(deps, name, request), None)
-    except PayloadError as exc:
-        return Checked(request, None, exc)
-
-
-def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewMessage:
-    rules = deps.rules
-    content = request.canonical
-    if "template" in content:
-        try:
-            text = render_data(rules.templates, content["template"], content["data"])
-        except TemplateError as exc:
-            raise PayloadError(str(exc), status=422, field="template") from exc
-    else:
-        text = as_html(content["text"], content["parse_mode"])
-    check_text(text)
-    thread_id: int | None = content["thread_id"]
-    silent: bool = content["silent"]
-    if request.chats is not None:
-        targets = [(chat, thread_id, silent) for chat in request.chats]
-    else:
-        targets = [
-            (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
-            for d in resolve(rules.routes, request.labels or {})
-        ]
-    deliveries = [
-        NewDelivery(chat_id=chat, thread_id=thread, silent=quiet, template="", text=text)
-        for chat, thread, quiet in targets
-    ]
-    return NewMessage(
-        key=message_key(name, request.message_id),
-        line=producer_line(name),
-        producer=name,
-        message_id=request.message_id,
-        request_hash=request.request_hash,
-        request=request.request,
-        deliveries=deliveries,
-        buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
-        disable_link_preview=content["disable_link_preview"],
-    )
-
-
 def _refusal(exc: PayloadError, message_id: str | None) -> dict[str, Any]:
     return {
         "message_id": message_id,
@@ -148,29 +74,10 @@ def _answer(done: MessageAccepted, request: MessageRequest) -> tuple[int, dict[s
         "message_id": request.message_id,
         "result": "refused",
         "code": 422,
-        "error": (
-            "this message_id was used before with a different request "
-            f"(differs in: {', '.join(differ)}); use a new message_id for a new message"
-        ),
+        "error": conflict_error(differ),
         "field": differ[0] if differ else None,
         "differs": differ,
     }
-
-
-async def _publish(deps: ReceiverDeps, accepted: list[MessageAccepted]) -> None:
-    rows = [
-        (d.id, d.chat_id)
-        for done in accepted
-        if done.outcome is MessageOutcome.ACCEPTED
-        for d in done.message.deliveries
-    ]
-    if not rows:
-        return
-    try:
-        await deps.publisher.publish(rows)
-    except QueueUnavailable as exc:  # committed: the scheduler publishes them later
-        deps.metrics.publish_failures.inc(len(rows))
-        log.warning("producer messages stored but not published yet: %s", exc)
 
 
 def producer_routes(
@@ -195,8 +102,6 @@ def producer_routes(
                 label = f"refused_{status}"
             else:
                 label = outcome.outcome.value
-                if outcome.outcome is MessageOutcome.ACCEPTED:
-                    deps.metrics.deliveries_created.inc(len(outcome.message.deliveries))
             deps.metrics.producer_messages.labels(name, label).inc()
 
     async def body_of(request: Request) -> object:
@@ -211,21 +116,20 @@ def producer_routes(
             body = await body_of(request)
         except PayloadError as exc:
             return _error(exc.status, str(exc), field=exc.field)
-        checked = prepare(deps, name, producer, body, request.headers.get("idempotency-key"))
+        checked = prepare(deps.rules, name, producer, body, request.headers.get("idempotency-key"))
         if checked.message is None or checked.request is None:
             assert checked.refusal is not None
             refused = checked.refusal
             count(name, [checked])
             return _error(refused.status, str(refused), field=refused.field)
         try:
-            (done,) = await deps.store.accept_messages(
-                [checked.message], republish_after=deps.rules.config.delivery.republish_after
+            (done,) = await store_and_publish(
+                deps.store, deps.publisher, deps.metrics, [checked.message], rules=deps.rules
             )
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, [done])
         count(name, [done])
         status, answer = _answer(done, checked.request)
         if status == 422:
@@ -255,17 +159,16 @@ def producer_routes(
             return _error(
                 422, f'the body must be {{"messages": [...]}} with 1 to {MAX_BATCH} messages'
             )
-        checked = [prepare(deps, name, producer, item, None) for item in items]
+        checked = [prepare(deps.rules, name, producer, item, None) for item in items]
         to_store = [c.message for c in checked if c.message is not None]
         try:
-            stored = await deps.store.accept_messages(
-                to_store, republish_after=deps.rules.config.delivery.republish_after
+            stored = await store_and_publish(
+                deps.store, deps.publisher, deps.metrics, to_store, rules=deps.rules
             )
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc(len(items))
             log.error("producer %s batch not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, stored)
         count(name, [*stored, *(c for c in checked if c.message is None)])
         answers = iter(stored)
         results: list[dict[str, Any]] = []

@@ -36,6 +36,7 @@ from bridge.clock import SystemClock
 from bridge.config import Config, LiveConfig, Reloaded, plan_reload
 from bridge.config_file import load_config
 from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
+from bridge.ingress_consumer import IngressConsumer
 from bridge.metrics import Dependency, Metrics, WaitStage
 from bridge.ops import Reload, create_ops_app
 from bridge.pacer import Pacer
@@ -332,6 +333,7 @@ async def run(
     queue: Queue | None = None
     sender: TelegramSender | None = None
     bot_parts: BotParts | None = None
+    ingress: IngressConsumer | None = None
     try:
         # Standalone, the store is a file here: a problem with it is not
         # something to wait out, and the process says so and exits.
@@ -388,6 +390,15 @@ async def run(
                 bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
                 tasks.extend(bot_parts.tasks)
+            if config.amqp_url:  # distributed: the ingress is the receiver's other door
+                ingress = await waiting(
+                    "RabbitMQ (ingress)",
+                    Dependency.BROKER,
+                    partial(IngressConsumer.connect, config.amqp_url, config.amqp, deps),
+                )
+                if ingress is None:
+                    return
+                await ingress.start()
         reload = None
         if config_path is not None:
             prepare = [bot_parts.reconfigure] if bot_parts is not None else []
@@ -408,6 +419,8 @@ async def run(
         await stop.wait()
         log.info("shutting down: finishing deliveries in hand")
         server.should_exit = True
+        if ingress is not None:
+            await ingress.stop()
         if worker:
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -420,6 +433,8 @@ async def run(
                 await close()
         if sender is not None:
             await sender.close()
+        if ingress is not None:
+            await ingress.close()
         if queue is not None:
             await queue.close()
         if store is not None:

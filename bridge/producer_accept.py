@@ -1,0 +1,137 @@
+"""Accepting a producer's message, whichever door it came in by: the HTTP API
+(bridge/producer_api.py) or the RabbitMQ ingress (bridge/ingress_consumer.py).
+
+check (shape, permission, what Telegram would refuse) → render → persist
+(replays answered from the store) → publish. The rule of what is accepted,
+replayed or refused lives here once; each door only translates the outcome
+into its own answer (an HTTP status, an ack or a dead letter).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bridge.config import ProducerConfig
+from bridge.errors import PayloadError, QueueUnavailable, TemplateError
+from bridge.metrics import Metrics
+from bridge.producers import (
+    MessageRequest,
+    as_html,
+    authorize,
+    check_text,
+    message_key,
+    parse_message,
+    producer_line,
+)
+from bridge.render import render_data
+from bridge.routing import resolve
+from bridge.scheduler import Publisher
+from bridge.store.base import MessageAccepted, MessageOutcome, NewDelivery, NewMessage, Store
+
+if TYPE_CHECKING:
+    from bridge.receiver import Rules
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A message ready to store, or the 4xx it gets."""
+
+    request: MessageRequest | None
+    message: NewMessage | None
+    refusal: PayloadError | None
+
+
+def prepare(
+    rules: Rules, name: str, producer: ProducerConfig, body: object, key_header: str | None
+) -> Checked:
+    """Everything before the store, for one message: PayloadError becomes a refusal.
+    ``key_header`` is the message_id given beside the body (Idempotency-Key, or the
+    AMQP message_id property)."""
+    request: MessageRequest | None = None
+    try:
+        request = parse_message(body, key_header)
+        authorize(producer, request)
+        return Checked(request, _new_message(rules, name, request), None)
+    except PayloadError as exc:
+        return Checked(request, None, exc)
+
+
+def _new_message(rules: Rules, name: str, request: MessageRequest) -> NewMessage:
+    content = request.canonical
+    if "template" in content:
+        try:
+            text = render_data(rules.templates, content["template"], content["data"])
+        except TemplateError as exc:
+            raise PayloadError(str(exc), status=422, field="template") from exc
+    else:
+        text = as_html(content["text"], content["parse_mode"])
+    check_text(text)
+    thread_id: int | None = content["thread_id"]
+    silent: bool = content["silent"]
+    if request.chats is not None:
+        targets = [(chat, thread_id, silent) for chat in request.chats]
+    else:
+        targets = [
+            (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
+            for d in resolve(rules.routes, request.labels or {})
+        ]
+    deliveries = [
+        NewDelivery(chat_id=chat, thread_id=thread, silent=quiet, template="", text=text)
+        for chat, thread, quiet in targets
+    ]
+    return NewMessage(
+        key=message_key(name, request.message_id),
+        line=producer_line(name),
+        producer=name,
+        message_id=request.message_id,
+        request_hash=request.request_hash,
+        request=request.request,
+        deliveries=deliveries,
+        buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
+        disable_link_preview=content["disable_link_preview"],
+    )
+
+
+def conflict_error(differ: Sequence[str]) -> str:
+    """What a message_id used before with another request is told."""
+    return (
+        "this message_id was used before with a different request "
+        f"(differs in: {', '.join(differ)}); use a new message_id for a new message"
+    )
+
+
+async def store_and_publish(
+    store: Store,
+    publisher: Publisher,
+    metrics: Metrics,
+    messages: Sequence[NewMessage],
+    *,
+    rules: Rules,
+) -> list[MessageAccepted]:
+    """Store ``messages`` in one transaction (StoreUnavailable: nothing stored), then
+    publish the new deliveries. One result each, in order."""
+    if not messages:
+        return []
+    accepted = await store.accept_messages(
+        messages, republish_after=rules.config.delivery.republish_after
+    )
+    created = [
+        (d.id, d.chat_id)
+        for done in accepted
+        if done.outcome is MessageOutcome.ACCEPTED
+        for d in done.message.deliveries
+    ]
+    metrics.deliveries_created.inc(len(created))
+    if created:
+        try:
+            await publisher.publish(created)
+        except QueueUnavailable as exc:  # committed: the scheduler publishes them later
+            metrics.publish_failures.inc(len(created))
+            log.warning("producer messages stored but not published yet: %s", exc)
+    return accepted

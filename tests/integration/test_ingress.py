@@ -1,0 +1,276 @@
+"""The RabbitMQ ingress end to end: messages published to the real broker, stored in
+the real PostgreSQL, delivered to the strict Telegram double; and what is refused
+set aside in the rejected queue with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import pytest
+
+from bridge.sandbox.botapi import TelegramDouble
+from tests.conftest import (
+    AMQP_URL,
+    REPO,
+    RunningBridge,
+    build_config,
+    config_dict,
+    start_bridge,
+    wait_until,
+)
+from tests.tcp_proxy import TcpProxy
+
+TOKEN = "billing-secret-token"
+CHAT = -1001234567890
+PRODUCERS: dict[str, Any] = {"billing": {"token": TOKEN, "chats": [CHAT]}}
+
+
+@dataclass
+class RabbitUser:
+    name: str
+    password: str
+
+    @property
+    def url(self) -> str:
+        return re.sub(r"//[^@]*@", f"//{self.name}:{self.password}@", AMQP_URL)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+async def rabbit_user() -> AsyncIterator[RabbitUser]:
+    """A RabbitMQ user of its own, as a producer gets: the broker checks the user_id
+    property of what it publishes against it."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is needed to create a RabbitMQ user")
+    user = RabbitUser(f"ab-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+    await asyncio.to_thread(_rabbitmqctl, "add_user", user.name, user.password)
+    try:
+        await asyncio.to_thread(_rabbitmqctl, "set_permissions", user.name, ".*", ".*", ".*")
+        yield user
+    finally:
+        await asyncio.to_thread(_rabbitmqctl, "delete_user", user.name)
+
+
+async def publish(
+    exchange_name: str,
+    body: bytes | dict[str, Any],
+    routing_key: str = "billing",
+    *,
+    url: str = AMQP_URL,
+    **properties: Any,
+) -> None:
+    """Publish persistent, and return once RabbitMQ confirmed it."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with await aio_pika.connect(url) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(exchange_name, ensure=False)
+        message = aio_pika.Message(
+            raw, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **properties
+        )
+        await exchange.publish(message, routing_key=routing_key)
+
+
+async def rejected(queue_name: str, count: int) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """The first ``count`` messages of the rejected queue, taken off it."""
+    taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{queue_name}.rejected", ensure=False)
+
+        async def enough() -> bool:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                taken.append(message)
+            return len(taken) >= count
+
+        await wait_until(enough)
+    return taken
+
+
+def outcomes(bridge: RunningBridge, producer: str, outcome: str) -> float:
+    value = bridge.metrics.registry.get_sample_value(
+        "alertbridge_ingress_messages_total", {"producer": producer, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def delivered(bridge: RunningBridge, message_id: str) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+
+    async def done() -> bool:
+        answer = await bridge.client.get(
+            f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        record.update(answer.json())
+        return bool(answer.status_code == 200 and record["status"] == "delivered")
+
+    await wait_until(done)
+    return record
+
+
+@pytest.fixture
+async def ingress(bridge_factory: Any) -> RunningBridge:
+    bridge: RunningBridge = await bridge_factory(producers=PRODUCERS)
+    return bridge
+
+
+async def test_a_message_published_twice_is_one_telegram_message(
+    ingress: RunningBridge, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    body = {"message_id": "inv-1", "chat_id": CHAT, "text": "Invoice <b>42</b> paid"}
+    exchange = amqp_names["ingress_exchange"]
+    await publish(exchange, body)
+    await publish(exchange, body)
+    await wait_until(lambda: outcomes(ingress, "billing", "replayed") == 1)
+    assert outcomes(ingress, "billing", "accepted") == 1
+
+    record = await delivered(ingress, "inv-1")
+    (sent,) = telegram.sent_messages()
+    assert (sent.chat_id, sent.text) == (CHAT, "Invoice 42 paid")
+    assert record["deliveries"][0]["telegram_message_id"] == sent.message_id
+    # A third time, after it was sent: still nothing more.
+    await publish(exchange, body)
+    await wait_until(lambda: outcomes(ingress, "billing", "replayed") == 2)
+    assert len(telegram.sent_messages()) == 1
+
+
+async def test_what_is_refused_lands_in_the_rejected_queue_with_its_reason(
+    ingress: RunningBridge, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    exchange = amqp_names["ingress_exchange"]
+    good = {"message_id": "same-id", "chat_id": CHAT, "text": "first"}
+    await publish(exchange, good)
+    await wait_until(lambda: outcomes(ingress, "billing", "accepted") == 1)
+    cases = [
+        (b"{not json", "billing", "400:body"),
+        (
+            json.dumps({"message_id": "n", "chat_id": 777, "text": "x"}).encode(),
+            "billing",
+            "403:chats",
+        ),
+        (
+            json.dumps({"message_id": "h", "chat_id": CHAT, "text": "<b>x"}).encode(),
+            "billing",
+            "422:text",
+        ),
+        (json.dumps(good).encode(), "nobody", "401:routing_key"),
+        (json.dumps({**good, "text": "second"}).encode(), "billing", "409:message_id"),
+    ]
+    for raw, key, _ in cases:
+        await publish(exchange, raw, key, correlation_id=f"case-{key}", headers={"mine": "kept"})
+    taken = await rejected(amqp_names["ingress_queue"], len(cases))
+    by_body = {(bytes(m.body), m.routing_key): m for m in taken}
+    for raw, key, reason in cases:
+        message = by_body[(raw, key)]  # the original body, under its routing key
+        headers = message.headers or {}
+        assert headers["x-alertbridge-reason"] == reason
+        assert isinstance(headers["x-alertbridge-error"], str) and headers["x-alertbridge-error"]
+        assert headers["mine"] == "kept" and message.correlation_id == f"case-{key}"
+    assert "differs in: text" in str(
+        by_body[(cases[4][0], "billing")].headers["x-alertbridge-error"]
+    )
+    for status, n in [
+        ("rejected_400", 1),
+        ("rejected_403", 1),
+        ("rejected_422", 1),
+        ("rejected_409", 1),
+    ]:
+        assert outcomes(ingress, "billing", status) == n
+    assert outcomes(ingress, "", "rejected_401") == 1
+    await delivered(ingress, "same-id")
+    assert [m.text for m in telegram.sent_messages()] == ["first"]
+
+
+async def test_with_amqp_user_only_that_rabbitmq_user_speaks_for_the_producer(
+    bridge_factory: Any,
+    amqp_names: dict[str, str],
+    telegram: TelegramDouble,
+    rabbit_user: RabbitUser,
+) -> None:
+    producers = {"billing": {**PRODUCERS["billing"], "amqp_user": rabbit_user.name}}
+    bridge: RunningBridge = await bridge_factory(producers=producers)
+    exchange = amqp_names["ingress_exchange"]
+    body = {"message_id": "u", "chat_id": CHAT, "text": "who sent this"}
+    # As guest: RabbitMQ lets guest say it is guest, not that it is the producer's user.
+    await publish(exchange, body, user_id="guest")
+    await publish(exchange, body)  # no user_id at all
+    taken = await rejected(amqp_names["ingress_queue"], 2)
+    assert [(m.headers or {})["x-alertbridge-reason"] for m in taken] == ["401:user_id"] * 2
+    assert (taken[0].headers or {})["x-alertbridge-user-id"] == "guest"
+    assert outcomes(bridge, "billing", "rejected_401") == 2
+
+    await publish(exchange, body, url=rabbit_user.url, user_id=rabbit_user.name)
+    await delivered(bridge, "u")
+    assert [m.text for m in telegram.sent_messages()] == ["who sent this"]
+
+
+async def test_a_message_published_while_the_database_is_down_is_stored_once_it_is_back(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    bridge = await start_bridge(
+        build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
+    )
+    body = {"message_id": "down", "chat_id": CHAT, "text": "while the database is down"}
+    try:
+        await proxy.cut()
+        await publish(amqp_names["ingress_exchange"], body)
+        # Tried, not stored, back to the queue; and tried again, not dropped.
+        await wait_until(lambda: outcomes(bridge, "billing", "requeued") >= 2)
+        assert outcomes(bridge, "billing", "accepted") == 0
+        assert not telegram.sent_messages()
+
+        await proxy.restore()
+        await delivered(bridge, "down")
+        assert outcomes(bridge, "billing", "accepted") == 1
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert [m.text for m in telegram.sent_messages()] == ["while the database is down"]
+
+
+def readme_producer() -> str:
+    """The README's aio-pika producer, as printed there."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### RabbitMQ ingress", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the RabbitMQ ingress section lost its Python producer"
+    return match.group(1)
+
+
+async def test_the_readme_producer_is_delivered(
+    bridge_factory: Any,
+    amqp_names: dict[str, str],
+    telegram: TelegramDouble,
+    rabbit_user: RabbitUser,
+) -> None:
+    producers = {"billing": {**PRODUCERS["billing"], "amqp_user": rabbit_user.name}}
+    bridge: RunningBridge = await bridge_factory(producers=producers)
+    code = readme_producer()
+    # Only where the README names this machine's broker, exchange and user.
+    for printed, here in [
+        ("amqp://billing:s3cret@rabbitmq:5672/", rabbit_user.url),
+        ('"alertbridge.ingress"', json.dumps(amqp_names["ingress_exchange"])),
+        ('user_id="billing"', f"user_id={rabbit_user.name!r}"),
+    ]:
+        assert printed in code, f"the README's producer no longer has {printed}"
+        code = code.replace(printed, here)
+    done = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=REPO)
+    assert await done.wait() == 0
+    await delivered(bridge, "invoice-2026-0042")
+    assert [m.text for m in telegram.sent_messages()] == ["Invoice 42 paid"]
