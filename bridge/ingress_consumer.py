@@ -26,7 +26,10 @@ is a replay, acked and dropped).
 
 Messages are handled in batches (up to ``ingress_batch``, or what arrives
 within ``ingress_batch_wait`` of the first): one decision each (pure), one
-store transaction for the batch, then the acks. Store unavailable: nothing is
+store transaction for the batch, then the acks. A batch is settled (its
+wake-ups published, each message acked or set aside) while the next one is
+read and stored; the transactions themselves stay one at a time, in the
+order the queue hands the messages out. Store unavailable: nothing is
 written, and after a backoff the batch goes back to the queue (``nack`` with
 requeue): nothing lost, and no spinning while the store is down.
 """
@@ -36,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING
 
 import aio_pika
@@ -61,8 +64,8 @@ from bridge.ingress import (
     conflict,
     decide,
 )
-from bridge.producer_accept import store_and_publish
-from bridge.store.base import MessageOutcome
+from bridge.producer_accept import publish_accepted, store_messages
+from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
     from bridge.receiver import ReceiverDeps
@@ -179,61 +182,75 @@ class IngressConsumer:
     # -- the batches ---------------------------------------------------------------
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        size = self._settings.ingress_batch
-        wait = self._settings.ingress_batch_wait.total_seconds()
+        # The batch stored last is settled (its wake-ups published, each message
+        # acked or set aside) while the next one is read and stored: the store's
+        # transactions stay one at a time, in the queue's order.
+        settling: asyncio.Task[None] | None = None
         while True:
-            first = await self._inbox.get()
-            if first is None:
-                return
-            batch = [first]
-            last = False
-            deadline = loop.time() + wait
-            while len(batch) < size:
-                if self._inbox.empty():
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._inbox.get(), remaining)
-                    except TimeoutError:
-                        break
-                else:
-                    item = self._inbox.get_nowait()
-                if item is None:
-                    last = True
-                    break
-                batch.append(item)
-            try:
-                await self.handle(batch)
-            except Exception:
-                # Not the input's fault (decide() turns every bad input into a
-                # rejection): back to the queue after a pause, like a store outage.
-                log.exception("ingress: a batch of %d failed; back to the queue", len(batch))
-                await self._requeue(batch, [])
+            batch, last = await self._next_batch()
+            if batch:
+                try:
+                    settle = await self._store(batch)
+                except Exception:
+                    # Not the input's fault (decide() turns every bad input into a
+                    # rejection): back to the queue after a pause, like a store outage.
+                    log.exception("ingress: a batch of %d failed; back to the queue", len(batch))
+                    await self._requeue(batch, [])
+                    settle = _nothing()
+                if settling is not None:
+                    await settling
+                settling = asyncio.create_task(settle)
             if last:
+                if settling is not None:
+                    await settling
                 return
 
-    async def handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        """Decide, store, then settle each message of ``batch``."""
+    async def _next_batch(self) -> tuple[list[AbstractIncomingMessage], bool]:
+        """Up to ``ingress_batch`` messages: what arrives within ``ingress_batch_wait``
+        of the first. True once ``stop()`` was called (after the last one in hand)."""
+        loop = asyncio.get_running_loop()
+        size = self._settings.ingress_batch
+        first = await self._inbox.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = loop.time() + self._settings.ingress_batch_wait.total_seconds()
+        while len(batch) < size:
+            if self._inbox.empty():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._inbox.get(), remaining)
+                except TimeoutError:
+                    break
+            else:
+                item = self._inbox.get_nowait()
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    async def _store(self, batch: list[AbstractIncomingMessage]) -> Coroutine[None, None, None]:
+        """Decide each message and store the batch's good ones in one transaction;
+        what is left to do (publish, ack, set aside), to run after."""
         deps = self._deps
         rules = deps.rules
         decided = [(message, decide(rules, envelope_of(message))) for message in batch]
         to_store = [(m, d) for m, d in decided if d.message is not None]
         rejected = [(m, d, d.rejection) for m, d in decided if d.rejection is not None]
         try:
-            stored = await store_and_publish(
+            stored = await store_messages(
                 deps.store,
-                deps.publisher,
                 deps.metrics,
                 [d.message for _, d in to_store if d.message is not None],
                 rules=rules,
             )
         except StoreUnavailable as exc:
-            await self._reject_all(rejected)
             log.warning("ingress: the store is unavailable (%s)", exc)
+            await self._reject_all(rejected)
             await self._requeue([m for m, _ in to_store], [d for _, d in to_store])
-            return
+            return _nothing()
         self._store_failures = 0
         acked: list[tuple[AbstractIncomingMessage, Decision, IngressOutcome]] = []
         for (message, decision), done in zip(to_store, stored, strict=True):
@@ -245,6 +262,16 @@ class IngressConsumer:
                 acked.append((message, decision, IngressOutcome.ACCEPTED))
             else:
                 acked.append((message, decision, IngressOutcome.REPLAYED))
+        return self._settle(stored, acked, rejected)
+
+    async def _settle(
+        self,
+        stored: list[MessageAccepted],
+        acked: list[tuple[AbstractIncomingMessage, Decision, IngressOutcome]],
+        rejected: list[tuple[AbstractIncomingMessage, Decision, Rejection]],
+    ) -> None:
+        deps = self._deps
+        await publish_accepted(deps.publisher, deps.metrics, stored)
         await self._reject_all(rejected)
         for message, decision, outcome in acked:
             await _quietly(message.ack())
@@ -337,3 +364,7 @@ async def _quietly(action: Awaitable[object]) -> None:
         await action
     except Exception as exc:  # noqa: BLE001
         log.warning("ingress: could not settle a message (%s); it will be redelivered", exc)
+
+
+async def _nothing() -> None:
+    pass

@@ -106,6 +106,42 @@ def conflict_error(differ: Sequence[str]) -> str:
     )
 
 
+async def store_messages(
+    store: Store, metrics: Metrics, messages: Sequence[NewMessage], *, rules: Rules
+) -> list[MessageAccepted]:
+    """Store ``messages`` in one transaction (StoreUnavailable: nothing stored).
+    One result each, in order."""
+    if not messages:
+        return []
+    accepted = await store.accept_messages(
+        messages, republish_after=rules.config.delivery.republish_after
+    )
+    for done in accepted:
+        if done.outcome is MessageOutcome.ACCEPTED:
+            metrics.deliveries_created.inc(len(done.message.deliveries))
+    return accepted
+
+
+async def publish_accepted(
+    publisher: Publisher, metrics: Metrics, accepted: Sequence[MessageAccepted]
+) -> None:
+    """Wake the workers for the deliveries just stored. Committed already: if the
+    broker does not take them, the scheduler publishes them later."""
+    created = [
+        (d.id, d.chat_id)
+        for done in accepted
+        if done.outcome is MessageOutcome.ACCEPTED
+        for d in done.message.deliveries
+    ]
+    if not created:
+        return
+    try:
+        await publisher.publish(created)
+    except QueueUnavailable as exc:
+        metrics.publish_failures.inc(len(created))
+        log.warning("producer messages stored but not published yet: %s", exc)
+
+
 async def store_and_publish(
     store: Store,
     publisher: Publisher,
@@ -114,24 +150,7 @@ async def store_and_publish(
     *,
     rules: Rules,
 ) -> list[MessageAccepted]:
-    """Store ``messages`` in one transaction (StoreUnavailable: nothing stored), then
-    publish the new deliveries. One result each, in order."""
-    if not messages:
-        return []
-    accepted = await store.accept_messages(
-        messages, republish_after=rules.config.delivery.republish_after
-    )
-    created = [
-        (d.id, d.chat_id)
-        for done in accepted
-        if done.outcome is MessageOutcome.ACCEPTED
-        for d in done.message.deliveries
-    ]
-    metrics.deliveries_created.inc(len(created))
-    if created:
-        try:
-            await publisher.publish(created)
-        except QueueUnavailable as exc:  # committed: the scheduler publishes them later
-            metrics.publish_failures.inc(len(created))
-            log.warning("producer messages stored but not published yet: %s", exc)
+    """Store, then publish: what the HTTP API answers after."""
+    accepted = await store_messages(store, metrics, messages, rules=rules)
+    await publish_accepted(publisher, metrics, accepted)
     return accepted

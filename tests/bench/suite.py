@@ -657,6 +657,7 @@ SCENARIOS = [
     "retention_off",
     "retention_off_sqlite",
     "versus",
+    "ingress",  # tests/bench/ingress.py
 ]
 #: The soaks: they take ``--soak-seconds``.
 SOAKS = {"rss", "retention", "retention_sqlite", "retention_off", "retention_off_sqlite"}
@@ -676,3 +677,7 @@ async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:
         except Exception as exc:  # noqa: BLE001 - one scenario's crash is a figure too
             report.add("CRASHED", f"{type(exc).__name__}: {exc}"[:120])
     return reports
+
+
+# Scenarios in modules of their own use the plumbing above: imported last.
+from tests.bench.ingress import ingress  # noqa: E402, F401 - found by run() in globals()
