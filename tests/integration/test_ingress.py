@@ -274,3 +274,26 @@ async def test_the_readme_producer_is_delivered(
     assert await done.wait() == 0
     await delivered(bridge, "invoice-2026-0042")
     assert [m.text for m in telegram.sent_messages()] == ["Invoice 42 paid"]
+
+
+async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    data = config_dict(database_url, amqp_names, telegram.url, producers=PRODUCERS)
+    data["amqp_url"] = re.sub(r"@[^/]*/", f"@127.0.0.1:{proxy.port}/", AMQP_URL)
+    bridge = await start_bridge(build_config(data))
+    exchange = amqp_names["ingress_exchange"]
+    try:
+        await publish(exchange, {"message_id": "before", "chat_id": CHAT, "text": "before"})
+        await delivered(bridge, "before")
+
+        await proxy.cut()  # the bridge's connections drop; the broker keeps what comes
+        await publish(exchange, {"message_id": "during", "chat_id": CHAT, "text": "during"})
+        await proxy.restore()
+        await delivered(bridge, "during")
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert [m.text for m in telegram.sent_messages()] == ["before", "during"]
