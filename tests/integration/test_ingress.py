@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 
 from bridge.sandbox.botapi import TelegramDouble
@@ -28,6 +29,7 @@ from tests.conftest import (
     start_bridge,
     wait_until,
 )
+from tests.processes import bridge_process
 from tests.tcp_proxy import TcpProxy
 
 TOKEN = "billing-secret-token"
@@ -253,14 +255,16 @@ def readme_producer() -> str:
     return match.group(1)
 
 
-async def test_the_readme_producer_is_delivered(
-    bridge_factory: Any,
+async def test_the_readme_producer_is_delivered_by_a_receiver_and_a_worker_process(
+    database_url: str,
     amqp_names: dict[str, str],
     telegram: TelegramDouble,
     rabbit_user: RabbitUser,
 ) -> None:
+    """The README's producer, run as printed, against `alertbridge receiver` and
+    `alertbridge worker` as real processes: the receiver is the ingress's side."""
     producers = {"billing": {**PRODUCERS["billing"], "amqp_user": rabbit_user.name}}
-    bridge: RunningBridge = await bridge_factory(producers=producers)
+    config = config_dict(database_url, amqp_names, telegram.url, producers=producers)
     code = readme_producer()
     # Only where the README names this machine's broker, exchange and user.
     for printed, here in [
@@ -270,9 +274,21 @@ async def test_the_readme_producer_is_delivered(
     ]:
         assert printed in code, f"the README's producer no longer has {printed}"
         code = code.replace(printed, here)
-    done = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=REPO)
-    assert await done.wait() == 0
-    await delivered(bridge, "invoice-2026-0042")
+    async with (
+        bridge_process(config, "receiver") as receiver,
+        bridge_process(config, "worker"),
+        httpx.AsyncClient(base_url=receiver.url, timeout=10) as client,
+    ):
+        done = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=REPO)
+        assert await done.wait() == 0
+
+        async def sent() -> bool:
+            answer = await client.get(
+                "/v1/messages/invoice-2026-0042", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            return bool(answer.status_code == 200 and answer.json()["status"] == "delivered")
+
+        await wait_until(sent)
     assert [m.text for m in telegram.sent_messages()] == ["Invoice 42 paid"]
 
 
