@@ -422,10 +422,15 @@ class PostgresStore:
     ) -> list[MessageAccepted]:
         """Producers' messages in one transaction. Two requests with the same key at
         once: the second one's insert waits on the first's unique key, finds it
-        committed, and is answered from it."""
-        results: list[MessageAccepted] = []
+        committed, and is answered from it. Keys are inserted in key order, whatever
+        the batch's order: each insert holds its key until the commit, and two batches
+        sharing messages would otherwise each wait for a key the other holds."""
+        results: list[MessageAccepted | None] = [None] * len(messages)
+        # Stable: a key given twice is still first stored, then answered as a replay.
+        in_key_order = sorted(range(len(messages)), key=lambda i: messages[i].key)
         async with self.connection() as conn, conn.transaction():
-            for m in messages:
+            for index in in_key_order:
+                m = messages[index]
                 new = await conn.fetchval(
                     """WITH n AS (
                            INSERT INTO notifications
@@ -480,8 +485,8 @@ class PostgresStore:
                     if stored.request_hash == m.request_hash
                     else MessageOutcome.CONFLICT
                 )
-                results.append(MessageAccepted(outcome, stored))
-        return results
+                results[index] = MessageAccepted(outcome, stored)
+        return [r for r in results if r is not None]
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         async with self.connection() as conn:
