@@ -145,6 +145,9 @@ _MIGRATION_LOCK = 0x616C6572
 _POLLER_LOCK = 0x41_42_50_4F
 # One pruner across replicas: a batch runs only under this transaction lock.
 _PRUNER_LOCK = 0x41_42_50_52
+# The class of the per-key locks producers' messages are inserted under ("ABMS";
+# two int4 keys: apart from the one-bigint locks above).
+_MESSAGE_LOCKS = 0x41_42_4D_53
 
 
 _PRUNABLE_DELIVERIES = numbered(prunable_deliveries(POSTGRES))
@@ -421,16 +424,26 @@ class PostgresStore:
         self, messages: Sequence[NewMessage], *, republish_after: timedelta
     ) -> list[MessageAccepted]:
         """Producers' messages in one transaction. Two requests with the same key at
-        once: the second one's insert waits on the first's unique key, finds it
-        committed, and is answered from it. Keys are inserted in key order, whatever
-        the batch's order: each insert holds its key until the commit, and two batches
-        sharing messages would otherwise each wait for a key the other holds."""
-        results: list[MessageAccepted | None] = [None] * len(messages)
-        # Stable: a key given twice is still first stored, then answered as a replay.
-        in_key_order = sorted(range(len(messages)), key=lambda i: messages[i].key)
+        once: the second one waits for the first, finds it committed, and is answered
+        from it.
+
+        The messages are inserted in the batch's order: their deliveries' ids are
+        the order they reach a chat in. Inserted so, two batches sharing messages in
+        opposite orders would each hold a key the other waits for (a deadlock, a
+        503); so first, in one round trip, the transaction takes a lock per key
+        (an advisory one, held to the commit) in one global order, the locks' own.
+        Whoever inserts a producer's key holds its lock, so no insert waits on a
+        transaction that could be waiting for this one."""
+        results: list[MessageAccepted] = []
         async with self.connection() as conn, conn.transaction():
-            for index in in_key_order:
-                m = messages[index]
+            await conn.execute(
+                """SELECT pg_advisory_xact_lock($1::int4, h)
+                   FROM (SELECT DISTINCT hashtext(k::text) AS h
+                         FROM unnest($2::uuid[]) AS k ORDER BY h OFFSET 0) AS locks""",
+                _MESSAGE_LOCKS,
+                [m.key for m in messages],
+            )
+            for m in messages:
                 new = await conn.fetchval(
                     """WITH n AS (
                            INSERT INTO notifications
@@ -485,8 +498,8 @@ class PostgresStore:
                     if stored.request_hash == m.request_hash
                     else MessageOutcome.CONFLICT
                 )
-                results[index] = MessageAccepted(outcome, stored)
-        return [r for r in results if r is not None]
+                results.append(MessageAccepted(outcome, stored))
+        return results
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         async with self.connection() as conn:

@@ -149,6 +149,30 @@ async def test_a_message_published_twice_is_one_telegram_message(
     assert len(telegram.sent_messages()) == 1
 
 
+async def test_messages_reach_the_chat_in_the_order_published(
+    ingress: RunningBridge, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    """Published back to back, they are stored in batches: within a batch too, the
+    order published is the order sent (the keys sort in another)."""
+    texts = [f"step {i:02d}" for i in range(40)]
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(amqp_names["ingress_exchange"], ensure=False)
+        confirms = [
+            exchange.publish(
+                aio_pika.Message(
+                    json.dumps({"message_id": t, "chat_id": CHAT, "text": t}).encode(),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
+                routing_key="billing",
+            )
+            for t in texts
+        ]
+        await asyncio.gather(*confirms)  # published in order, confirmed together
+    await telegram.wait_for_messages(len(texts))
+    assert [m.text for m in telegram.sent_messages(CHAT)] == texts
+
+
 async def test_what_is_refused_lands_in_the_rejected_queue_with_its_reason(
     ingress: RunningBridge, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
