@@ -149,11 +149,15 @@ async def test_a_message_published_twice_is_one_telegram_message(
     assert len(telegram.sent_messages()) == 1
 
 
+@pytest.mark.parametrize("receivers", [1, 2])
 async def test_messages_reach_the_chat_in_the_order_published(
-    ingress: RunningBridge, amqp_names: dict[str, str], telegram: TelegramDouble
+    bridge_factory: Any, amqp_names: dict[str, str], telegram: TelegramDouble, receivers: int
 ) -> None:
     """Published back to back, they are stored in batches: within a batch too, the
-    order published is the order sent (the keys sort in another)."""
+    order published is the order sent (the keys sort in another); and with two
+    receivers, one consumes at a time."""
+    for _ in range(receivers):
+        await bridge_factory(producers=PRODUCERS)
     texts = [f"step {i:02d}" for i in range(40)]
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel(publisher_confirms=True)
