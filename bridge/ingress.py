@@ -42,7 +42,7 @@ class IngressOutcome(enum.StrEnum):
 
     ACCEPTED = "accepted"  # stored now, acked
     REPLAYED = "replayed"  # stored before with the same body: acked, nothing sent twice
-    REQUEUED = "requeued"  # the store was unavailable: back to the queue, nothing written
+    STORE_UNAVAILABLE = "store_unavailable"  # a try that did not store: held, tried again
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,7 @@ start and again by the robust channel after a reconnect:
 - ``amqp.ingress_queue`` (``alertbridge.ingress``): a quorum queue with a single
   active consumer: of several receivers, one consumes and the others stand by,
   so a producer's messages are stored in the order published (one receiver
-  does ~1,800/s, past the 1,000/s asked). No delivery limit: a message
-  requeued while the store is down must not be dropped or dead-lettered
-  however long the outage lasts.
+  does ~1,800/s, past the 1,000/s asked).
 - ``INGRESS_EXCHANGE.rejected`` (fanout) → ``INGRESS_QUEUE.rejected`` (quorum):
   what the bridge refuses, with ``x-alertbridge-reason`` (``STATUS:FIELD``, see
   bridge/ingress.py) and ``x-alertbridge-error`` (for people).
@@ -33,8 +31,8 @@ store transaction for the batch, then the acks. A batch is settled (its
 wake-ups published, each message acked or set aside) while the next one is
 read and stored; the transactions themselves stay one at a time, in the
 order the queue hands the messages out. Store unavailable: nothing is
-written, and after a backoff the batch goes back to the queue (``nack`` with
-requeue): nothing lost, and no spinning while the store is down.
+written, and the batch is held unacked and tried again after a backoff:
+nothing lost, nothing out of order, no spinning while the store is down.
 """
 
 from __future__ import annotations
@@ -108,7 +106,7 @@ class IngressConsumer:
         self._inbox: asyncio.Queue[AbstractIncomingMessage | None] = asyncio.Queue()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._store_failures = 0
+        self._failures = 0  # batches in a row that failed unexpectedly
 
     @classmethod
     async def connect(cls, url: str, settings: AmqpConfig, deps: ReceiverDeps) -> IngressConsumer:
@@ -200,10 +198,13 @@ class IngressConsumer:
                     settle = await self._store(batch)
                 except Exception:
                     # Not the input's fault (decide() turns every bad input into a
-                    # rejection): back to the queue after a pause, like a store outage.
+                    # rejection), but a bug: back to the queue, after a pause that
+                    # grows, so it cannot spin.
                     log.exception("ingress: a batch of %d failed; back to the queue", len(batch))
-                    await self._requeue(batch, [])
+                    await self._back_to_queue(batch)
                     settle = _nothing()
+                else:
+                    self._failures = 0
                 if settling is not None:
                     await settling
                 settling = asyncio.create_task(settle)
@@ -246,19 +247,11 @@ class IngressConsumer:
         decided = [(message, decide(rules, envelope_of(message))) for message in batch]
         to_store = [(m, d) for m, d in decided if d.message is not None]
         rejected = [(m, d, d.rejection) for m, d in decided if d.rejection is not None]
-        try:
-            stored = await store_messages(
-                deps.store,
-                deps.metrics,
-                [d.message for _, d in to_store if d.message is not None],
-                rules=rules,
-            )
-        except StoreUnavailable as exc:
-            log.warning("ingress: the store is unavailable (%s)", exc)
-            await self._reject_all(rejected)
-            await self._requeue([m for m, _ in to_store], [d for _, d in to_store])
+        stored = await self._stored(to_store)
+        if stored is None:  # stopping while the store is down: let another receiver try
+            for message in batch:
+                await _quietly(message.nack(requeue=True))
             return _nothing()
-        self._store_failures = 0
         acked: list[tuple[AbstractIncomingMessage, Decision, IngressOutcome]] = []
         for (message, decision), done in zip(to_store, stored, strict=True):
             if done.outcome is MessageOutcome.CONFLICT:
@@ -290,24 +283,52 @@ class IngressConsumer:
                 outcome.value,
             )
 
-    async def _requeue(
-        self, messages: list[AbstractIncomingMessage], decisions: list[Decision]
-    ) -> None:
-        """Back to the queue, after a pause that grows while the trouble lasts."""
-        if not messages:
-            return
-        self._store_failures += 1
-        pause = jittered(self._store_failures, initial=STORE_BACKOFF_INITIAL, cap=STORE_BACKOFF_MAX)
-        for decision in decisions:
-            self._deps.metrics.ingress_messages.labels(
-                decision.producer, IngressOutcome.REQUEUED
-            ).inc()
-        log.warning(
-            "ingress: %d message(s) not stored; back to the queue in %.1fs", len(messages), pause
-        )
+    async def _stored(
+        self, to_store: list[tuple[AbstractIncomingMessage, Decision]]
+    ) -> list[MessageAccepted] | None:
+        """The batch stored, once the store takes it. While it is unavailable the
+        batch is held, unacked (nothing is lost if this process dies: the broker
+        hands it out again), and tried again after a pause that grows; None if
+        ``stop()`` came first. Held, not requeued: a requeued batch would come
+        back behind the messages already prefetched, out of order, and on
+        RabbitMQ 4 each return counts toward the queue's delivery limit."""
+        deps = self._deps
+        failures = 0
+        while True:
+            try:
+                return await store_messages(
+                    deps.store,
+                    deps.metrics,
+                    [d.message for _, d in to_store if d.message is not None],
+                    rules=deps.rules,
+                )
+            except StoreUnavailable as exc:
+                failures += 1
+                for _, decision in to_store:
+                    deps.metrics.ingress_messages.labels(
+                        decision.producer, IngressOutcome.STORE_UNAVAILABLE
+                    ).inc()
+                if self._stopping.is_set():
+                    log.warning("ingress: the store is unavailable (%s); back to the queue", exc)
+                    return None
+                pause = jittered(failures, initial=STORE_BACKOFF_INITIAL, cap=STORE_BACKOFF_MAX)
+                log.warning(
+                    "ingress: %d message(s) not stored, the store is unavailable (%s); "
+                    "trying again in %.1fs",
+                    len(to_store),
+                    exc,
+                    pause,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=pause)
+
+    async def _back_to_queue(self, batch: list[AbstractIncomingMessage]) -> None:
+        """After a pause that grows while the trouble lasts."""
+        self._failures += 1
+        pause = jittered(self._failures, initial=STORE_BACKOFF_INITIAL, cap=STORE_BACKOFF_MAX)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=pause)
-        for message in messages:
+        for message in batch:
             await _quietly(message.nack(requeue=True))
 
     async def _reject_all(

@@ -78,8 +78,8 @@ class Metrics:
             "alertbridge_ingress_messages_total",
             "Messages consumed from the RabbitMQ ingress, by producer (the routing key "
             "when it names a configured producer, else empty) and outcome: accepted, "
-            "replayed, requeued (the store was unavailable), rejected_<status> (sent "
-            "to the rejected queue with its reason).",
+            "replayed, store_unavailable (a try that stored nothing; tried again), "
+            "rejected_<status> (sent to the rejected queue with its reason).",
             ["producer", "outcome"],
             registry=r,
         )

@@ -256,22 +256,26 @@ async def test_a_message_published_while_the_database_is_down_is_stored_once_it_
     bridge = await start_bridge(
         build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
     )
-    body = {"message_id": "down", "chat_id": CHAT, "text": "while the database is down"}
+    texts = ["while the database is down", "and after that", "and last"]
+    exchange = amqp_names["ingress_exchange"]
     try:
         await proxy.cut()
-        await publish(amqp_names["ingress_exchange"], body)
-        # Tried, not stored, back to the queue; and tried again, not dropped.
-        await wait_until(lambda: outcomes(bridge, "billing", "requeued") >= 2)
+        await publish(exchange, {"message_id": "down", "chat_id": CHAT, "text": texts[0]})
+        await wait_until(lambda: outcomes(bridge, "billing", "store_unavailable") >= 1)
+        for n, text in enumerate(texts[1:], 1):  # behind the one held
+            await publish(exchange, {"message_id": f"down-{n}", "chat_id": CHAT, "text": text})
+        # Tried, not stored, and tried again: held, not dropped.
+        await wait_until(lambda: outcomes(bridge, "billing", "store_unavailable") >= 3)
         assert outcomes(bridge, "billing", "accepted") == 0
         assert not telegram.sent_messages()
 
         await proxy.restore()
-        await delivered(bridge, "down")
-        assert outcomes(bridge, "billing", "accepted") == 1
+        await delivered(bridge, "down-2")
+        assert outcomes(bridge, "billing", "accepted") == 3
     finally:
         await bridge.shutdown()
         await proxy.stop()
-    assert [m.text for m in telegram.sent_messages()] == ["while the database is down"]
+    assert [m.text for m in telegram.sent_messages()] == texts  # each once, in order
 
 
 def readme_producer() -> str:
