@@ -101,19 +101,20 @@ def _rejected(producer: str, body: bytes, rejection: Rejection) -> Decision:
 
 def decide(rules: Rules, envelope: Envelope) -> Decision:
     """Whether the message is one to store, by the rules in force."""
-    producers = rules.config.producers or {}
+    producers = rules.config.producers
     name = envelope.routing_key
-    producer = producers.get(name)
+    producer = None if producers is None else producers.get(name)
     if producer is None:
+        hint = (
+            "the bridge has no producers: section in its config"
+            if producers is None
+            else "publish with your producer's name (as in the config's producers:) "
+            "as the routing key"
+        )
         return _rejected(
             "",
             envelope.body,
-            Rejection(
-                401,
-                "routing_key",
-                f"no producer is named {name!r}: publish with your producer's name "
-                "(as in the config's producers:) as the routing key",
-            ),
+            Rejection(401, "routing_key", f"no producer is named {name!r}: {hint}"),
         )
     if producer.amqp_user is not None and envelope.user_id != producer.amqp_user:
         return _rejected(

@@ -91,3 +91,11 @@ def test_a_message_id_stored_with_another_body_is_a_conflict_naming_the_differen
     rejection = conflict(stored.request, again)
     assert rejection.reason == "409:message_id"
     assert "text" in rejection.error
+
+
+def test_without_a_producers_section_every_message_is_rejected_saying_so() -> None:
+    text = 'telegram: {token: "1:A"}\nroute: {chats: [-1]}\n'
+    off = Rules.from_config(parse_config(text, source="test"))
+    decision = decide(off, Envelope(body(), "billing"))
+    assert decision.rejection is not None and decision.rejection.reason == "401:routing_key"
+    assert "no producers: section" in decision.rejection.error
