@@ -303,6 +303,59 @@ async def test_a_producer_removed_by_a_reload_gives_its_receipts_up(
         assert receipt.state.value == "gave_up"
 
 
+async def test_a_callback_url_removed_by_a_reload_gives_its_receipts_up(
+    store: SqliteStore, clock: FakeClock
+) -> None:
+    await finished(store, "inv-1")
+    running = Running()
+    running.config = config(callback=False)
+    outbox, metrics = sender(store, FakePoster(), clock, running)
+    assert await outbox.tick() == 1
+    (receipt,) = await store.receipts("billing", "inv-1")
+    assert (receipt.state.value, receipt.last_error) == (
+        "gave_up",
+        "the producer has no callback_url any more",
+    )
+    assert metric(metrics, "unconfigured") == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (Answer(200), "sent"),
+        (Answer(204), "sent"),
+        (Answer(302), "retried"),  # a redirect is not followed, nor taken
+        (Answer(404), "retried"),
+        (Answer(503), "retried"),
+        (Answer(None, "TimeoutError"), "retried"),
+    ],
+)
+async def test_only_a_2xx_takes_a_receipt(
+    store: SqliteStore, clock: FakeClock, answer: Answer, outcome: str
+) -> None:
+    await finished(store, "inv-1")
+    outbox, metrics = sender(store, FakePoster(default=answer), clock)
+    await outbox.tick()
+    assert metric(metrics, outcome) == 1
+
+
+def test_the_readme_s_verification_accepts_a_receipt_and_nothing_else() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Receipts") :]
+    start = section.index("```python") + len("```python")
+    snippet = section[start : section.index("```", start)]
+    namespace: dict[str, object] = {}
+    exec(snippet, namespace)  # the README's own code, as a reader copies it
+    verify = namespace["verify"]
+    assert callable(verify)
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    payload = body(Receipt(1, "e1", "message.delivered", "billing", at, {"status": "delivered"}))
+    signed = hmac.new(SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    assert verify(SECRET.encode(), payload, f"sha256={signed}")
+    assert not verify(SECRET.encode(), payload + b" ", f"sha256={signed}")
+    assert not verify(b"another key", payload, f"sha256={signed}")
+
+
 def test_the_body_is_the_same_bytes_for_the_same_row() -> None:
     at = datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=UTC)
     receipt = Receipt(7, "abc", "message.failed", "billing", at, {"status": "failed"}, 3, "m", 42)
