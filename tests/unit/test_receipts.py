@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bridge.config import (
     Config,
@@ -404,3 +405,12 @@ def test_a_callback_url_must_be_http() -> None:
     )
     with pytest.raises(ConfigError, match=r"c.yml:\d+: producers\.billing\.callback_url"):
         parse_config(text, source="c.yml")
+
+
+def test_the_readme_lists_the_receipts_defaults() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("\nreceipts:") + 1
+    block = readme[start : readme.index("\ntelegram:", start)]
+    listed = yaml.safe_load(block)["receipts"]
+    assert ReceiptsConfig.model_validate(listed) == ReceiptsConfig()
+    assert set(listed) == set(ReceiptsConfig.model_fields)
