@@ -861,10 +861,8 @@ class PostgresStore:
     # -- producers' receipts ------------------------------------------------------
 
     async def add_event(self, event: NewEvent) -> bool:
-        sql, order = _INSERT_EVENT
         async with self.connection() as conn:
-            added = await conn.fetchval(sql, *arguments(order, event_params(event)))
-        return added is not None
+            return await insert_event_row(conn, event)
 
     async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
         """SKIP LOCKED: senders in several processes claim disjoint rows."""
@@ -925,6 +923,14 @@ async def _stored_message(
         request=row["request"],
         deliveries=[message_delivery_from_row(r) for r in rows],
     )
+
+
+async def insert_event_row(conn: asyncpg.Connection, event: NewEvent) -> bool:
+    """One receipt of no delivery, on ``conn``: inside the caller's transaction when it
+    has one (a store method that records what the event reports, atomically with it).
+    False if its event_id is stored already."""
+    sql, order = _INSERT_EVENT
+    return await conn.fetchval(sql, *arguments(order, event_params(event))) is not None
 
 
 def _deleted(status: str) -> int:

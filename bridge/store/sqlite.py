@@ -882,13 +882,7 @@ class SqliteStore:
     # -- producers' receipts ------------------------------------------------------
 
     async def add_event(self, event: NewEvent) -> bool:
-        def add(db: sqlite3.Connection, now: float) -> bool:
-            return (
-                db.execute(_INSERT_EVENT, _params(now, **event_params(event))).fetchone()
-                is not None
-            )
-
-        return await self._run(add)
+        return await self._run(lambda db, now: insert_event_row(db, now, event))
 
     async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
         """One connection, one writer: two claims never overlap."""
@@ -1094,6 +1088,13 @@ def _write_receipts(
     bridge/store/sql.py receipt_rows, the rule both stores run."""
     if transition.finishes and moved:
         db.execute(_RECEIPT_ROWS, {"now": now, "moved": json.dumps([int(i) for i in moved])})
+
+
+def insert_event_row(db: sqlite3.Connection, now: float, event: NewEvent) -> bool:
+    """One receipt of no delivery, in the transaction ``db`` is in (a store method's own
+    ``_run``: atomically with what the event reports). False if its event_id is
+    stored already."""
+    return db.execute(_INSERT_EVENT, _params(now, **event_params(event))).fetchone() is not None
 
 
 def _md5(text: str | None) -> str | None:

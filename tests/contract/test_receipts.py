@@ -5,15 +5,18 @@ outbox is claimed, sent and pruned alike."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sqlite3
 from datetime import timedelta
 
 from bridge.delivery import AmbiguityPolicy, DeliveryState, Reason, T, thread_change
 from bridge.producers import message_key, producer_line
 from bridge.receipts import ReceiptState, delivery_event_id
 from bridge.retention import Horizon, Table
-from bridge.store import NewDelivery, Store
+from bridge.store import NewDelivery, PostgresStore, Store, postgres, sqlite
 from bridge.store.base import NewEvent, NewMessage
+from bridge.store.sqlite import SqliteStore
 from tests.contract.test_store import LATER, LEASE, accept, fail, send, store, to
 
 __all__ = ["store"]  # the fixture, both stores
@@ -245,3 +248,29 @@ async def test_a_receipt_given_up_lets_its_delivery_go(store: Store) -> None:
     assert await store.receipt_not_taken(receipt.id, 1, error="HTTP 500", retry_in=None)
     counts = await store.prune(OLD, limit=500)
     assert (counts[Table.DELIVERIES], counts[Table.RECEIPTS]) == (1, 1)
+
+
+class Abandoned(Exception):
+    pass
+
+
+async def test_an_event_row_goes_with_the_transaction_it_was_written_in(store: Store) -> None:
+    """What a store method that records an event with its cause uses: the row commits or
+    rolls back with the rest."""
+    event = NewEvent("link-2", "recipient.linked", "billing", {"recipient": "u"})
+    with contextlib.suppress(Abandoned):
+        if isinstance(store, PostgresStore):
+            async with store.connection() as conn, conn.transaction():
+                assert await postgres.insert_event_row(conn, event)
+                raise Abandoned
+        else:
+            assert isinstance(store, SqliteStore)
+
+            def abandoned(db: sqlite3.Connection, now: float) -> None:
+                assert sqlite.insert_event_row(db, now, event)
+                raise Abandoned
+
+            await store._run(abandoned)
+    assert await store.pending_receipts() == 0
+    assert await store.add_event(event)
+    assert await store.pending_receipts() == 1
