@@ -29,12 +29,14 @@ from bridge.delivery import Reason, T, thread_change
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.outbox import Answer, ReceiptSender
+from bridge.producer_api import prepare
 from bridge.producers import message_key, producer_line
 from bridge.receipts import GiveUp, Receipt, Retry, RetryPolicy, after_failure, body
+from bridge.receiver import ReceiverDeps, Rules
 from bridge.store import NewDelivery
 from bridge.store.base import NewMessage
 from bridge.store.sqlite import SqliteStore
-from tests.unit.fakes import FakeClock, FakePoster
+from tests.unit.fakes import FakeClock, FakePoster, FakePublisher
 
 SECRET = "s3cret-hmac-key"
 URL = "http://billing.test/receipts"
@@ -414,3 +416,19 @@ def test_the_readme_lists_the_receipts_defaults() -> None:
     listed = yaml.safe_load(block)["receipts"]
     assert ReceiptsConfig.model_validate(listed) == ReceiptsConfig()
     assert set(listed) == set(ReceiptsConfig.model_fields)
+
+
+@pytest.mark.parametrize("callback", [True, False])
+async def test_a_message_wants_receipts_when_its_producer_has_a_callback_url(
+    store: SqliteStore, callback: bool
+) -> None:
+    current = config(callback=callback)
+    deps = ReceiverDeps(
+        rules=Rules.from_config(current), store=store, publisher=FakePublisher(), metrics=Metrics()
+    )
+    assert current.producers is not None
+    producer = current.producers["billing"]
+    checked = prepare(
+        deps, "billing", producer, {"message_id": "m", "chat_id": 42, "text": "hi"}, None
+    )
+    assert checked.message is not None and checked.message.receipts is callback
