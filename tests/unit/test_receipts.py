@@ -432,3 +432,16 @@ async def test_a_message_wants_receipts_when_its_producer_has_a_callback_url(
         deps, "billing", producer, {"message_id": "m", "chat_id": 42, "text": "hi"}, None
     )
     assert checked.message is not None and checked.message.receipts is callback
+
+
+def test_the_transitions_that_write_receipts_are_those_that_end_a_delivery() -> None:
+    """The stores write a receipt for exactly these (Transition.finishes); a new
+    transition into a final state gets receipts without another line of code."""
+    finishing = {t.name for t in T.all() if t.finishes}
+    assert finishing == {
+        "delivered",
+        "failed",
+        "ambiguous_assume_sent",
+        "lease_expired_assume_sent",
+        "digested",
+    }
