@@ -108,6 +108,8 @@ async def test_a_producer_cannot_address_or_read_another_producers_recipients(
     api: httpx.AsyncClient, telegram: TelegramDouble
 ) -> None:
     await opened_link(api, telegram, "user-42", BOB, token=SHOP)
+    await opened_link(api, telegram, "user-43", ANN, token=BILLING)
+    assert [c.method for c in telegram.calls].count("getMe") == 1  # asked once, remembered
     body = {"message_id": "m", "recipient": "user-42", "text": "hi"}
     assert (await api.post("/v1/messages", json=body, headers=auth(BILLING))).status_code == 409
     assert (await api.get("/v1/recipients/user-42", headers=auth(BILLING))).status_code == 404

@@ -4,6 +4,7 @@ and destination over the same store (httpx's ASGI transport, no sockets)."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -282,6 +283,21 @@ async def test_a_link_is_a_deep_link_to_the_bot_with_a_usable_token(
     assert "chat_id" not in status.json()
 
 
+async def test_logs_name_the_producer_and_recipient_never_the_token(
+    api: httpx.AsyncClient, chats: Chats, metrics: Metrics, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    answer = await api.post("/v1/recipients/user-42/link", headers=auth())
+    [token] = parse_qs(urlparse(answer.json()["link"]).query)["start"]
+    await chats.say(ANN_CHAT, f"/start {token}")
+    await chats.say(ANN_CHAT, f"/start {token}")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "'user-42' of producer billing linked to chat 7001" in logged
+    assert "producer billing: link created for recipient 'user-42'" in logged
+    assert token not in logged and token_hash(token) not in logged
+    assert links(metrics, "billing", "created") == 1
+
+
 def clock_now(clock: FakeClock) -> datetime:
     return datetime.fromtimestamp(clock.time(), UTC)
 
@@ -316,6 +332,13 @@ async def test_a_message_to_a_recipient_goes_to_its_chat_or_gets_409(
     assert changed.status_code == 422 and changed.json()["differs"] == ["text"]
     [row] = (await store.stored_message("billing", "m1")).deliveries  # type: ignore[union-attr]
     assert row.chat_id == ANN_CHAT
+
+    # A new message goes where the recipient is linked now.
+    await chats.say(BOB_CHAT, f"/start {await a_link(store, 'user-42')}")
+    new = await api.post("/v1/messages", json={**body, "message_id": "m2"}, headers=auth())
+    assert new.status_code == 202
+    [row] = (await store.stored_message("billing", "m2")).deliveries  # type: ignore[union-attr]
+    assert row.chat_id == BOB_CHAT
 
 
 async def test_a_batch_resolves_each_recipient(
