@@ -120,9 +120,18 @@ def prepare(
 
 
 def named_recipients(bodies: Sequence[object]) -> list[str]:
-    """The recipients the bodies name, to look up their chats in one query."""
+    """The recipients the bodies name, to look up their chats in one query. Only
+    valid ids: an invalid one is refused by parse_message, and never reaches the
+    store (PostgreSQL's text refuses a NUL)."""
     found = (b.get("recipient") for b in bodies if isinstance(b, dict))
-    return list(dict.fromkeys(r for r in found if isinstance(r, str)))
+    return list(dict.fromkeys(r for r in map(_valid_recipient, found) if r is not None))
+
+
+def _valid_recipient(value: object) -> str | None:
+    try:
+        return check_recipient(value)
+    except PayloadError:
+        return None
 
 
 def _new_message(

@@ -4,6 +4,7 @@ Start, and messages addressed by the producer's own user id."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -115,6 +116,11 @@ async def test_a_producer_cannot_address_or_read_another_producers_recipients(
     assert (await api.get("/v1/recipients/user-42", headers=auth(BILLING))).status_code == 404
     assert (await api.get("/v1/recipients/user-42", headers=auth(SHOP))).status_code == 200
     assert (await api.post("/v1/messages", json=body, headers=auth(SHOP))).status_code == 202
+    # An id PostgreSQL's text cannot hold is refused before any query: 422, never a 500.
+    for bad in ("a\x00b", "\ud800"):  # sent as JSON escapes: \u0000, \ud800
+        raw = json.dumps({"message_id": "n", "recipient": bad, "text": "hi"})
+        answer = await api.post("/v1/messages", content=raw, headers=auth(SHOP))
+        assert answer.status_code == 422, answer.text
 
 
 async def test_a_user_who_blocked_the_bot_makes_the_delivery_fail_forbidden(

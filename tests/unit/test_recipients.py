@@ -21,6 +21,7 @@ from bridge.bot.commands import BotHandler
 from bridge.config import BotConfig, Config, ProducerConfig
 from bridge.errors import PayloadError, TelegramUnavailable
 from bridge.metrics import Metrics
+from bridge.producer_api import named_recipients
 from bridge.producers import authorize, parse_message
 from bridge.receiver import ReceiverDeps, Rules, create_app
 from bridge.recipients import (
@@ -388,3 +389,16 @@ async def test_links_need_the_bot_and_a_valid_recipient(
             assert refused.status_code == 422
             assert (await client.post("/v1/recipients/u/link")).status_code == 401
     assert await store.recipient("billing", "u") is None  # nothing stored on the way
+
+
+def test_only_valid_recipient_ids_are_looked_up() -> None:
+    bodies: list[object] = [
+        {"recipient": "a"},
+        {"recipient": "a\x00b"},
+        {"recipient": "\ud800"},
+        {"recipient": 7},
+        {"recipient": "b"},
+        {"recipient": "a"},
+        [],
+    ]
+    assert named_recipients(bodies) == ["a", "b"]
