@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.errors import PayloadError
-from bridge.producer_accept import conflict_error, prepare
+from bridge.producer_accept import conflict_error, named_recipients, prepare
 from bridge.producers import MessageRequest, differences, parse_json
 from bridge.store.base import NewMessage
 
@@ -99,8 +100,21 @@ def _rejected(producer: str, body: bytes, rejection: Rejection) -> Decision:
     return Decision(producer, message_id, None, None, rejection)
 
 
-def decide(rules: Rules, envelope: Envelope) -> Decision:
-    """Whether the message is one to store, by the rules in force."""
+def named_recipient(envelope: Envelope) -> str | None:
+    """The recipient the message addresses, if any: the store is asked which chat
+    each is linked to before the batch is decided (``decide``'s ``linked``)."""
+    if b'"recipient"' not in envelope.body:  # most messages: no need to parse twice
+        return None
+    try:
+        body = json.loads(envelope.body)
+    except ValueError:
+        return None
+    return next(iter(named_recipients([body])), None)
+
+
+def decide(rules: Rules, envelope: Envelope, linked: Mapping[str, int]) -> Decision:
+    """Whether the message is one to store, by the rules in force. ``linked``: the
+    chat of each of its producer's recipients it may name (``named_recipient``)."""
     producers = rules.config.producers
     name = envelope.routing_key
     producer = None if producers is None else producers.get(name)
@@ -139,14 +153,27 @@ def decide(rules: Rules, envelope: Envelope) -> Decision:
         body = parse_json(envelope.body)
     except PayloadError as exc:
         return _rejected(name, envelope.body, Rejection(exc.status, exc.field, str(exc)))
-    checked = prepare(rules, name, producer, body, None)
+    checked = prepare(rules, name, producer, body, None, linked)
     if checked.refusal is not None:
         refusal = checked.refusal
-        return _rejected(
-            name, envelope.body, Rejection(refusal.status, refusal.field, str(refusal))
-        )
+        rejection = Rejection(refusal.status, refusal.field, str(refusal))
+        if checked.request is None:
+            return _rejected(name, envelope.body, rejection)
+        # Kept with its request: one refused as not linked may be a replay of a
+        # message stored before (``unlinked``), answered from the store.
+        return Decision(name, checked.request.message_id, checked.request, None, rejection)
     assert checked.request is not None
     return Decision(name, checked.request.message_id, checked.request, checked.message, None)
+
+
+def unlinked(decision: Decision) -> bool:
+    """Refused only because its recipient is not linked (now)."""
+    return (
+        decision.request is not None
+        and decision.rejection is not None
+        and decision.rejection.status == 409
+        and decision.rejection.field == "recipient"
+    )
 
 
 def conflict(stored_request: str, request: MessageRequest) -> Rejection:

@@ -64,8 +64,10 @@ from bridge.ingress import (
     Rejection,
     conflict,
     decide,
+    named_recipient,
+    unlinked,
 )
-from bridge.producer_accept import publish_accepted, store_messages
+from bridge.producer_accept import publish_accepted, store_messages, stored_answer
 from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
@@ -242,27 +244,70 @@ class IngressConsumer:
     async def _store(self, batch: list[AbstractIncomingMessage]) -> Coroutine[None, None, None]:
         """Decide each message and store the batch's good ones in one transaction;
         what is left to do (publish, ack, set aside), to run after."""
-        deps = self._deps
-        rules = deps.rules
-        decided = [(message, decide(rules, envelope_of(message))) for message in batch]
-        to_store = [(m, d) for m, d in decided if d.message is not None]
-        rejected = [(m, d, d.rejection) for m, d in decided if d.rejection is not None]
-        stored = await self._stored(to_store)
-        if stored is None:  # stopping while the store is down: let another receiver try
+        envelopes = [envelope_of(message) for message in batch]
+        done = await self._stored(envelopes)
+        if done is None:  # stopping while the store is down: let another receiver try
             for message in batch:
                 await _quietly(message.nack(requeue=True))
             return _nothing()
+        decisions, stored, before = done
+        answers = iter(stored)
         acked: list[tuple[AbstractIncomingMessage, Decision, IngressOutcome]] = []
-        for (message, decision), done in zip(to_store, stored, strict=True):
-            if done.outcome is MessageOutcome.CONFLICT:
+        rejected: list[tuple[AbstractIncomingMessage, Decision, Rejection]] = []
+        for index, (message, decision) in enumerate(zip(batch, decisions, strict=True)):
+            if index in before:  # not linked now, but stored before: a replay
+                answer = before[index]
+            elif decision.message is not None:
+                answer = next(answers)
+            else:
+                assert decision.rejection is not None
+                rejected.append((message, decision, decision.rejection))
+                continue
+            if answer.outcome is MessageOutcome.CONFLICT:
                 assert decision.request is not None
-                refused = conflict(done.message.request, decision.request)
+                refused = conflict(answer.message.request, decision.request)
                 rejected.append((message, decision, refused))
-            elif done.outcome is MessageOutcome.ACCEPTED:
+            elif answer.outcome is MessageOutcome.ACCEPTED:
                 acked.append((message, decision, IngressOutcome.ACCEPTED))
             else:
                 acked.append((message, decision, IngressOutcome.REPLAYED))
         return self._settle(stored, acked, rejected)
+
+    async def _accept(
+        self, envelopes: list[Envelope]
+    ) -> tuple[list[Decision], list[MessageAccepted], dict[int, MessageAccepted]]:
+        """The batch decided and its good messages stored, by the HTTP API's rule
+        (bridge/producer_accept.py): (each message's decision, what the store
+        answered for those to store, in order, and by index the ones refused as
+        not linked now that were stored before). StoreUnavailable: nothing stored."""
+        deps = self._deps
+        rules = deps.rules
+        producers = rules.config.producers or {}
+        wanted: dict[str, list[str]] = {}
+        for envelope in envelopes:
+            recipient = named_recipient(envelope)
+            if recipient is not None and envelope.routing_key in producers:
+                wanted.setdefault(envelope.routing_key, []).append(recipient)
+        linked = {
+            name: await deps.store.recipient_chats(name, list(dict.fromkeys(recipients)))
+            for name, recipients in wanted.items()
+        }
+        decisions = [decide(rules, e, linked.get(e.routing_key, {})) for e in envelopes]
+        before: dict[int, MessageAccepted] = {}
+        for index, decision in enumerate(decisions):
+            if unlinked(decision) and decision.request is not None:
+                found = await deps.store.stored_message(
+                    decision.producer, decision.request.message_id
+                )
+                if found is not None:
+                    before[index] = stored_answer(found, decision.request)
+        stored = await store_messages(
+            deps.store,
+            deps.metrics,
+            [d.message for d in decisions if d.message is not None],
+            rules=rules,
+        )
+        return decisions, stored, before
 
     async def _settle(
         self,
@@ -284,9 +329,9 @@ class IngressConsumer:
             )
 
     async def _stored(
-        self, to_store: list[tuple[AbstractIncomingMessage, Decision]]
-    ) -> list[MessageAccepted] | None:
-        """The batch stored, once the store takes it. While it is unavailable the
+        self, envelopes: list[Envelope]
+    ) -> tuple[list[Decision], list[MessageAccepted], dict[int, MessageAccepted]] | None:
+        """``_accept``, once the store takes the batch. While it is unavailable the
         batch is held, unacked (nothing is lost if this process dies: the broker
         hands it out again), and tried again after a pause that grows; None if
         ``stop()`` came first. Held, not requeued: a requeued batch would come
@@ -296,17 +341,14 @@ class IngressConsumer:
         failures = 0
         while True:
             try:
-                return await store_messages(
-                    deps.store,
-                    deps.metrics,
-                    [d.message for _, d in to_store if d.message is not None],
-                    rules=deps.rules,
-                )
+                return await self._accept(envelopes)
             except StoreUnavailable as exc:
                 failures += 1
-                for _, decision in to_store:
+                producers = deps.rules.config.producers or {}
+                for envelope in envelopes:
+                    name = envelope.routing_key if envelope.routing_key in producers else ""
                     deps.metrics.ingress_messages.labels(
-                        decision.producer, IngressOutcome.STORE_UNAVAILABLE
+                        name, IngressOutcome.STORE_UNAVAILABLE
                     ).inc()
                 if self._stopping.is_set():
                     log.warning("ingress: the store is unavailable (%s); back to the queue", exc)
@@ -315,7 +357,7 @@ class IngressConsumer:
                 log.warning(
                     "ingress: %d message(s) not stored, the store is unavailable (%s); "
                     "trying again in %.1fs",
-                    len(to_store),
+                    len(envelopes),
                     exc,
                     pause,
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,10 +27,18 @@ from bridge.producers import (
     parse_message,
     producer_line,
 )
+from bridge.recipients import check_recipient, not_linked
 from bridge.render import render_data
 from bridge.routing import resolve
 from bridge.scheduler import Publisher
-from bridge.store.base import MessageAccepted, MessageOutcome, NewDelivery, NewMessage, Store
+from bridge.store.base import (
+    MessageAccepted,
+    MessageOutcome,
+    NewDelivery,
+    NewMessage,
+    Store,
+    StoredMessage,
+)
 
 if TYPE_CHECKING:
     from bridge.receiver import Rules
@@ -48,21 +56,47 @@ class Checked:
 
 
 def prepare(
-    rules: Rules, name: str, producer: ProducerConfig, body: object, key_header: str | None
+    rules: Rules,
+    name: str,
+    producer: ProducerConfig,
+    body: object,
+    key_header: str | None,
+    linked: Mapping[str, int],
 ) -> Checked:
     """Everything before the store, for one message: PayloadError becomes a refusal.
-    ``key_header`` is the message_id given beside the body (Idempotency-Key, or the
-    AMQP message_id property)."""
+    ``key_header``: the message_id given beside the body (Idempotency-Key).
+    ``linked``: the chat of each of the producer's recipients the request may name."""
     request: MessageRequest | None = None
     try:
         request = parse_message(body, key_header)
         authorize(producer, request)
-        return Checked(request, _new_message(rules, name, request), None)
+        return Checked(request, _new_message(rules, name, producer, request, linked), None)
     except PayloadError as exc:
         return Checked(request, None, exc)
 
 
-def _new_message(rules: Rules, name: str, request: MessageRequest) -> NewMessage:
+def named_recipients(bodies: Sequence[object]) -> list[str]:
+    """The recipients the bodies name, to look up their chats in one query. Only
+    valid ids: an invalid one is refused by parse_message, and never reaches the
+    store (PostgreSQL's text refuses a NUL)."""
+    found = (b.get("recipient") for b in bodies if isinstance(b, dict))
+    return list(dict.fromkeys(r for r in map(_valid_recipient, found) if r is not None))
+
+
+def _valid_recipient(value: object) -> str | None:
+    try:
+        return check_recipient(value)
+    except PayloadError:
+        return None
+
+
+def _new_message(
+    rules: Rules,
+    name: str,
+    producer: ProducerConfig,
+    request: MessageRequest,
+    linked: Mapping[str, int],
+) -> NewMessage:
     content = request.canonical
     if "template" in content:
         try:
@@ -76,6 +110,11 @@ def _new_message(rules: Rules, name: str, request: MessageRequest) -> NewMessage
     silent: bool = content["silent"]
     if request.chats is not None:
         targets = [(chat, thread_id, silent) for chat in request.chats]
+    elif request.recipient is not None:
+        chat = linked.get(request.recipient)
+        if chat is None:
+            raise not_linked(request.recipient)
+        targets = [(chat, thread_id, silent)]
     else:
         targets = [
             (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
@@ -95,7 +134,22 @@ def _new_message(rules: Rules, name: str, request: MessageRequest) -> NewMessage
         deliveries=deliveries,
         buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
         disable_link_preview=content["disable_link_preview"],
+        # Receipts are due for a message accepted while its producer wants them.
+        receipts=producer.callback_url is not None,
     )
+
+
+def unlinked(checked: Checked) -> bool:
+    """Refused because its recipient is not linked (now): a message stored before
+    under the same message_id is still answered as the replay it is."""
+    return checked.refusal is not None and checked.refusal.status == 409
+
+
+def stored_answer(stored: StoredMessage, request: MessageRequest) -> MessageAccepted:
+    """A message refused as not linked now that was stored before: its replay (or
+    conflict) is answered from the store, as any replay is, and nothing is sent."""
+    same = stored.request_hash == request.request_hash
+    return MessageAccepted(MessageOutcome.REPLAYED if same else MessageOutcome.CONFLICT, stored)
 
 
 def conflict_error(differ: Sequence[str]) -> str:

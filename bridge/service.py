@@ -36,7 +36,6 @@ from bridge.clock import SystemClock
 from bridge.config import Config, LiveConfig, Reloaded, plan_reload
 from bridge.config_file import load_config
 from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
-from bridge.ingress_consumer import IngressConsumer
 from bridge.metrics import Dependency, Metrics, WaitStage
 from bridge.ops import Reload, create_ops_app
 from bridge.pacer import Pacer
@@ -52,6 +51,8 @@ from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
+    from bridge.ingress_consumer import IngressConsumer
+    from bridge.outbox import AiohttpPoster
     from bridge.telegram import TelegramSender
 
 # aiogram costs about 150 MB of RSS at import (its pydantic models), so the
@@ -332,6 +333,7 @@ async def run(
     store: Store | None = None
     queue: Queue | None = None
     sender: TelegramSender | None = None
+    poster: AiohttpPoster | None = None
     bot_parts: BotParts | None = None
     ingress: IngressConsumer | None = None
     try:
@@ -377,6 +379,12 @@ async def run(
             # An in-process queue's wake-ups died with the last process: catch up.
             scheduler_run = scheduler.run(stop, catch_up_first=config.standalone)
             tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
+            # Producers' receipts: the outbox's rows, POSTed to their callback_url.
+            from bridge.outbox import AiohttpPoster, ReceiptSender
+
+            poster = AiohttpPoster.create()
+            receipts = ReceiptSender(store, poster, live, metrics, clock)
+            tasks.append(asyncio.create_task(receipts.run(stop), name="receipts"))
 
         app: Starlette
         deps: ReceiverDeps | None = None
@@ -389,8 +397,13 @@ async def run(
 
                 bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
+                deps.bot_username = bot_parts.username
                 tasks.extend(bot_parts.tasks)
             if config.amqp_url:  # distributed: the ingress is the receiver's other door
+                # Imported here, after the store: bridge.producers, which it reaches,
+                # and bridge.store import each other (through bridge.recipients).
+                from bridge.ingress_consumer import IngressConsumer
+
                 ingress = await waiting(
                     "RabbitMQ (ingress)",
                     Dependency.BROKER,
@@ -435,6 +448,8 @@ async def run(
             await sender.close()
         if ingress is not None:
             await ingress.close()
+        if poster is not None:
+            await poster.close()
         if queue is not None:
             await queue.close()
         if store is not None:
