@@ -345,3 +345,39 @@ async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
         await bridge.shutdown()
         await proxy.stop()
     assert [m.text for m in telegram.sent_messages()] == ["before", "during"]
+
+
+async def test_a_recipient_is_reached_once_linked_and_a_replay_after_stop_is_acked(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    """Addressed by the producer's own user id, as over HTTP: rejected while not
+    linked, sent to the linked chat once linked; after /stop the same message again
+    is the replay it is (acked, nothing sent), a new one is rejected again."""
+    from tests.integration.test_recipients import ANN, opened_link, said
+
+    config = config_dict(
+        database_url, amqp_names, telegram.url, bot={"updates": "polling"}, producers=PRODUCERS
+    )
+    exchange = amqp_names["ingress_exchange"]
+    body = {"message_id": "export-1", "recipient": "user-42", "text": "Your export is ready"}
+    async with (
+        bridge_process(config, log_level="warning") as served,
+        httpx.AsyncClient(base_url=served.url, timeout=10) as client,
+    ):
+        await publish(exchange, body)
+        (first,) = await rejected(amqp_names["ingress_queue"], 1)
+        assert (first.headers or {})["x-alertbridge-reason"] == "409:recipient"
+
+        await opened_link(client, telegram, "user-42", ANN, token=TOKEN)
+        await publish(exchange, body)
+        await wait_until(
+            lambda: "Your export is ready" in [m.text for m in telegram.sent_messages(ANN)]
+        )
+
+        await said(telegram, ANN, "/stop")
+        await publish(exchange, body)  # stored before: a replay, acked
+        await publish(exchange, {**body, "message_id": "export-2"})  # new: not linked
+        (second,) = await rejected(amqp_names["ingress_queue"], 1)
+        assert json.loads(second.body)["message_id"] == "export-2"  # the replay was not
+        assert (second.headers or {})["x-alertbridge-reason"] == "409:recipient"
+    assert [m.text for m in telegram.sent_messages(ANN)].count("Your export is ready") == 1
