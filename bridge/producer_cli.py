@@ -423,6 +423,8 @@ def main(args: Any, environ: Mapping[str, str], stdin: IO[str] = sys.stdin) -> i
     except BridgeError as exc:
         console.say(str(exc))
         return Exit.USAGE
+    except KeyboardInterrupt:
+        return 130  # the shell's code for SIGINT; no traceback
 
 
 def _text(args: Any, stdin: IO[str]) -> str | None:

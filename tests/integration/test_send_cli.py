@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +18,14 @@ import pytest
 
 from bridge.producer_cli import Exit
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import REPO, config_dict, refusing_port, wait_until
+from tests.conftest import (
+    REPO,
+    build_config,
+    config_dict,
+    refusing_port,
+    start_bridge,
+    wait_until,
+)
 from tests.processes import Served, bridge_process
 from tests.tcp_proxy import TcpProxy
 
@@ -231,3 +239,35 @@ async def test_help_has_the_exit_codes_and_no_token_flag() -> None:
             assert f"\n  {code.value}  " in run.out, (command, code)
         assert "--token" not in run.out
     assert "never a flag" in (await alertbridge("send", "--help", url=None)).out
+    overview = (await alertbridge("--help", url=None)).out
+    assert "  send " in overview and "  status " in overview
+
+
+async def test_a_database_that_is_down_is_503_then_the_same_id_goes_through(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    producers = {"app": {"token": TOKEN, "chats": [CHAT]}}
+    bridge = await start_bridge(
+        build_config(config_dict(through, amqp_names, telegram.url, producers=producers))
+    )
+    args = ["send", "--chat", str(CHAT), "--message-id", "while-down", "--retries", "1", "hi"]
+    try:
+        await proxy.cut()
+        down = await alertbridge(*args, url=f"http://{bridge.config.listen}")
+        await proxy.restore()
+        again = await alertbridge(*args, url=f"http://{bridge.config.listen}")
+        status = await alertbridge(
+            "status", "while-down", "--wait", url=f"http://{bridge.config.listen}"
+        )
+    finally:
+        await bridge.shutdown()
+        await proxy.stop()
+    assert down.code == Exit.UNREACHABLE
+    assert "HTTP 503" in down.err and "after 2 tries" in down.err
+    assert down.out == "while-down\n"
+    assert again.code == Exit.OK and "accepted" in again.err
+    assert status.code == Exit.OK, status.err
+    assert [m.text for m in telegram.sent_messages()] == ["hi"]
