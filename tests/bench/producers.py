@@ -1,7 +1,8 @@
 """The producer API's benchmarks (issue 14): POST /v1/messages one by one and in
 batches of 1,000, and GET /v1/messages/{id} under that load. On PostgreSQL and
 RabbitMQ (a `receiver`, as the ingest scenario), then standalone SQLite (`serve`).
-Registered in tests.bench.suite.SCENARIOS."""
+Registered in tests.bench.suite.SCENARIOS, which imports this module at its end:
+import the suite first (`python -m tests.bench` does), not this module on its own."""
 
 from __future__ import annotations
 

@@ -170,3 +170,21 @@ def test_the_readme_table_has_every_exit_code() -> None:
     section = readme.split("### From a shell: `alertbridge send`")[1].split("\n## ")[0]
     rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| ")]
     assert rows[2:] == [str(code.value) for code in Exit]  # the header and its rule first
+
+
+def test_wait_before_the_id_reads_as_the_id_with_the_default_wait() -> None:
+    from argparse import Namespace
+
+    from bridge.cli import _parser
+    from bridge.producer_cli import DEFAULT_WAIT, _status_target
+
+    def target(*argv: str) -> tuple[str, float | None]:
+        args: Namespace = _parser().parse_args(["status", *argv])
+        return _status_target(args)
+
+    assert target("m-1") == ("m-1", None)
+    assert target("m-1", "--wait") == ("m-1", DEFAULT_WAIT)
+    assert target("--wait", "m-1") == ("m-1", DEFAULT_WAIT)
+    assert target("--wait", "123") == ("123", DEFAULT_WAIT)  # a numeric id is still the id
+    assert target("--wait", "30", "m-1") == ("m-1", 30.0)
+    assert target("m-1", "--wait=2.5") == ("m-1", 2.5)
