@@ -132,6 +132,22 @@ class DeliveryConfig(_Strict):
     republish_after: Duration = timedelta(seconds=30)
 
 
+class ReceiptsConfig(_Strict):
+    """How producers' delivery receipts are sent (bridge/outbox.py)."""
+
+    # One POST may take this long; then it counts as failed and is retried.
+    timeout: Duration = timedelta(seconds=10)
+    # Retries wait backoff_initial, doubling up to backoff_max, half of it jittered.
+    backoff_initial: Duration = timedelta(seconds=5)
+    backoff_max: Duration = timedelta(minutes=10)
+    # A receipt not taken (2xx) this long after its event is given up.
+    give_up_after: Duration = timedelta(hours=24)
+    # How often the sender looks for due receipts when it found none.
+    interval: Duration = timedelta(seconds=1)
+    # Receipts sent at once by one process.
+    concurrency: int = Field(default=16, ge=1, le=256)
+
+
 class RateLimitConfig(_Strict):
     """Telegram's limits, kept by waiting for a slot instead of collecting 429s."""
 
@@ -188,6 +204,29 @@ class ProducerConfig(_Strict):
     chats: list[int] = Field(default_factory=list)
     # Whether it may also address by labels, through the route tree.
     routes: bool = False
+    # Delivery receipts (bridge/outbox.py): where the bridge POSTs them, and the
+    # key it signs them with (HMAC-SHA256). A message accepted while a URL is set
+    # gets a receipt for each of its deliveries' final states.
+    callback_url: str | None = None
+    callback_secret: str | None = Field(default=None, min_length=1)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_is_http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url
+
+    @model_validator(mode="after")
+    def _callback_needs_secret(self) -> ProducerConfig:
+        if self.callback_url is not None and self.callback_secret is None:
+            raise ValueError(
+                "callback_url needs callback_secret (or callback_secret_file): receipts are "
+                "signed, so the producer can tell them from anyone's POST"
+            )
+        if self.callback_url is None and self.callback_secret is not None:
+            raise ValueError("callback_secret without callback_url: set both, or neither")
+        return self
 
 
 def _matchers(value: object) -> list[str]:
@@ -299,6 +338,8 @@ class Config(_Strict):
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
     # Applications that send their own messages (POST /v1/messages); None: the API is off.
     producers: dict[str, ProducerConfig] | None = None
+    # How their delivery receipts are sent (to each producer's callback_url).
+    receipts: ReceiptsConfig = ReceiptsConfig()
     # Telegram commands and buttons; without it the bridge only sends.
     bot: Annotated[BotConfig | None, RESTART_TO_ADD] = None
     # Alertmanager's API, for /alerts, /silences and silences from Telegram.

@@ -214,6 +214,21 @@ class Metrics:
             "worker processes.",
             r,
         )
+        self.receipts = Counter(
+            "alertbridge_receipts_total",
+            "Producers' delivery receipts, by producer and the outcome of one send: sent "
+            "(2xx), retried (not taken, sent again later), gave_up (no 2xx within "
+            "receipts.give_up_after), unconfigured (the producer or its callback_url is "
+            "gone from the config: given up at once).",
+            ["producer", "outcome"],
+            registry=r,
+        )
+        self.receipts_pending = Gauge(
+            "alertbridge_receipts_pending",
+            "Receipts not yet sent nor given up; updated by the receipt sender, so "
+            "exported by worker processes.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "alertbridge_dead_letters_total",
             "Queue messages found dead-lettered and taken off the dead-letter queue, by "

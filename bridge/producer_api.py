@@ -83,12 +83,14 @@ def prepare(
     try:
         request = parse_message(body, key_header)
         authorize(producer, request)
-        return Checked(request, _new_message(deps, name, request), None)
+        return Checked(request, _new_message(deps, name, producer, request), None)
     except PayloadError as exc:
         return Checked(request, None, exc)
 
 
-def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewMessage:
+def _new_message(
+    deps: ReceiverDeps, name: str, producer: ProducerConfig, request: MessageRequest
+) -> NewMessage:
     rules = deps.rules
     content = request.canonical
     if "template" in content:
@@ -122,6 +124,8 @@ def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewM
         deliveries=deliveries,
         buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
         disable_link_preview=content["disable_link_preview"],
+        # Receipts are due for a message accepted while its producer wants them.
+        receipts=producer.callback_url is not None,
     )
 
 

@@ -5,7 +5,11 @@ A row goes once nothing can need it again, never earlier:
 * a delivery: finished (``TERMINAL``) longer than ``retention`` ago, not the
   digest another row points at, and not what a thread that is still open
   shows: its first message and the latest reply after it (older replies of an
-  open thread go, or a group that never resolves would keep every one);
+  open thread go, or a group that never resolves would keep every one), and
+  not one whose receipt is still being sent (``receipts.give_up_after`` bounds
+  that wait); its receipts go with it;
+* an event of no delivery in the outbox (``recipient.linked``): sent or given
+  up longer than ``retention`` ago;
 * a notification: none of its deliveries left, and its last occurrence older
   than both ``retention`` and the dedup window (a copy arriving later must
   still find it and be dropped); its acks go with it;
@@ -50,6 +54,9 @@ class Table(enum.StrEnum):
     GROUP_THREADS = "group_threads"
     TELEGRAM_UPDATES = "telegram_updates"
     BOT_SILENCES = "bot_silences"
+    #: Producers' receipts (the outbox): a delivery's go with it; an event of no
+    #: delivery (recipient.linked) once sent or given up longer than retention ago.
+    RECEIPTS = "receipts"
 
 
 @dataclass(frozen=True, slots=True)

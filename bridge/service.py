@@ -51,6 +51,7 @@ from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
+    from bridge.outbox import AiohttpPoster
     from bridge.telegram import TelegramSender
 
 # aiogram costs about 150 MB of RSS at import (its pydantic models), so the
@@ -331,6 +332,7 @@ async def run(
     store: Store | None = None
     queue: Queue | None = None
     sender: TelegramSender | None = None
+    poster: AiohttpPoster | None = None
     bot_parts: BotParts | None = None
     try:
         # Standalone, the store is a file here: a problem with it is not
@@ -375,6 +377,12 @@ async def run(
             # An in-process queue's wake-ups died with the last process: catch up.
             scheduler_run = scheduler.run(stop, catch_up_first=config.standalone)
             tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
+            # Producers' receipts: the outbox's rows, POSTed to their callback_url.
+            from bridge.outbox import AiohttpPoster, ReceiptSender
+
+            poster = AiohttpPoster.create()
+            receipts = ReceiptSender(store, poster, live, metrics, clock)
+            tasks.append(asyncio.create_task(receipts.run(stop), name="receipts"))
 
         app: Starlette
         deps: ReceiverDeps | None = None
@@ -420,6 +428,8 @@ async def run(
                 await close()
         if sender is not None:
             await sender.close()
+        if poster is not None:
+            await poster.close()
         if queue is not None:
             await queue.close()
         if store is not None:

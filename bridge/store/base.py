@@ -7,6 +7,7 @@ both implementations.
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -26,6 +27,7 @@ from bridge.delivery import (
 )
 from bridge.digest import DigestItem
 from bridge.models import Notification
+from bridge.receipts import Receipt, ReceiptState
 from bridge.retention import Horizon, Table
 
 #: Turns the notifications a storm digest folds into its text; the worker's, so
@@ -71,6 +73,8 @@ class NewMessage:
     line: uuid.UUID | None = None
     buttons: str | None = None  # JSON: rows of {text, url}
     disable_link_preview: bool = False
+    #: The producer has a callback_url: its deliveries' final states get receipts.
+    receipts: bool = False
 
 
 class MessageOutcome(enum.StrEnum):
@@ -277,6 +281,56 @@ def record_from_row(row: Mapping[str, Any], thread: ThreadAnchor | None = None) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A receipt of no delivery (``recipient.linked``), for ``Store.add_event``.
+
+    ``event_id`` is the caller's, deterministic per occurrence (a retried insert of
+    the same occurrence then writes nothing); ``payload`` the event's own fields.
+    """
+
+    event_id: str
+    event: str
+    producer: str
+    payload: Mapping[str, Any]
+    message_id: str | None = None
+    chat_id: int | None = None
+    delivery_id: int | None = None
+
+
+def event_params(event: NewEvent) -> dict[str, object]:
+    """The parameters of ``bridge.store.sql.insert_event``."""
+    return {
+        "event_id": event.event_id,
+        "event": event.event,
+        "producer": event.producer,
+        "delivery_id": event.delivery_id,
+        "message_id": event.message_id,
+        "chat_id": event.chat_id,
+        "payload": json.dumps(dict(event.payload), separators=(",", ":")),
+    }
+
+
+def receipt_from_row(row: Mapping[str, Any]) -> Receipt:
+    """One mapper for both stores' receipt rows (``bridge.store.sql.RECEIPT_COLUMNS``)."""
+    occurred = as_datetime(row["occurred_at"])
+    assert occurred is not None  # NOT NULL
+    return Receipt(
+        id=int(row["id"]),
+        event_id=row["event_id"],
+        event=row["event"],
+        producer=row["producer"],
+        occurred_at=occurred,
+        payload=json.loads(row["payload"]),
+        delivery_id=row["delivery_id"],
+        message_id=row["message_id"],
+        chat_id=row["chat_id"],
+        attempts=int(row["attempts"]),
+        state=ReceiptState(row["state"]),
+        last_error=row["last_error"],
+    )
+
+
 class Interactions(Protocol):
     """What the bot records: updates seen, acks, silences made from Telegram."""
 
@@ -436,3 +490,31 @@ class Store(Protocol):
 
     async def operator_resends(self) -> int:
         """How many times operators resent a delivery (T.operator_resend), ever."""
+
+    # -- producers' receipts: the outbox (bridge/receipts.py, bridge/outbox.py) -------
+    # A delivery's receipt rows are written by the transitions themselves
+    # (bridge/store/sql.py receipt_rows); these send them, and add other events.
+
+    async def add_event(self, event: NewEvent) -> bool:
+        """One receipt of no delivery, in one statement; False if its event_id is
+        stored already. (Inside a store method's own transaction: run
+        ``bridge.store.sql.insert_event(dialect)`` with ``event_params(event)``.)"""
+
+    async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
+        """Up to ``limit`` due receipts, each not due again for ``lease`` and its
+        attempt counted; several senders never claim the same row at once."""
+
+    async def receipt_sent(self, receipt_id: int) -> bool:
+        """The producer took it (2xx): sent, never again."""
+
+    async def receipt_not_taken(
+        self, receipt_id: int, attempts: int, *, error: str, retry_in: timedelta | None
+    ) -> bool:
+        """Not taken by the claim that counted ``attempts``: due again in ``retry_in``,
+        or given up (None). False if the row is no longer that claim's."""
+
+    async def pending_receipts(self) -> int:
+        """Receipts not yet sent nor given up."""
+
+    async def receipts(self, producer: str, message_id: str) -> list[Receipt]:
+        """The receipts of ``producer``'s message ``message_id``, in the order written."""

@@ -40,6 +40,7 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.models import Notification, Status
+from bridge.receipts import Receipt
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
@@ -52,24 +53,36 @@ from bridge.store.base import (
     MessageAccepted,
     MessageOutcome,
     NewDelivery,
+    NewEvent,
     NewMessage,
     StoredMessage,
     ThreadAnchor,
+    event_params,
     message_delivery_from_row,
     migrations,
+    receipt_from_row,
     record_from_row,
 )
 from bridge.store.interactions import InteractionStore
 from bridge.store.sql import (
+    DONE_COLUMNS,
+    PENDING_RECEIPTS,
     POSTGRES,
+    RECEIPT_COLUMNS,
     arguments,
+    claim_receipts,
     find_deliveries,
+    insert_event,
     numbered,
     prunable_deliveries,
     prunable_notifications,
     prune_bot_silences,
+    prune_event_receipts,
     prune_group_threads,
     prune_telegram_updates,
+    receipt_not_taken,
+    receipt_sent,
+    receipts_cte,
     states,
     update,
     where_clause,
@@ -153,6 +166,13 @@ _PRUNE_BY_DELETE = {
     Table.GROUP_THREADS: numbered(prune_group_threads(POSTGRES)),
     Table.TELEGRAM_UPDATES: numbered(prune_telegram_updates(POSTGRES)),
     Table.BOT_SILENCES: numbered(prune_bot_silences(POSTGRES)),
+}
+_PRUNE_EVENT_RECEIPTS = numbered(prune_event_receipts(POSTGRES))
+_INSERT_EVENT = numbered(insert_event(POSTGRES))
+_CLAIM_RECEIPTS = numbered(claim_receipts(POSTGRES))
+_RECEIPT_SENT = numbered(receipt_sent(POSTGRES))
+_RECEIPT_NOT_TAKEN = {
+    give_up: numbered(receipt_not_taken(POSTGRES, give_up=give_up)) for give_up in (False, True)
 }
 
 
@@ -424,10 +444,13 @@ class PostgresStore:
         whatever their number: the inserts pipelined, then every message read back
         in one query. Two requests with the same key at once: the second one's
         insert waits on the first's unique key, finds it committed, and is answered
-        from it (the row is not this transaction's: replayed, or a conflict)."""
+        from it (the row is not this transaction's: replayed, or a conflict). Keys
+        are inserted in key order, whatever the batch's order: each insert holds its
+        key until the commit, and two batches sharing messages would otherwise each
+        wait for a key the other holds."""
         firsts: dict[uuid.UUID, NewMessage] = {}
         for m in messages:
-            firsts.setdefault(m.key, m)
+            firsts.setdefault(m.key, m)  # a key given twice: the first is stored
         async with self.connection() as conn, conn.transaction():
             await conn.executemany(
                 _INSERT_MESSAGE,
@@ -447,8 +470,9 @@ class PostgresStore:
                         republish_after,
                         m.disable_link_preview,
                         m.line,
+                        m.receipts,
                     )
-                    for m in firsts.values()
+                    for _, m in sorted(firsts.items())
                 ],
             )
             stored = await _stored_messages(conn, "p.key = ANY($1::uuid[])", list(firsts))
@@ -510,9 +534,8 @@ class PostgresStore:
         """T.delivered, and ``thread`` applied to the group's thread, in one round trip."""
         opens = thread in (ThreadChange.OPEN, ThreadChange.OPEN_CLOSED)
         closes = thread in (ThreadChange.OPEN_CLOSED, ThreadChange.CLOSE)
-        returning = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
         sql, order = numbered(
-            f"""WITH done AS ({update(T.delivered, POSTGRES, returning=returning)}),
+            f"""WITH done AS ({update(T.delivered, POSTGRES, returning=DONE_COLUMNS)}),
                 opened AS (
                     INSERT INTO group_threads AS g
                         (group_ref, chat_id, thread_key, message_id, closed_at)
@@ -528,7 +551,7 @@ class PostgresStore:
                     WHERE NOT :opens::boolean AND :closes::boolean
                       AND g.group_ref = done.group_ref AND g.chat_id = done.chat_id
                       AND g.thread_key = done.thread_key
-                ){_WAKE_NEXT}
+                ){receipts_cte(T.delivered)}{_WAKE_NEXT}
                 SELECT count(*) FROM done"""
         )
         params = {
@@ -573,13 +596,15 @@ class PostgresStore:
         topic), fold them into one digest the carrier sends (T.digested: accounted
         for, not lost). The text is stored, so a retry sends the same; the carrier
         becomes stand-alone. None when there is no storm."""
+        folding = update(
+            T.digested,
+            POSTGRES,
+            row="d.id = ANY(:ids::bigint[])",
+            returning=f"{DONE_COLUMNS}, resolves_group",
+        )
         fold, fold_order = numbered(
-            update(
-                T.digested,
-                POSTGRES,
-                row="d.id = ANY(:ids::bigint[])",
-                returning="id, group_ref, resolves_group, notification_key",
-            )
+            f"""WITH done AS ({folding}){receipts_cte(T.digested)}
+                SELECT id, group_ref, resolves_group, notification_key FROM done"""
         )
         async with self.connection() as conn, conn.transaction():
             waiting = await conn.fetch(
@@ -728,10 +753,15 @@ class PostgresStore:
                 return counts
             sql, order = _PRUNABLE_DELIVERIES
             ids = [r[0] for r in await conn.fetch(sql, *arguments(order, params))]
+            receipts = 0
             if ids:
                 # A silence outlives the message it was made from: it names none then.
                 await conn.execute(
                     "UPDATE bot_silences SET delivery_id = NULL WHERE delivery_id = ANY($1)", ids
+                )
+                # A delivery's receipts go with it, sent or not.
+                receipts = _deleted(
+                    await conn.execute("DELETE FROM receipts WHERE delivery_id = ANY($1)", ids)
                 )
                 await conn.execute("DELETE FROM deliveries WHERE id = ANY($1)", ids)
             counts[Table.DELIVERIES] = len(ids)
@@ -752,6 +782,10 @@ class PostgresStore:
             counts[Table.PRODUCER_MESSAGES] = remembered
             for table, (sql, order) in _PRUNE_BY_DELETE.items():
                 counts[table] = _deleted(await conn.execute(sql, *arguments(order, params)))
+            # A delivery's receipts went with it; other events once long finished.
+            sql, order = _PRUNE_EVENT_RECEIPTS
+            receipts += _deleted(await conn.execute(sql, *arguments(order, params)))
+            counts[Table.RECEIPTS] = receipts
         return counts
 
     # -- what operators see -----------------------------------------------------
@@ -811,6 +845,48 @@ class PostgresStore:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
+    # -- producers' receipts ------------------------------------------------------
+
+    async def add_event(self, event: NewEvent) -> bool:
+        async with self.connection() as conn:
+            return await insert_event_row(conn, event)
+
+    async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
+        """SKIP LOCKED: senders in several processes claim disjoint rows."""
+        sql, order = _CLAIM_RECEIPTS
+        async with self.connection() as conn:
+            rows = await conn.fetch(sql, *arguments(order, {"limit": limit, "lease": lease}))
+        return sorted((receipt_from_row(r) for r in rows), key=lambda r: r.id)
+
+    async def receipt_sent(self, receipt_id: int) -> bool:
+        sql, order = _RECEIPT_SENT
+        async with self.connection() as conn:
+            status = await conn.execute(sql, *arguments(order, {"id": receipt_id}))
+        return _deleted(status) == 1
+
+    async def receipt_not_taken(
+        self, receipt_id: int, attempts: int, *, error: str, retry_in: timedelta | None
+    ) -> bool:
+        sql, order = _RECEIPT_NOT_TAKEN[retry_in is None]
+        params = {"id": receipt_id, "attempts": attempts, "error": error, "delay": retry_in}
+        async with self.connection() as conn:
+            status = await conn.execute(sql, *arguments(order, params))
+        return _deleted(status) == 1
+
+    async def pending_receipts(self) -> int:
+        async with self.connection() as conn:
+            return int(await conn.fetchval(PENDING_RECEIPTS))
+
+    async def receipts(self, producer: str, message_id: str) -> list[Receipt]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {RECEIPT_COLUMNS} FROM receipts
+                    WHERE producer = $1 AND message_id = $2 ORDER BY id""",
+                producer,
+                message_id,
+            )
+        return [receipt_from_row(r) for r in rows]
+
 
 _INSERT_MESSAGE = """WITH n AS (
        INSERT INTO notifications
@@ -819,8 +895,9 @@ _INSERT_MESSAGE = """WITH n AS (
        ON CONFLICT (key) DO NOTHING
        RETURNING key
    ), p AS (
-       INSERT INTO producer_messages (key, producer, message_id, request_hash, request)
-       SELECT key, $2, $3, $4, $5 FROM n
+       INSERT INTO producer_messages
+           (key, producer, message_id, request_hash, request, receipts)
+       SELECT key, $2, $3, $4, $5, $15 FROM n
    ), ins AS (
        INSERT INTO deliveries
            (notification_key, occurrence, chat_id, thread_id, silent, template, text,
@@ -873,6 +950,14 @@ async def _stored_messages(
     return found
 
 
+async def insert_event_row(conn: asyncpg.Connection, event: NewEvent) -> bool:
+    """One receipt of no delivery, on ``conn``: inside the caller's transaction when it
+    has one (a store method that records what the event reports, atomically with it).
+    False if its event_id is stored already."""
+    sql, order = _INSERT_EVENT
+    return await conn.fetchval(sql, *arguments(order, event_params(event))) is not None
+
+
 def _deleted(status: str) -> int:
     """The row count of a command tag like ``DELETE 12``."""
     return int(status.rsplit(" ", 1)[-1])
@@ -884,14 +969,17 @@ def _statements(
 ) -> tuple[str, tuple[str, ...]]:
     """One transition as a PostgreSQL statement, built once per process.
 
-    With ``returning`` the changed rows come back; otherwise their count, and a
-    transition that releases its group wakes the next delivery in line.
+    With ``returning`` (columns of ``DONE_COLUMNS``) the changed rows come back;
+    otherwise their count, and a transition that releases its group wakes the next
+    delivery in line. One that finishes rows writes their receipts in the same
+    statement (``receipts_cte``).
     """
+    changed = update(transition, POSTGRES, row=row, returning=DONE_COLUMNS)
+    receipted = receipts_cte(transition)
     if returning is not None:
-        return numbered(update(transition, POSTGRES, row=row, returning=returning))
+        return numbered(f"WITH done AS ({changed}){receipted} SELECT {returning} FROM done")
     wake = _WAKE_NEXT if transition.releases_group else ""
-    keys = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
     return numbered(
-        f"""WITH done AS ({update(transition, POSTGRES, row=row, returning=keys)}){wake}
+        f"""WITH done AS ({changed}){receipted}{wake}
             SELECT count(*) FROM done"""
     )

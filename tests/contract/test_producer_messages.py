@@ -131,6 +131,23 @@ async def test_the_same_message_at_once_is_stored_once(store: Store) -> None:
     assert await store.state_counts() == {S.QUEUED: 1}
 
 
+async def test_batches_sharing_messages_in_opposite_orders_both_commit(store: Store) -> None:
+    # Each batch's inserts lock their keys until it commits: taken in the order
+    # given, two such batches would each wait for the other (a deadlock, a 503).
+    ids = [f"shared-{i}" for i in range(200)]
+    forward = [message(i, 42) for i in ids]
+    first, second = await asyncio.gather(
+        store.accept_messages(forward, republish_after=LATER),
+        store.accept_messages(forward[::-1], republish_after=LATER),
+    )
+    assert [r.message.message_id for r in first] == ids  # each answer in its request's order
+    assert [r.message.message_id for r in second] == ids[::-1]
+    outcomes = [r.outcome for r in first] + [r.outcome for r in second]
+    assert outcomes.count(Out.ACCEPTED) == len(ids)
+    assert outcomes.count(Out.REPLAYED) == len(ids)
+    assert await store.state_counts() == {S.QUEUED: len(ids)}
+
+
 async def test_a_storm_digest_never_folds_a_producer_s_message(store: Store) -> None:
     alerts = [(await accept(store, to(42), n=notification(f"Storm{i}")))[0] for i in range(4)]
     own = await store.accept_messages(
