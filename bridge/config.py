@@ -273,6 +273,16 @@ class BotConfig(_Strict):
     # Inline Ack / Silence 1h / Silence 1d buttons on firing alert messages.
     buttons: bool = True
     allow: BotPermissions = BotPermissions()
+    # How long a recipient link (POST /v1/recipients/{recipient}/link) may be
+    # used before it expires: the time a user has to open it and press Start.
+    link_expiry: Duration = timedelta(hours=24)
+
+    @field_validator("link_expiry")
+    @classmethod
+    def _positive_expiry(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("link_expiry must be longer than 0s")
+        return value
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> BotConfig:

@@ -74,6 +74,15 @@ class Metrics:
             ["producer", "outcome"],
             registry=r,
         )
+        self.recipient_links = Counter(
+            "alertbridge_recipient_links_total",
+            "Recipients' links, by producer and event: created (a link handed out), "
+            "linked (/start with a valid token), refused (/start with a used or expired "
+            "token; no producer), unlinked (per recipient, by /stop), unlinked_message "
+            "(a message to a recipient not linked, answered 409).",
+            ["producer", "event"],
+            registry=r,
+        )
         self.deliveries_created = Counter(
             "alertbridge_deliveries_created_total",
             "Delivery rows created (one per occurrence and destination).",

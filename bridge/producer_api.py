@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from bridge.config import ProducerConfig
-from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
+from bridge.errors import (
+    PayloadError,
+    QueueUnavailable,
+    StoreUnavailable,
+    TelegramUnavailable,
+    TemplateError,
+)
 from bridge.producer_openapi import openapi
 from bridge.producers import (
     MAX_BATCH,
@@ -33,9 +39,24 @@ from bridge.producers import (
     parse_message,
     producer_line,
 )
+from bridge.recipients import (
+    check_recipient,
+    link_json,
+    link_url,
+    new_token,
+    not_linked,
+    recipient_json,
+    token_hash,
+)
 from bridge.render import render_data
 from bridge.routing import resolve
-from bridge.store.base import MessageAccepted, MessageOutcome, NewDelivery, NewMessage
+from bridge.store.base import (
+    MessageAccepted,
+    MessageOutcome,
+    NewDelivery,
+    NewMessage,
+    StoredMessage,
+)
 
 if TYPE_CHECKING:
     from bridge.receiver import ReceiverDeps
@@ -45,6 +66,10 @@ log = logging.getLogger(__name__)
 TURN_ON = (
     "the producer API is off: add a producers: section to the config "
     "(a name per application, with its token and the chats it may send to)"
+)
+BOT_OFF = (
+    "recipients' links need the bot: add a bot: section to the config (and restart), "
+    "so the bridge receives the /start the link opens"
 )
 
 
@@ -76,20 +101,45 @@ class Checked:
 
 
 def prepare(
-    deps: ReceiverDeps, name: str, producer: ProducerConfig, body: object, key_header: str | None
+    deps: ReceiverDeps,
+    name: str,
+    producer: ProducerConfig,
+    body: object,
+    key_header: str | None,
+    linked: Mapping[str, int],
 ) -> Checked:
-    """Everything before the store, for one message: PayloadError becomes a refusal."""
+    """Everything before the store, for one message: PayloadError becomes a refusal.
+    ``linked``: the chat of each of the producer's recipients the request may name."""
     request: MessageRequest | None = None
     try:
         request = parse_message(body, key_header)
         authorize(producer, request)
-        return Checked(request, _new_message(deps, name, producer, request), None)
+        return Checked(request, _new_message(deps, name, producer, request, linked), None)
     except PayloadError as exc:
         return Checked(request, None, exc)
 
 
+def named_recipients(bodies: Sequence[object]) -> list[str]:
+    """The recipients the bodies name, to look up their chats in one query. Only
+    valid ids: an invalid one is refused by parse_message, and never reaches the
+    store (PostgreSQL's text refuses a NUL)."""
+    found = (b.get("recipient") for b in bodies if isinstance(b, dict))
+    return list(dict.fromkeys(r for r in map(_valid_recipient, found) if r is not None))
+
+
+def _valid_recipient(value: object) -> str | None:
+    try:
+        return check_recipient(value)
+    except PayloadError:
+        return None
+
+
 def _new_message(
-    deps: ReceiverDeps, name: str, producer: ProducerConfig, request: MessageRequest
+    deps: ReceiverDeps,
+    name: str,
+    producer: ProducerConfig,
+    request: MessageRequest,
+    linked: Mapping[str, int],
 ) -> NewMessage:
     rules = deps.rules
     content = request.canonical
@@ -105,6 +155,11 @@ def _new_message(
     silent: bool = content["silent"]
     if request.chats is not None:
         targets = [(chat, thread_id, silent) for chat in request.chats]
+    elif request.recipient is not None:
+        chat = linked.get(request.recipient)
+        if chat is None:
+            raise not_linked(request.recipient)
+        targets = [(chat, thread_id, silent)]
     else:
         targets = [
             (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
@@ -161,6 +216,17 @@ def _answer(done: MessageAccepted, request: MessageRequest) -> tuple[int, dict[s
     }
 
 
+def _stored_answer(stored: StoredMessage, request: MessageRequest) -> MessageAccepted:
+    """A message refused as not linked now that was stored before: its replay (or
+    conflict) is answered from the store, as any replay is, and nothing is sent."""
+    same = stored.request_hash == request.request_hash
+    return MessageAccepted(MessageOutcome.REPLAYED if same else MessageOutcome.CONFLICT, stored)
+
+
+def _unlinked(checked: Checked) -> bool:
+    return checked.refusal is not None and checked.refusal.status == 409
+
+
 async def _publish(deps: ReceiverDeps, accepted: list[MessageAccepted]) -> None:
     rows = [
         (d.id, d.chat_id)
@@ -197,6 +263,14 @@ def producer_routes(
             if isinstance(outcome, Checked):
                 status = outcome.refusal.status if outcome.refusal else 0
                 label = f"refused_{status}"
+                if _unlinked(outcome) and outcome.request is not None:
+                    deps.metrics.recipient_links.labels(name, "unlinked_message").inc()
+                    log.warning(
+                        "producer %s message %r refused: recipient %r is not linked",
+                        name,
+                        outcome.request.message_id,
+                        outcome.request.recipient,
+                    )
             else:
                 label = outcome.outcome.value
                 if outcome.outcome is MessageOutcome.ACCEPTED:
@@ -215,16 +289,25 @@ def producer_routes(
             body = await body_of(request)
         except PayloadError as exc:
             return _error(exc.status, str(exc), field=exc.field)
-        checked = prepare(deps, name, producer, body, request.headers.get("idempotency-key"))
-        if checked.message is None or checked.request is None:
-            assert checked.refusal is not None
-            refused = checked.refusal
-            count(name, [checked])
-            return _error(refused.status, str(refused), field=refused.field)
         try:
-            (done,) = await deps.store.accept_messages(
-                [checked.message], republish_after=deps.rules.config.delivery.republish_after
+            linked = await deps.store.recipient_chats(name, named_recipients([body]))
+            checked = prepare(
+                deps, name, producer, body, request.headers.get("idempotency-key"), linked
             )
+            stored = None
+            if _unlinked(checked) and checked.request is not None:
+                stored = await deps.store.stored_message(name, checked.request.message_id)
+            if checked.message is None or checked.request is None:
+                if stored is None or checked.request is None:
+                    assert checked.refusal is not None
+                    refused = checked.refusal
+                    count(name, [checked])
+                    return _error(refused.status, str(refused), field=refused.field)
+                done = _stored_answer(stored, checked.request)
+            else:
+                (done,) = await deps.store.accept_messages(
+                    [checked.message], republish_after=deps.rules.config.delivery.republish_after
+                )
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
@@ -259,9 +342,17 @@ def producer_routes(
             return _error(
                 422, f'the body must be {{"messages": [...]}} with 1 to {MAX_BATCH} messages'
             )
-        checked = [prepare(deps, name, producer, item, None) for item in items]
-        to_store = [c.message for c in checked if c.message is not None]
         try:
+            linked = await deps.store.recipient_chats(name, named_recipients(items))
+            checked = [prepare(deps, name, producer, item, None, linked) for item in items]
+            # Refused as not linked, but stored before: answered as the replay it is.
+            before = {
+                index: found
+                for index, c in enumerate(checked)
+                if _unlinked(c) and c.request is not None
+                if (found := await deps.store.stored_message(name, c.request.message_id))
+            }
+            to_store = [c.message for c in checked if c.message is not None]
             stored = await deps.store.accept_messages(
                 to_store, republish_after=deps.rules.config.delivery.republish_after
             )
@@ -270,10 +361,15 @@ def producer_routes(
             log.error("producer %s batch not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
         await _publish(deps, stored)
-        count(name, [*stored, *(c for c in checked if c.message is None)])
+        refused = [c for i, c in enumerate(checked) if c.message is None and i not in before]
+        count(name, [*stored, *refused])
         answers = iter(stored)
         results: list[dict[str, Any]] = []
         for index, c in enumerate(checked):
+            if index in before and c.request is not None:
+                status, answer = _answer(_stored_answer(before[index], c.request), c.request)
+                results.append({"index": index, "code": status, **answer})
+                continue
             if c.message is None or c.request is None:
                 assert c.refusal is not None
                 message_id = c.request.message_id if c.request else None
@@ -298,6 +394,53 @@ def producer_routes(
             return _error(404, f"no message {message_id!r} from this producer")
         return JSONResponse(message_json(stored))
 
+    async def post_link(request: Request) -> Response:
+        who = gate(request)
+        if isinstance(who, Response):
+            return who
+        name, _ = who
+        try:
+            recipient = check_recipient(request.path_params["recipient"])
+        except PayloadError as exc:
+            return _error(exc.status, str(exc), field=exc.field)
+        bot = deps.rules.config.bot
+        if bot is None or deps.bot_username is None:
+            return _error(409, BOT_OFF)
+        try:
+            username = await deps.bot_username()
+        except TelegramUnavailable as exc:
+            log.error("producer %s link for %r: %s", name, recipient, exc)
+            return _error(503, f"{exc}; retry later")
+        token = new_token()
+        try:
+            expires_at = await deps.store.create_link(
+                name, recipient, token_hash(token), ttl=bot.link_expiry
+            )
+        except StoreUnavailable as exc:
+            log.error("producer %s link for %r not stored: %s", name, recipient, exc)
+            return _error(503, "the database is unavailable; retry later")
+        deps.metrics.recipient_links.labels(name, "created").inc()
+        log.info("producer %s: link created for recipient %r", name, recipient)
+        return JSONResponse(
+            link_json(recipient, link_url(username, token), expires_at), status_code=201
+        )
+
+    async def get_recipient(request: Request) -> Response:
+        who = gate(request)
+        if isinstance(who, Response):
+            return who
+        name, _ = who
+        try:
+            recipient = check_recipient(request.path_params["recipient"])
+            state = await deps.store.recipient(name, recipient)
+        except PayloadError as exc:
+            return _error(exc.status, str(exc), field=exc.field)
+        except StoreUnavailable:
+            return _error(503, "the database is unavailable; retry later")
+        if state is None:
+            return _error(404, f"no recipient {recipient!r} of this producer: ask for a link first")
+        return JSONResponse(recipient_json(state))
+
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi())
 
@@ -306,4 +449,6 @@ def producer_routes(
         HttpRoute("/v1/messages", post_message, methods=["POST"]),
         HttpRoute("/v1/messages/batch", post_batch, methods=["POST"]),
         HttpRoute("/v1/messages/{message_id:path}", get_message, methods=["GET"]),
+        HttpRoute("/v1/recipients/{recipient:path}/link", post_link, methods=["POST"]),
+        HttpRoute("/v1/recipients/{recipient:path}", get_recipient, methods=["GET"]),
     ]

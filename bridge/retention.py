@@ -16,7 +16,11 @@ A row goes once nothing can need it again, never earlier:
 * a group thread: closed longer than ``retention`` ago (an open one is kept);
 * a seen Telegram update: received longer than ``retention`` ago;
 * a silence made from Telegram: ended longer than ``retention`` ago. A
-  delivery it names may go first: the silence then names none.
+  delivery it names may go first: the silence then names none;
+* a recipient link token: expired (it can never be used again; a used one
+  is deleted when used);
+* a recipient: not linked (never, or /stop) and unchanged for longer than
+  ``retention``, with no link token pending. A linked one stays until /stop.
 
 The stores translate this into SQL (``bridge/store/sql.py``) and delete in
 batches of at most ``PRUNE_BATCH`` rows per table, so a batch never holds a
@@ -57,6 +61,8 @@ class Table(enum.StrEnum):
     #: Producers' receipts (the outbox): a delivery's go with it; an event of no
     #: delivery (recipient.linked) once sent or given up longer than retention ago.
     RECEIPTS = "receipts"
+    RECIPIENT_LINKS = "recipient_links"
+    RECIPIENTS = "recipients"
 
 
 @dataclass(frozen=True, slots=True)

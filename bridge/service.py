@@ -395,6 +395,7 @@ async def run(
 
                 bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
+                deps.bot_username = bot_parts.username
                 tasks.extend(bot_parts.tasks)
         reload = None
         if config_path is not None:

@@ -137,6 +137,34 @@ class MessageAccepted:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientState:
+    """A producer's recipient as the store knows it: linked to ``chat_id`` or not."""
+
+    producer: str
+    recipient: str
+    chat_id: int | None
+    linked_at: datetime | None
+
+    @property
+    def linked(self) -> bool:
+        return self.chat_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientLinked:
+    """A link token used: everything a ``recipient.linked`` receipt needs.
+
+    ``replaced_chat_id``: the chat the recipient was linked to before, when it
+    was linked elsewhere (re-linking moves it; the old chat gets nothing more)."""
+
+    producer: str
+    recipient: str
+    chat_id: int
+    linked_at: datetime
+    replaced_chat_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExpiredLease:
     """A delivery whose claimer's lease ran out: ``written`` says whether its
     request had been written (then it is ambiguous) or not (it simply waits again)."""
@@ -361,6 +389,14 @@ class Interactions(Protocol):
 
     async def mark_silence_expired(self, silence_id: str) -> None: ...
 
+    async def consume_link(self, token_hash: str, chat_id: int) -> RecipientLinked | None:
+        """Use a link token once: its (producer, recipient) → ``chat_id``, replacing
+        the chat it was linked to before. None if the token is unknown, used or
+        expired; of two uses at once, one links and the other gets None."""
+
+    async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
+        """/stop: every recipient linked to ``chat_id`` unlinked (as they were)."""
+
 
 def migrations(folder: str) -> list[tuple[int, str, str]]:
     """(version, file name, SQL) of each migration in bridge/store/FOLDER, in order."""
@@ -412,6 +448,21 @@ class Store(Protocol):
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         """``producer``'s message ``message_id`` with its deliveries; None if unknown."""
+
+    # -- recipients (bridge/recipients.py) ------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        """Store a one-time link token (its hash) for ``producer``'s ``recipient``, valid
+        for ``ttl``; the recipient becomes known (unlinked if it was not linked). When
+        the token expires."""
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        """``producer``'s ``recipient``; None if it never had a link (or was pruned)."""
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        """The chat each of ``recipients`` is linked to; the unlinked are left out."""
 
     # -- work: the lifecycle's transitions (bridge/delivery.py) ----------------------
 

@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from asyncpg.exceptions import UnsupportedClientFeatureError, UnsupportedServerFeatureError
@@ -55,6 +55,7 @@ from bridge.store.base import (
     NewDelivery,
     NewEvent,
     NewMessage,
+    RecipientState,
     StoredMessage,
     ThreadAnchor,
     event_params,
@@ -79,6 +80,8 @@ from bridge.store.sql import (
     prune_bot_silences,
     prune_event_receipts,
     prune_group_threads,
+    prune_recipient_links,
+    prune_recipients,
     prune_telegram_updates,
     receipt_not_taken,
     receipt_sent,
@@ -166,6 +169,8 @@ _PRUNE_BY_DELETE = {
     Table.GROUP_THREADS: numbered(prune_group_threads(POSTGRES)),
     Table.TELEGRAM_UPDATES: numbered(prune_telegram_updates(POSTGRES)),
     Table.BOT_SILENCES: numbered(prune_bot_silences(POSTGRES)),
+    Table.RECIPIENT_LINKS: numbered(prune_recipient_links(POSTGRES)),
+    Table.RECIPIENTS: numbered(prune_recipients(POSTGRES)),
 }
 _PRUNE_EVENT_RECEIPTS = numbered(prune_event_receipts(POSTGRES))
 _INSERT_EVENT = numbered(insert_event(POSTGRES))
@@ -496,6 +501,50 @@ class PostgresStore:
                 conn, "p.producer = $1 AND p.message_id = $2", producer, message_id
             )
         return next((message for message, _ in found.values()), None)
+
+    # -- recipients -------------------------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        async with self.connection() as conn, conn.transaction():
+            expires_at: datetime = await conn.fetchval(
+                """INSERT INTO recipient_links (token_hash, producer, recipient, expires_at)
+                   VALUES ($1, $2, $3, now() + $4::interval) RETURNING expires_at""",
+                token_hash,
+                producer,
+                recipient,
+                ttl,
+            )
+            await conn.execute(
+                """INSERT INTO recipients (producer, recipient) VALUES ($1, $2)
+                   ON CONFLICT (producer, recipient) DO UPDATE SET updated_at = now()""",
+                producer,
+                recipient,
+            )
+        return expires_at
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                """SELECT producer, recipient, chat_id, linked_at FROM recipients
+                   WHERE producer = $1 AND recipient = $2""",
+                producer,
+                recipient,
+            )
+        return None if row is None else RecipientState(**dict(row))
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        if not recipients:
+            return {}
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT recipient, chat_id FROM recipients
+                   WHERE producer = $1 AND recipient = ANY($2::text[]) AND chat_id IS NOT NULL""",
+                producer,
+                list(recipients),
+            )
+        return {r["recipient"]: r["chat_id"] for r in rows}
 
     # -- worker ---------------------------------------------------------------
 

@@ -375,6 +375,24 @@ def prune_bot_silences(dialect: Dialect) -> str:
         ORDER BY ends_at LIMIT :limit{dialect.skip_locked})"""
 
 
+def prune_recipient_links(dialect: Dialect) -> str:
+    """Expired link tokens: never usable again."""
+    return f"""DELETE FROM recipient_links WHERE token_hash IN (
+        SELECT token_hash FROM recipient_links
+        WHERE expires_at < {dialect.now}
+        ORDER BY expires_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def prune_recipients(dialect: Dialect) -> str:
+    """Recipients not linked, unchanged past the horizon, with no token pending."""
+    return f"""DELETE FROM recipients WHERE (producer, recipient) IN (
+        SELECT r.producer, r.recipient FROM recipients r
+        WHERE r.chat_id IS NULL AND r.updated_at < {ago(dialect, "finished")}
+          AND NOT EXISTS (SELECT 1 FROM recipient_links l
+                          WHERE l.producer = r.producer AND l.recipient = r.recipient)
+        ORDER BY r.updated_at LIMIT :limit{dialect.skip_locked})"""
+
+
 def find_deliveries(query: DeliveryQuery, dialect: Dialect) -> tuple[str, dict[str, object]]:
     """The operator's listing (``DeliveryQuery``) as one SELECT, with ``:name`` placeholders."""
     pg = dialect is POSTGRES

@@ -44,6 +44,7 @@ from bridge.delivery import (
     T,
     ThreadChange,
     Transition,
+    as_datetime,
     as_uuid,
     delivery_from_row,
     digest_carrier,
@@ -72,6 +73,8 @@ from bridge.store.base import (
     NewDelivery,
     NewEvent,
     NewMessage,
+    RecipientLinked,
+    RecipientState,
     StoredMessage,
     ThreadAnchor,
     event_params,
@@ -92,6 +95,8 @@ from bridge.store.sql import (
     prune_bot_silences,
     prune_event_receipts,
     prune_group_threads,
+    prune_recipient_links,
+    prune_recipients,
     prune_telegram_updates,
     receipt_not_taken,
     receipt_rows,
@@ -165,6 +170,8 @@ _PRUNE_BY_DELETE = {
     Table.GROUP_THREADS: prune_group_threads(SQLITE),
     Table.TELEGRAM_UPDATES: prune_telegram_updates(SQLITE),
     Table.BOT_SILENCES: prune_bot_silences(SQLITE),
+    Table.RECIPIENT_LINKS: prune_recipient_links(SQLITE),
+    Table.RECIPIENTS: prune_recipients(SQLITE),
 }
 _PRUNE_EVENT_RECEIPTS = prune_event_receipts(SQLITE)
 
@@ -500,6 +507,54 @@ class SqliteStore:
                 db, "p.producer = ? AND p.message_id = ?", (producer, message_id)
             )
         )
+
+    # -- recipients -------------------------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        def create(db: sqlite3.Connection, now: float) -> datetime:
+            expires_at = now + _seconds(ttl)
+            db.execute(
+                """INSERT INTO recipient_links
+                       (token_hash, producer, recipient, created_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?)""",
+                (token_hash, producer, recipient, now, expires_at),
+            )
+            db.execute(
+                """INSERT INTO recipients (producer, recipient, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT (producer, recipient)
+                   DO UPDATE SET updated_at = excluded.updated_at""",
+                (producer, recipient, now),
+            )
+            return datetime.fromtimestamp(expires_at, UTC)
+
+        return await self._run(create)
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        def find(db: sqlite3.Connection, now: float) -> RecipientState | None:
+            row = db.execute(
+                """SELECT chat_id, linked_at FROM recipients
+                   WHERE producer = ? AND recipient = ?""",
+                (producer, recipient),
+            ).fetchone()
+            if row is None:
+                return None
+            return RecipientState(producer, recipient, row[0], as_datetime(row[1]))
+
+        return await self._run(find)
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        def find(db: sqlite3.Connection, now: float) -> dict[str, int]:
+            rows = db.execute(
+                """SELECT recipient, chat_id FROM recipients
+                   WHERE producer = ? AND chat_id IS NOT NULL
+                     AND recipient IN (SELECT value FROM json_each(?))""",
+                (producer, json.dumps(list(recipients))),
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self._run(find) if recipients else {}
 
     # -- worker ---------------------------------------------------------------
 
@@ -932,6 +987,57 @@ class SqliteInteractions:
 
     def __init__(self, store: SqliteStore) -> None:
         self._run = store._run
+
+    async def consume_link(self, token_hash: str, chat_id: int) -> RecipientLinked | None:
+        """One writer at a time (BEGIN IMMEDIATE): the second use finds the token gone."""
+
+        def consume(db: sqlite3.Connection, now: float) -> RecipientLinked | None:
+            used = db.execute(
+                """DELETE FROM recipient_links WHERE token_hash = ? AND expires_at > ?
+                   RETURNING producer, recipient""",
+                (token_hash, now),
+            ).fetchone()
+            if used is None:
+                return None
+            producer, recipient = used
+            before = db.execute(
+                "SELECT chat_id FROM recipients WHERE producer = ? AND recipient = ?",
+                (producer, recipient),
+            ).fetchone()
+            db.execute(
+                """INSERT INTO recipients (producer, recipient, chat_id, linked_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (producer, recipient) DO UPDATE
+                   SET chat_id = excluded.chat_id, linked_at = excluded.linked_at,
+                       updated_at = excluded.updated_at""",
+                (producer, recipient, chat_id, now, now),
+            )
+            old = before[0] if before is not None else None
+            return RecipientLinked(
+                producer,
+                recipient,
+                chat_id,
+                datetime.fromtimestamp(now, UTC),
+                old if old is not None and old != chat_id else None,
+            )
+
+        return await self._run(consume)
+
+    async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
+        def unlink(db: sqlite3.Connection, now: float) -> list[RecipientState]:
+            rows = db.execute(
+                """SELECT producer, recipient, linked_at FROM recipients WHERE chat_id = ?
+                   ORDER BY producer, recipient""",
+                (chat_id,),
+            ).fetchall()
+            db.execute(
+                """UPDATE recipients SET chat_id = NULL, linked_at = NULL, updated_at = ?
+                   WHERE chat_id = ?""",
+                (now, chat_id),
+            )
+            return [RecipientState(r[0], r[1], chat_id, as_datetime(r[2])) for r in rows]
+
+        return await self._run(unlink)
 
     async def first_sight(self, update_id: int) -> bool:
         def first(db: sqlite3.Connection, now: float) -> bool:
