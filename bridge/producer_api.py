@@ -50,6 +50,7 @@ from bridge.recipients import (
 )
 from bridge.render import render_data
 from bridge.routing import resolve
+from bridge.sources import unstorable
 from bridge.store.base import (
     MessageAccepted,
     MessageOutcome,
@@ -386,6 +387,8 @@ def producer_routes(
             return who
         name, _ = who
         message_id = request.path_params["message_id"]
+        if unstorable(message_id) is not None:  # never stored, so never found
+            return _error(404, f"no message {message_id!r} from this producer")
         try:
             stored = await deps.store.stored_message(name, message_id)
         except StoreUnavailable:

@@ -31,6 +31,7 @@ from bridge.sandbox.formatting import (
     kept_text,
     parse_html,
 )
+from bridge.sources import unstorable
 from bridge.store.base import MessageDelivery, StoredMessage
 from bridge.telegram_text import telegram_escape
 
@@ -261,6 +262,24 @@ def _buttons(value: object) -> list[list[dict[str, str]]] | None:
     return checked
 
 
+def _storable(value: object, where: str) -> None:
+    """PayloadError 422 naming the first string anywhere in ``value`` (a key, too)
+    that cannot be stored or sent as it is: bridge.sources.unstorable, the rule
+    every payload obeys. JSON can spell both (``\\u0000``, ``\\ud800``)."""
+    if isinstance(value, str):
+        why = unstorable(value)
+        if why is not None:
+            raise PayloadError(f"{where or 'the body'} {why}", status=422, field=where or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            _storable(key, path)
+            _storable(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{where}.{index}")
+
+
 def parse_message(body: object, idempotency_key: str | None = None) -> MessageRequest:
     """The request's shape checked: PayloadError (400 without a message_id, else 422)."""
     if not isinstance(body, dict):
@@ -268,6 +287,9 @@ def parse_message(body: object, idempotency_key: str | None = None) -> MessageRe
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise PayloadError(f"unknown field {unknown[0]!r}", status=422, field=unknown[0])
+    _storable(body, "")
+    if idempotency_key is not None:
+        _storable(idempotency_key, "message_id")
     message_id = _message_id(body, idempotency_key)
     thread_id = body.get("thread_id")
     canonical = {

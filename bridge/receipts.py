@@ -106,7 +106,8 @@ def body(receipt: Receipt) -> bytes:
     fields["producer"] = receipt.producer
     if receipt.message_id is not None:
         fields["message_id"] = receipt.message_id
-    if receipt.chat_id is not None:
+    # A delivery's receipt always says where; None: to a recipient, named instead.
+    if receipt.chat_id is not None or receipt.delivery_id is not None:
         fields["chat_id"] = receipt.chat_id
     fields.update(receipt.payload)
     fields["at"] = iso(receipt.occurred_at)

@@ -225,7 +225,11 @@ class BotHandler:
             return
         if message.chat.type != "private":
             raise Invalid("Open the link in a private chat with the bot.")
-        linked = await self._store.consume_link(token_hash(token), message.chat.id)
+        producers = self._current().producers or {}
+        wanting = {name for name, p in producers.items() if p.callback_url is not None}
+        linked = await self._store.consume_link(
+            token_hash(token), message.chat.id, receipts_for=wanting
+        )
         if linked is None:
             self._metrics.recipient_links.labels("", "refused").inc()
             raise Invalid(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -389,10 +389,14 @@ class Interactions(Protocol):
 
     async def mark_silence_expired(self, silence_id: str) -> None: ...
 
-    async def consume_link(self, token_hash: str, chat_id: int) -> RecipientLinked | None:
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
         """Use a link token once: its (producer, recipient) → ``chat_id``, replacing
         the chat it was linked to before. None if the token is unknown, used or
-        expired; of two uses at once, one links and the other gets None."""
+        expired; of two uses at once, one links and the other gets None. When the
+        producer is one of ``receipts_for``, its ``recipient.linked`` receipt is
+        written in the same transaction (bridge.recipients.linked_event)."""
 
     async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
         """/stop: every recipient linked to ``chat_id`` unlinked (as they were)."""

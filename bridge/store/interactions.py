@@ -7,12 +7,13 @@ it: the delivery path never reads these tables except for acks at accept.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 import asyncpg
 
+from bridge.recipients import linked_event
 from bridge.store.base import AlertMessage, BotSilence, RecipientLinked, RecipientState
 
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
@@ -136,7 +137,9 @@ class InteractionStore:
                 silence_id,
             )
 
-    async def consume_link(self, token_hash: str, chat_id: int) -> RecipientLinked | None:
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
         """The token's row is deleted as it is used: a second use at the same time
         waits on the row, then finds it gone."""
         async with self._connection() as conn, conn.transaction():
@@ -165,8 +168,14 @@ class InteractionStore:
                 recipient,
                 chat_id,
             )
-        replaced = before if before is not None and before != chat_id else None
-        return RecipientLinked(producer, recipient, chat_id, linked_at, replaced)
+            replaced = before if before is not None and before != chat_id else None
+            linked = RecipientLinked(producer, recipient, chat_id, linked_at, replaced)
+            if producer in receipts_for:
+                # Here, not at the top: bridge.store.postgres imports this module.
+                from bridge.store.postgres import insert_event_row
+
+                await insert_event_row(conn, linked_event(linked))
+        return linked
 
     async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
         async with self._connection() as conn:

@@ -59,6 +59,8 @@ class Dialect:
     skip_locked: str = ""
     #: A JSON object, as text, from ``'key', value, ...`` pairs.
     json_object: str = "json_object({})"
+    #: The recipient a stored request (``p.request``, JSON text) names, or NULL.
+    request_recipient: str = "json_extract(p.request, '$.recipient')"
 
     def literal(self, value: str | bool | int | None) -> str:
         if value is None:
@@ -79,6 +81,7 @@ POSTGRES = Dialect(
     duration="{now} + :{param}::interval",
     skip_locked=" FOR UPDATE SKIP LOCKED",
     json_object="json_build_object({})::text",
+    request_recipient="(p.request::jsonb ->> 'recipient')",
 )
 SQLITE = Dialect(
     name="sqlite",
@@ -200,16 +203,20 @@ def receipt_rows(dialect: Dialect, *, source: str, where: str) -> str:
     PostgreSQL runs it as a CTE over the UPDATE's RETURNING (``source`` ``done d``);
     SQLite as the next statement of the same transaction, over the changed ids.
     """
+    recipient = dialect.request_recipient
     payload = dialect.json_object.format(
-        "'status', d.state, 'attempts', d.attempts, "
+        f"'recipient', {recipient}, 'status', d.state, 'attempts', d.attempts, "
         "'telegram_message_id', d.telegram_message_id, 'error', d.last_error, "
         "'reason', d.reason"
     )
+    # A message to a recipient names the recipient, never its chat (a user's own
+    # Telegram id), as GET /v1/messages does.
     return f"""INSERT INTO receipts
             (event_id, event, producer, delivery_id, message_id, chat_id, payload,
              occurred_at, next_attempt_at)
         SELECT {EVENT_ID}, '{MESSAGE_EVENT_PREFIX}' || d.state, p.producer, d.id,
-               p.message_id, d.chat_id, {payload}, d.finished_at, {dialect.now}
+               p.message_id, CASE WHEN {recipient} IS NULL THEN d.chat_id END, {payload},
+               d.finished_at, {dialect.now}
         FROM {source} JOIN producer_messages p ON p.key = d.notification_key
         WHERE {where} AND d.own_message = {dialect.true} AND p.receipts = {dialect.true}
         ON CONFLICT (event_id) DO NOTHING"""

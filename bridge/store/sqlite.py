@@ -26,7 +26,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +57,7 @@ from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
 from bridge.models import Notification, Status
 from bridge.receipts import Receipt
+from bridge.recipients import linked_event
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
@@ -988,7 +989,9 @@ class SqliteInteractions:
     def __init__(self, store: SqliteStore) -> None:
         self._run = store._run
 
-    async def consume_link(self, token_hash: str, chat_id: int) -> RecipientLinked | None:
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
         """One writer at a time (BEGIN IMMEDIATE): the second use finds the token gone."""
 
         def consume(db: sqlite3.Connection, now: float) -> RecipientLinked | None:
@@ -1013,13 +1016,16 @@ class SqliteInteractions:
                 (producer, recipient, chat_id, now, now),
             )
             old = before[0] if before is not None else None
-            return RecipientLinked(
+            linked = RecipientLinked(
                 producer,
                 recipient,
                 chat_id,
                 datetime.fromtimestamp(now, UTC),
                 old if old is not None and old != chat_id else None,
             )
+            if producer in receipts_for:
+                insert_event_row(db, now, linked_event(linked))
+            return linked
 
         return await self._run(consume)
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from bridge.delivery import AmbiguityPolicy, DeliveryState, Reason, T, thread_change
 from bridge.producers import message_key, producer_line
-from bridge.receipts import ReceiptState, delivery_event_id
+from bridge.receipts import ReceiptState, body, delivery_event_id
 from bridge.retention import Horizon, Table
 from bridge.store import NewDelivery, PostgresStore, Store, postgres, sqlite
 from bridge.store.base import NewEvent, NewMessage
@@ -26,8 +26,11 @@ GONE = timedelta(seconds=-1)  # a lease that ran out as it was taken
 OLD = Horizon(finished=timedelta(seconds=-60), notifications=timedelta(seconds=-60))
 
 
-def message(message_id: str, *chats: int, receipts: bool = True) -> NewMessage:
-    request = f'{{"text":"{message_id}"}}'
+def message(
+    message_id: str, *chats: int, receipts: bool = True, recipient: str | None = None
+) -> NewMessage:
+    to_recipient = "" if recipient is None else f'"recipient":"{recipient}",'
+    request = f'{{{to_recipient}"text":"{message_id}"}}'
     return NewMessage(
         key=message_key("billing", message_id),
         producer="billing",
@@ -58,6 +61,18 @@ async def events(store: Store, message_id: str) -> list[tuple[str, str]]:
     return [(r.event, r.event_id) for r in await store.receipts("billing", message_id)]
 
 
+async def test_a_message_to_a_recipient_is_reported_by_recipient_not_chat(store: Store) -> None:
+    (done,) = await store.accept_messages(
+        [message("export-1", 424242, recipient="user-42")], republish_after=LATER
+    )
+    (d,) = done.message.deliveries
+    assert await send(store, d.id) is not None and await delivered(store, d.id, 9)
+    (receipt,) = await store.receipts("billing", "export-1")
+    # The chat is the user's own Telegram id: the producer knows its user by its id.
+    assert receipt.chat_id is None and receipt.payload["recipient"] == "user-42"
+    assert b'"chat_id":null' in body(receipt) and b"424242" not in body(receipt)
+
+
 async def test_delivered_writes_one_receipt_with_what_telegram_answered(store: Store) -> None:
     d = await one_delivery(store, "inv-1")
     assert await send(store, d) is not None
@@ -69,6 +84,7 @@ async def test_delivered_writes_one_receipt_with_what_telegram_answered(store: S
     assert receipt.event == "message.delivered"
     assert (receipt.delivery_id, receipt.message_id, receipt.chat_id) == (d, "inv-1", 42)
     assert receipt.payload == {
+        "recipient": None,
         "status": "delivered",
         "attempts": 1,
         "telegram_message_id": 777,

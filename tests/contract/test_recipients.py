@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from bridge.recipients import new_token, token_hash
+from bridge.recipients import linked_event, new_token, token_hash
 from bridge.retention import Horizon, Table
 from bridge.store import Store
 from tests.contract.test_retention import NONE_OLD, OLD, deleted
@@ -127,3 +127,36 @@ async def test_prune_deletes_expired_tokens_and_stale_unlinked_recipients(store:
     assert await store.recipient("billing", "stale") is None
     assert await store.recipient("billing", "waiting") is not None
     assert await store.recipient_chats("billing", ["linked"]) == {"linked": ANN_CHAT}
+
+
+async def test_a_link_writes_its_receipt_with_it_for_a_producer_that_wants_receipts(
+    store: Store,
+) -> None:
+    lease = timedelta(seconds=30)
+    quiet = await link(store, "ann", producer="shop")
+    assert await store.interactions().consume_link(
+        token_hash(quiet), ANN_CHAT, receipts_for={"billing"}
+    )
+    assert await store.claim_receipts(limit=5, lease=lease) == []  # shop wants none
+
+    token = await link(store, "ann")
+    linked = await store.interactions().consume_link(
+        token_hash(token), ANN_CHAT, receipts_for={"billing"}
+    )
+    assert linked is not None
+    (receipt,) = await store.claim_receipts(limit=5, lease=lease)
+    assert (receipt.event, receipt.producer, receipt.delivery_id) == (
+        "recipient.linked",
+        "billing",
+        None,
+    )
+    assert receipt.event_id == linked_event(linked).event_id
+    # The producer reads its own id back, never the chat (a user's Telegram id).
+    assert receipt.chat_id is None and receipt.payload["recipient"] == "ann"
+
+    relinked = await link(store, "ann")
+    assert await store.interactions().consume_link(
+        token_hash(relinked), ANN_NEW_CHAT, receipts_for={"billing"}
+    )
+    (again,) = await store.claim_receipts(limit=5, lease=lease)
+    assert again.event_id != receipt.event_id  # a re-link is an event of its own

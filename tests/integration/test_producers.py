@@ -190,6 +190,39 @@ async def test_what_telegram_or_the_api_would_refuse_is_refused_at_accept(
     assert (answer.status_code, answer.json()["field"]) == (status, field)
 
 
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"message_id": "a\\u0000b", "chat_id": %d, "text": "x"}', "message_id"),
+        ('{"message_id": "s", "chat_id": %d, "text": "x\\ud800y"}', "text"),
+        ('{"message_id": "n", "chat_id": %d, "text": "x\\u0000y"}', "text"),
+        (
+            '{"message_id": "d", "chat_id": %d, "template": "invoice",'
+            ' "data": {"number": 1, "note": "\\udfff"}}',
+            "data.note",
+        ),
+        (
+            '{"message_id": "k", "chat_id": %d, "template": "invoice", "data": {"\\u0000": 1}}',
+            "data.\x00",
+        ),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_refused_never_a_server_error(
+    api: RunningBridge, telegram: TelegramDouble, raw: str, field: str
+) -> None:
+    # JSON can spell a NUL and half a surrogate pair; PostgreSQL cannot store the
+    # first, UTF-8 cannot encode the second. Either way: a 422, on either store.
+    answer = await api.client.post(
+        "/v1/messages",
+        content=raw % CHAT,
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert (answer.status_code, answer.json()["field"]) == (422, field), answer.text
+    unknown = await api.client.get("/v1/messages/a%00b", headers=auth())
+    assert unknown.status_code == 404
+    assert telegram.sent_messages() == []
+
+
 async def test_a_template_renders_the_data_escaped(
     api: RunningBridge, telegram: TelegramDouble
 ) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import config_dict, wait_until
+from tests.integration.test_receipts import SECRET, ReceiptEndpoint
 from tests.processes import bridge_process
 
 BILLING, SHOP = "billing-secret-token", "shop-secret-token"
@@ -140,3 +141,44 @@ async def test_a_user_who_blocked_the_bot_makes_the_delivery_fail_forbidden(
     finally:
         await connection.close()
     assert reason == "forbidden"
+
+
+async def test_the_producer_hears_of_the_link_and_of_the_message_by_recipient(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    endpoint = ReceiptEndpoint()
+    await endpoint.up()
+    config = config_dict(
+        database_url,
+        amqp_names,
+        telegram.url,
+        bot={"updates": "polling"},
+        producers={
+            "billing": {"token": BILLING, "callback_url": endpoint.url, "callback_secret": SECRET}
+        },
+        receipts={"interval": "100ms", "backoff_initial": "100ms"},
+    )
+    try:
+        async with (
+            bridge_process(config, log_level="warning") as served,
+            httpx.AsyncClient(base_url=served.url, timeout=10) as client,
+        ):
+            await opened_link(client, telegram, "user-42", ANN)
+            await wait_until(lambda: endpoint.taken())
+            (linked,) = endpoint.taken()
+            assert linked.signed
+            assert {k: linked.json[k] for k in ("event", "producer", "recipient")} == {
+                "event": "recipient.linked",
+                "producer": "billing",
+                "recipient": "user-42",
+            }
+            body = {"message_id": "export-1", "recipient": "user-42", "text": "ready"}
+            assert (await client.post("/v1/messages", json=body, headers=auth())).status_code == 202
+            await wait_until(lambda: len(endpoint.taken()) == 2)
+            delivered = endpoint.taken()[1].json
+            assert (delivered["event"], delivered["recipient"]) == ("message.delivered", "user-42")
+            assert (
+                delivered["chat_id"] is None and str(ANN) not in endpoint.taken()[1].body.decode()
+            )
+    finally:
+        await endpoint.close()

@@ -150,6 +150,7 @@ async def test_a_receipt_is_signed_with_hmac_sha256_of_its_exact_body(
         "producer": "billing",
         "message_id": "inv-1",
         "chat_id": 42,
+        "recipient": None,  # a message to a recipient names it, and chat_id is null
         "status": "delivered",
         "attempts": 1,
         "telegram_message_id": 900,
@@ -428,9 +429,8 @@ async def test_a_message_wants_receipts_when_its_producer_has_a_callback_url(
     )
     assert current.producers is not None
     producer = current.producers["billing"]
-    checked = prepare(
-        deps, "billing", producer, {"message_id": "m", "chat_id": 42, "text": "hi"}, None
-    )
+    body = {"message_id": "m", "chat_id": 42, "text": "hi"}
+    checked = prepare(deps, "billing", producer, body, None, linked={})
     assert checked.message is not None and checked.message.receipts is callback
 
 
