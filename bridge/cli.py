@@ -76,7 +76,7 @@ output carries only the message_id (with --json, the bridge's answer), for
 examples:
   alertbridge send --chat -1001234 "Export <b>42</b> is ready"
   df -h | alertbridge send --chat -1001234 --plain -
-  alertbridge send --chat 4242 --message-id invoice-42 --template invoice \\
+  alertbridge send --recipient user-42 --message-id invoice-42 --template invoice \\
       --data '{{"number": 42}}'
   id=$(alertbridge send --chat -1001234 "Backup done") && alertbridge status "$id" --wait
 """
@@ -252,8 +252,13 @@ def _producer_parsers(commands: Any) -> None:
         "text", nargs="?", metavar="TEXT", help="the message (HTML unless --plain), or - for stdin"
     )
     send.add_argument(
-        "--chat", type=int, action="append", required=True, metavar="ID",
+        "--chat", type=int, action="append", metavar="ID",
         help="a chat id the producer may send to; again for more chats",
+    )  # fmt: skip
+    send.add_argument(
+        "--recipient", metavar="ID",
+        help="instead of --chat: your own id of a user linked through "
+        "POST /v1/recipients/ID/link",
     )  # fmt: skip
     send.add_argument(
         "--message-id", metavar="ID",

@@ -181,6 +181,7 @@ def send_request(
     *,
     message_id: str,
     chats: list[int],
+    recipient: str | None = None,
     text: str | None,
     template: str | None,
     data: dict[str, Any] | None,
@@ -189,7 +190,9 @@ def send_request(
 ) -> dict[str, Any]:
     """The POST /v1/messages body for the arguments (already checked)."""
     body: dict[str, Any] = {"message_id": message_id}
-    if len(chats) == 1:
+    if recipient is not None:
+        body["recipient"] = recipient
+    elif len(chats) == 1:
         body["chat_id"] = chats[0]
     else:
         body["chats"] = chats
@@ -266,14 +269,14 @@ def send(
     if answer.status in (200, 202) and isinstance(answer.body, dict):
         replayed = answer.status == 200
         record = answer.body
-        chats = ", ".join(str(d.get("chat_id")) for d in record.get("deliveries", []))
+        where = ", ".join(_addressee(d) for d in record.get("deliveries", []))
         if replayed:
             console.say(
                 f"replayed: message {message_id!r} was accepted before with this same "
                 f"request; nothing is sent twice (status {record.get('status')})"
             )
         else:
-            console.say(f"accepted: message {message_id!r} to chat {chats or '(none)'}")
+            console.say(f"accepted: message {message_id!r} to {where or 'no chat'}")
         if json_out:
             result = "replayed" if replayed else "accepted"
             console.result(json.dumps({"result": result, **record}))
@@ -305,12 +308,19 @@ def exit_for(status: str) -> Exit:
     return Exit.NOT_DELIVERED if state in TERMINAL else Exit.PENDING
 
 
+def _addressee(delivery: Mapping[str, Any]) -> str:
+    """A delivery's chat, or the recipient it went to (whose chat is not shown)."""
+    if delivery.get("chat_id") is None and delivery.get("recipient") is not None:
+        return f"recipient {delivery['recipient']}"
+    return f"chat {delivery.get('chat_id')}"
+
+
 def describe(record: Mapping[str, Any]) -> list[str]:
     """The status, then a line a delivery: what `status` prints."""
     lines = [str(record.get("status"))]
     for d in record.get("deliveries", []):
         attempts = d.get("attempts", 0)
-        parts = [f"chat {d.get('chat_id')}: {d.get('status')}"]
+        parts = [f"{_addressee(d)}: {d.get('status')}"]
         parts.append(f"{attempts} attempt{'' if attempts == 1 else 's'}")
         if d.get("telegram_message_id") is not None:
             parts.append(f"telegram message {d['telegram_message_id']}")
@@ -401,9 +411,12 @@ def main(args: Any, environ: Mapping[str, str], stdin: IO[str] = sys.stdin) -> i
             raise BridgeError("--retries must be 0 or more and --timeout more than 0")
         transport = http_transport(base, token, args.timeout)
         if args.command == "send":
+            if (args.chat is None) == (args.recipient is None):
+                raise BridgeError("give --chat ID (one or more) or --recipient ID, one of them")
             body = send_request(
                 message_id=args.message_id or new_message_id(),
-                chats=args.chat,
+                chats=args.chat or [],
+                recipient=args.recipient,
                 text=_text(args, stdin),
                 template=args.template,
                 data=None if args.data is None else read_data(args.data, stdin),

@@ -133,6 +133,12 @@ async def test_a_wrong_token_is_refused(served: Served) -> None:
     assert status.code == Exit.REFUSED and "HTTP 401" in status.err
 
 
+async def test_a_recipient_not_linked_is_refused(served: Served) -> None:
+    unlinked = await alertbridge("send", "--recipient", "user-42", "hi", url=served.url)
+    assert unlinked.code == Exit.REFUSED
+    assert "HTTP 409" in unlinked.err and "user-42" in unlinked.err
+
+
 async def test_status_of_an_unknown_id_is_not_found(served: Served) -> None:
     unknown = await alertbridge("status", "never/sent?", url=served.url)
     assert unknown.code == Exit.NOT_FOUND
@@ -211,6 +217,7 @@ async def test_a_lost_answer_is_retried_under_the_same_id_and_sent_once(
     [
         (["send", "--chat", "1", "hi"], None, "ALERTBRIDGE_PRODUCER_TOKEN"),
         (["send", "hi"], TOKEN, "--chat"),
+        (["send", "--chat", "1", "--recipient", "u", "hi"], TOKEN, "one of them"),
         (["send", "--chat", "1"], TOKEN, "give the TEXT"),
         (["send", "--chat", "1", "hi", "--template", "t"], TOKEN, "not both"),
         (["send", "--chat", "1", "--template", "t", "--data", "[1]"], TOKEN, "JSON object"),

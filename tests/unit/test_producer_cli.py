@@ -188,3 +188,20 @@ def test_wait_before_the_id_reads_as_the_id_with_the_default_wait() -> None:
     assert target("--wait", "123") == ("123", DEFAULT_WAIT)  # a numeric id is still the id
     assert target("--wait", "30", "m-1") == ("m-1", 30.0)
     assert target("m-1", "--wait=2.5") == ("m-1", 2.5)
+
+
+def test_a_recipient_is_named_instead_of_its_chat() -> None:
+    from bridge.producer_cli import describe
+
+    body = send_request(
+        message_id="r", chats=[], recipient="user-42", text="hi", template=None, data=None,
+        plain=False, silent=False,
+    )  # fmt: skip
+    assert body == {"message_id": "r", "recipient": "user-42", "text": "hi"}
+    record = {
+        "status": "delivered",
+        "deliveries": [
+            {"chat_id": None, "recipient": "user-42", "status": "delivered", "attempts": 1}
+        ],
+    }
+    assert describe(record)[1] == "  recipient user-42: delivered · 1 attempt"
