@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 
-from tests.bench.suite import Report, Stack, pct, stack
+from tests.bench.suite import Report, Stack, pct, post_all, stack
+from tests.bench.suite import bodies as webhooks
 
 PRODUCER_TOKEN = "bench-producer-token"
 AUTH = {"content-type": "application/json", "authorization": f"Bearer {PRODUCER_TOKEN}"}
@@ -72,16 +75,25 @@ def session(concurrency: int) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def producer_single(report: Report, quick: bool) -> None:
     count = 2000 if quick else 20000
     for store in STORES:
         async with producer_stack(store) as s, session(64) as client:
             url = f"{s.url}/v1/messages"
+            pid = s.processes[0].pid
             # A warm-up: the first requests open the pool's connections.
             warm = [json.dumps(m).encode() for m in messages(200, "warm")]
             await post_messages(client, url, warm, 64)
             bodies = [json.dumps(m).encode() for m in messages(count, "single")]
+            cpu = cpu_seconds(pid)
             latencies, took = await post_messages(client, url, bodies, 64)
+            cpu = cpu_seconds(pid) - cpu
             rate = count / took
             report.add(
                 f"{store}: single messages accepted/s (64 in flight)",
@@ -91,6 +103,17 @@ async def producer_single(report: Report, quick: bool) -> None:
             )
             p50, p99 = pct(latencies, 0.5) * 1000, pct(latencies, 0.99) * 1000
             report.add(f"{store}: accept latency p50 / p99", f"{p50:.1f} / {p99:.1f} ms")
+            report.add(f"{store}: bridge CPU per message", f"{cpu / count * 1000:.2f} ms")
+            if store == "postgresql":
+                # The same process, the same load, single-alert webhooks: what this
+                # machine allows right now, to tell the API's cost from the machine's.
+                cpu = cpu_seconds(pid)
+                _, took = await post_all(f"{s.url}/alertmanager", webhooks(count, "Beside"), 64)
+                cpu = cpu_seconds(pid) - cpu
+                report.add(
+                    f"{store}: webhooks/s beside it, for comparison",
+                    f"{count / took:,.0f} ({cpu / count * 1000:.2f} ms CPU each)",
+                )
 
 
 async def producer_batch(report: Report, quick: bool) -> None:
