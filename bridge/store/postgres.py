@@ -448,90 +448,74 @@ class PostgresStore:
     async def accept_messages(
         self, messages: Sequence[NewMessage], *, republish_after: timedelta
     ) -> list[MessageAccepted]:
-        """Producers' messages in one transaction. Two requests with the same key at
-        once: the second one waits for the first, finds it committed, and is answered
-        from it.
+        """Producers' messages in one transaction, in a fixed number of round trips
+        whatever their number: the keys' locks taken, the inserts pipelined, then
+        every message read back in one query. Two requests with the same key at
+        once: the second one waits for the first, finds it committed, and is
+        answered from it (the row is not this transaction's: replayed, or a conflict).
 
         The messages are inserted in the batch's order: their deliveries' ids are
         the order they reach a chat in. Inserted so, two batches sharing messages in
         opposite orders would each hold a key the other waits for (a deadlock, a
-        503); so first, in one round trip, the transaction takes a lock per key
-        (an advisory one, held to the commit) in one global order, the locks' own.
-        Whoever inserts a producer's key holds its lock, so no insert waits on a
-        transaction that could be waiting for this one."""
-        results: list[MessageAccepted] = []
+        503); so first the transaction takes a lock per key (an advisory one, held
+        to the commit) in one global order, the locks' own. Whoever inserts a
+        producer's key holds its lock, so no insert waits on a transaction that
+        could be waiting for this one."""
+        firsts: dict[uuid.UUID, NewMessage] = {}
+        for m in messages:
+            firsts.setdefault(m.key, m)  # a key given twice: the first is stored
         async with self.connection() as conn, conn.transaction():
             await conn.execute(
                 """SELECT pg_advisory_xact_lock($1::int4, h)
                    FROM (SELECT DISTINCT hashtext(k::text) AS h
                          FROM unnest($2::uuid[]) AS k ORDER BY h OFFSET 0) AS locks""",
                 _MESSAGE_LOCKS,
-                [m.key for m in messages],
+                list(firsts),
             )
-            for m in messages:
-                new = await conn.fetchval(
-                    """WITH n AS (
-                           INSERT INTO notifications
-                               (key, occurrence, occurrence_at, source, receiver, group_key,
-                                status, alert_count)
-                           VALUES ($1, 1, now(), 'producer:' || $2, $2, $3, 'firing', 0)
-                           ON CONFLICT (key) DO NOTHING
-                           RETURNING key
-                       ), p AS (
-                           INSERT INTO producer_messages
-                               (key, producer, message_id, request_hash, request, receipts)
-                           SELECT key, $2, $3, $4, $5, $15 FROM n
-                       ), ins AS (
-                           INSERT INTO deliveries
-                               (notification_key, occurrence, chat_id, thread_id, silent,
-                                template, text, own_message, buttons, disable_link_preview,
-                                republish_at, group_ref)
-                           SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id,
-                                  t.silent, t.template, t.text, TRUE, $11, $13,
-                                  now() + $12::interval, $14::uuid
-                           FROM n
-                           CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[],
-                                             $9::text[], $10::text[])
-                                WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text,
-                                                     ord)
-                           LEFT JOIN chat_migrations mg ON mg.old_chat_id = t.chat_id
-                           ORDER BY t.ord
-                           ON CONFLICT DO NOTHING
-                       )
-                       SELECT count(*) FROM n""",
-                    m.key,
-                    m.producer,
-                    m.message_id,
-                    m.request_hash,
-                    m.request,
-                    [d.chat_id for d in m.deliveries],
-                    [d.thread_id for d in m.deliveries],
-                    [d.silent for d in m.deliveries],
-                    [d.template for d in m.deliveries],
-                    [d.text for d in m.deliveries],
-                    m.buttons,
-                    republish_after,
-                    m.disable_link_preview,
-                    m.line,
-                    m.receipts,
-                )
-                stored = await _stored_message(conn, "p.key = $1", m.key)
-                assert stored is not None  # inserted above, or committed before
-                outcome = (
-                    MessageOutcome.ACCEPTED
-                    if new
-                    else MessageOutcome.REPLAYED
-                    if stored.request_hash == m.request_hash
-                    else MessageOutcome.CONFLICT
-                )
-                results.append(MessageAccepted(outcome, stored))
+            await conn.executemany(
+                _INSERT_MESSAGE,
+                [
+                    (
+                        m.key,
+                        m.producer,
+                        m.message_id,
+                        m.request_hash,
+                        m.request,
+                        [d.chat_id for d in m.deliveries],
+                        [d.thread_id for d in m.deliveries],
+                        [d.silent for d in m.deliveries],
+                        [d.template for d in m.deliveries],
+                        [d.text for d in m.deliveries],
+                        m.buttons,
+                        republish_after,
+                        m.disable_link_preview,
+                        m.line,
+                        m.receipts,
+                    )
+                    for m in firsts.values()  # the batch's order
+                ],
+            )
+            stored = await _stored_messages(conn, "p.key = ANY($1::uuid[])", list(firsts))
+        results: list[MessageAccepted] = []
+        for m in messages:
+            found = stored.get(m.key)
+            assert found is not None  # inserted above, or committed before
+            message, inserted_now = found
+            if inserted_now and firsts[m.key] is m:
+                outcome = MessageOutcome.ACCEPTED
+            elif message.request_hash == m.request_hash:
+                outcome = MessageOutcome.REPLAYED
+            else:
+                outcome = MessageOutcome.CONFLICT
+            results.append(MessageAccepted(outcome, message))
         return results
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         async with self.connection() as conn:
-            return await _stored_message(
+            found = await _stored_messages(
                 conn, "p.producer = $1 AND p.message_id = $2", producer, message_id
             )
+        return next((message for message, _ in found.values()), None)
 
     # -- recipients -------------------------------------------------------------
 
@@ -968,28 +952,66 @@ class PostgresStore:
         return [receipt_from_row(r) for r in rows]
 
 
-async def _stored_message(
+_INSERT_MESSAGE = """WITH n AS (
+       INSERT INTO notifications
+           (key, occurrence, occurrence_at, source, receiver, group_key, status, alert_count)
+       VALUES ($1, 1, now(), 'producer:' || $2, $2, $3, 'firing', 0)
+       ON CONFLICT (key) DO NOTHING
+       RETURNING key
+   ), p AS (
+       INSERT INTO producer_messages
+           (key, producer, message_id, request_hash, request, receipts)
+       SELECT key, $2, $3, $4, $5, $15 FROM n
+   ), ins AS (
+       INSERT INTO deliveries
+           (notification_key, occurrence, chat_id, thread_id, silent, template, text,
+            own_message, buttons, disable_link_preview, republish_at, group_ref)
+       SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id, t.silent,
+              t.template, t.text, TRUE, $11, $13, now() + $12::interval, $14::uuid
+       FROM n
+       CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::text[])
+            WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
+       LEFT JOIN chat_migrations mg ON mg.old_chat_id = t.chat_id
+       ORDER BY t.ord
+       ON CONFLICT DO NOTHING
+   )
+   SELECT count(*) FROM n"""
+
+#: A message's deliveries' columns, from the LEFT JOIN below (NULL: it has none).
+_JOINED_DELIVERY_COLUMNS = ", ".join(
+    f"d.{column.strip()}" for column in MESSAGE_DELIVERY_COLUMNS.split(",")
+)
+
+
+async def _stored_messages(
     conn: asyncpg.Connection, where: str, *args: object
-) -> StoredMessage | None:
-    row = await conn.fetchrow(
-        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request
-            FROM producer_messages p WHERE {where}""",
+) -> dict[uuid.UUID, tuple[StoredMessage, bool]]:
+    """The messages ``where`` selects, with their deliveries, in one round trip; and
+    whether this transaction inserted each (its row's xmin is this transaction's)."""
+    rows = await conn.fetch(
+        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request,
+                   p.xmin = pg_current_xact_id_if_assigned()::xid AS inserted_now,
+                   {_JOINED_DELIVERY_COLUMNS}
+            FROM producer_messages p
+            LEFT JOIN deliveries d ON d.notification_key = p.key
+            WHERE {where}
+            ORDER BY p.key, d.id""",
         *args,
     )
-    if row is None:
-        return None
-    rows = await conn.fetch(
-        f"""SELECT {MESSAGE_DELIVERY_COLUMNS} FROM deliveries
-            WHERE notification_key = $1 ORDER BY id""",
-        row["key"],
-    )
-    return StoredMessage(
-        message_id=row["message_id"],
-        created_at=row["created_at"],
-        request_hash=row["request_hash"],
-        request=row["request"],
-        deliveries=[message_delivery_from_row(r) for r in rows],
-    )
+    found: dict[uuid.UUID, tuple[StoredMessage, bool]] = {}
+    for row in rows:
+        if row["key"] not in found:
+            message = StoredMessage(
+                message_id=row["message_id"],
+                created_at=row["created_at"],
+                request_hash=row["request_hash"],
+                request=row["request"],
+                deliveries=[],
+            )
+            found[row["key"]] = (message, bool(row["inserted_now"]))
+        if row["id"] is not None:
+            found[row["key"]][0].deliveries.append(message_delivery_from_row(row))
+    return found
 
 
 async def insert_event_row(conn: asyncpg.Connection, event: NewEvent) -> bool:

@@ -201,3 +201,13 @@ async def test_a_producer_s_messages_reach_a_chat_in_the_order_accepted(store: S
     assert await store.mark_delivered(d1.id, 500, plain_text=False, reply_to=None, thread=thread)
     after = await store.claim(d2.id, lease=LEASE)
     assert after is not None and after.anchor_message_id is None  # a line, not a thread
+
+
+async def test_a_message_without_deliveries_is_stored_and_found(store: Store) -> None:
+    # Labels that no route took: nothing to send, and still a message the producer can ask about.
+    (done,) = await store.accept_messages([message("nowhere")], republish_after=LATER)
+    assert done.outcome is Out.ACCEPTED and done.message.deliveries == []
+    (again,) = await store.accept_messages([message("nowhere")], republish_after=LATER)
+    assert again.outcome is Out.REPLAYED
+    found = await store.stored_message("billing", "nowhere")
+    assert found is not None and found.deliveries == []
