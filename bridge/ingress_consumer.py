@@ -11,7 +11,7 @@ start and again by the robust channel after a reconnect:
 - ``amqp.ingress_queue`` (``alertbridge.ingress``): a quorum queue with a single
   active consumer: of several receivers, one consumes and the others stand by,
   so a producer's messages are stored in the order published (one receiver
-  commits 1,300 to 1,800 a second on a shared 2-core machine).
+  commits about 3,600 a second on a shared 2-core machine).
 - ``INGRESS_EXCHANGE.rejected`` (fanout) → ``INGRESS_QUEUE.rejected`` (quorum):
   what the bridge refuses, with ``x-alertbridge-reason`` (``STATUS:FIELD``, see
   bridge/ingress.py) and ``x-alertbridge-error`` (for people).

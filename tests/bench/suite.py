@@ -5,7 +5,8 @@ bridge as real subprocesses, the Telegram double in this process.
 
 Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, retention_off,
 retention_off_sqlite, versus, and the producer API's (tests/bench/producers.py):
-producer_single, producer_batch, producer_status. The retention ones are the RSS
+producer_single, producer_batch, producer_status; and ingress (tests/bench/ingress.py,
+the RabbitMQ ingress). The retention ones are the RSS
 soak with a one-minute retention, on PostgreSQL and on the standalone SQLite
 file, and (_off) the same soak keeping everything, to compare the store's size.
 Each prints its figures next to the issue's target; nothing is asserted (these
