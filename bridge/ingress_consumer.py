@@ -54,7 +54,7 @@ from aio_pika.abc import (
 
 from bridge.backoff import jittered
 from bridge.config import AmqpConfig
-from bridge.errors import QueueUnavailable, StoreUnavailable
+from bridge.errors import ConfigError, QueueUnavailable, StoreUnavailable
 from bridge.ingress import (
     ERROR_HEADER,
     REASON_HEADER,
@@ -122,6 +122,14 @@ class IngressConsumer:
         consumer = cls(connection, settings, deps)
         try:
             await consumer.declare()
+        except aio_pika.exceptions.ChannelPreconditionFailed as exc:
+            await connection.close()
+            raise ConfigError(
+                f"RabbitMQ has {settings.ingress_queue!r} or {settings.ingress_exchange!r} "
+                f"(or their .rejected) declared otherwise than the ingress needs ({exc}): "
+                "delete them once drained, or name others in amqp.ingress_queue and "
+                "amqp.ingress_exchange"
+            ) from exc
         except BaseException:
             await connection.close()
             raise

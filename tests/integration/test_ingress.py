@@ -19,6 +19,7 @@ import aio_pika
 import httpx
 import pytest
 
+from bridge.errors import ConfigError
 from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     AMQP_URL,
@@ -381,3 +382,14 @@ async def test_a_recipient_is_reached_once_linked_and_a_replay_after_stop_is_ack
         assert json.loads(second.body)["message_id"] == "export-2"  # the replay was not
         assert (second.headers or {})["x-alertbridge-reason"] == "409:recipient"
     assert [m.text for m in telegram.sent_messages(ANN)].count("Your export is ready") == 1
+
+
+async def test_an_ingress_queue_declared_otherwise_stops_the_start_saying_what_to_do(
+    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+) -> None:
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        await channel.declare_queue(amqp_names["ingress_queue"], durable=True)  # classic
+    config = build_config(config_dict(database_url, amqp_names, telegram.url))
+    with pytest.raises(ConfigError, match=r"amqp\.ingress_queue"):
+        await start_bridge(config)
