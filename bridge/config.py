@@ -343,6 +343,10 @@ class Config(_Strict):
     # Both set: PostgreSQL and RabbitMQ, any number of processes. Neither:
     # standalone, one process with its state in the SQLite file below.
     database_url: Annotated[str | None, RESTART] = None
+    # Connections each process keeps to PostgreSQL at most. Reads (a producer's
+    # status lookup, the probes) wait behind writes for a free one: more helps a
+    # busy receiver, within the server's max_connections over all processes.
+    database_pool_size: Annotated[int, RESTART, Field(ge=1, le=1000)] = 10
     amqp_url: Annotated[str | None, RESTART] = None
     sqlite_path: Annotated[Path, RESTART] = Path("alertbridge.db")
     listen: Annotated[str, RESTART] = "0.0.0.0:8080"

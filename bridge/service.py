@@ -168,7 +168,7 @@ async def _open_and_migrate(config: Config) -> Store:
 async def open_store(config: Config) -> Store:
     """PostgreSQL when database_url is set; else the standalone SQLite file."""
     if config.database_url:
-        return await PostgresStore.connect(config.database_url)
+        return await PostgresStore.connect(config.database_url, max_size=config.database_pool_size)
     from bridge.store.sqlite import SqliteStore
 
     return await SqliteStore.open(config.sqlite_path)

@@ -334,3 +334,16 @@ async def test_the_database_down_is_503_and_the_retry_is_sent_once(
         await bridge.shutdown()
         await proxy.stop()
     assert len(telegram.sent_messages()) == 1
+
+
+async def test_database_pool_size_bounds_the_connections_a_process_opens(
+    bridge_factory: Any, db: Any
+) -> None:
+    bridge = await bridge_factory(producers=PRODUCERS, database_pool_size=3)
+    lookups = [bridge.client.get(f"/v1/messages/m{i}", headers=auth()) for i in range(40)]
+    assert {a.status_code for a in await asyncio.gather(*lookups)} == {404}
+    opened = await db.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+    )
+    assert 1 <= opened <= 3
