@@ -175,6 +175,16 @@ class AmqpConfig(_Strict):
     # each with one active consumer: one worker owns a chat at a time, and
     # several workers share the shards. Changing it re-routes chats.
     shards: int = Field(default=16, ge=1, le=256)
+    # The RabbitMQ ingress (the receiver's side): producers publish their messages
+    # to this exchange with their name as routing key; the bridge consumes them
+    # from this queue. What it refuses goes to INGRESS_EXCHANGE.rejected and
+    # INGRESS_QUEUE.rejected, with the reason in headers.
+    ingress_exchange: str = Field(default="alertbridge.ingress", min_length=1)
+    ingress_queue: str = Field(default="alertbridge.ingress", min_length=1)
+    # Up to this many messages are stored in one transaction, then acked; the
+    # batch waits at most ingress_batch_wait after its first message for more.
+    ingress_batch: int = Field(default=200, ge=1, le=1000)
+    ingress_batch_wait: Duration = timedelta(milliseconds=5)
 
 
 class GenericSourceConfig(_Strict):
@@ -204,6 +214,10 @@ class ProducerConfig(_Strict):
     chats: list[int] = Field(default_factory=list)
     # Whether it may also address by labels, through the route tree.
     routes: bool = False
+    # The RabbitMQ user it publishes to the ingress as: its messages must carry
+    # this user_id property, which RabbitMQ checks against the connection's
+    # user. Unset: any publisher with the routing key speaks for it.
+    amqp_user: str | None = Field(default=None, min_length=1)
     # Delivery receipts (bridge/outbox.py): where the bridge POSTs them, and the
     # key it signs them with (HMAC-SHA256). A message accepted while a URL is set
     # gets a receipt for each of its deliveries' final states.

@@ -74,6 +74,15 @@ class Metrics:
             ["producer", "outcome"],
             registry=r,
         )
+        self.ingress_messages = Counter(
+            "alertbridge_ingress_messages_total",
+            "Messages consumed from the RabbitMQ ingress, by producer (the routing key "
+            "when it names a configured producer, else empty) and outcome: accepted, "
+            "replayed, store_unavailable (a try that stored nothing; tried again), "
+            "rejected_<status> (sent to the rejected queue with its reason).",
+            ["producer", "outcome"],
+            registry=r,
+        )
         self.recipient_links = Counter(
             "alertbridge_recipient_links_total",
             "Recipients' links, by producer and event: created (a link handed out), "

@@ -1,16 +1,14 @@
 """The producers' HTTP API: ``/v1/messages``. Accepted means stored, as for webhooks.
 
-authenticate → read → check (shape, permission, what Telegram would refuse)
-→ render → persist (replays answered from the store) → publish.
+authenticate → read → check, render, persist, publish (bridge/producer_accept.py,
+shared with the RabbitMQ ingress) → answer.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,46 +16,29 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from bridge.config import ProducerConfig
-from bridge.errors import (
-    PayloadError,
-    QueueUnavailable,
-    StoreUnavailable,
-    TelegramUnavailable,
-    TemplateError,
+from bridge.errors import PayloadError, StoreUnavailable, TelegramUnavailable
+from bridge.producer_accept import (
+    Checked,
+    conflict_error,
+    named_recipients,
+    prepare,
+    publish_accepted,
+    store_messages,
+    stored_answer,
+    unlinked,
 )
 from bridge.producer_openapi import openapi
-from bridge.producers import (
-    MAX_BATCH,
-    MessageRequest,
-    as_html,
-    authorize,
-    check_text,
-    differences,
-    message_json,
-    message_key,
-    parse_json,
-    parse_message,
-    producer_line,
-)
+from bridge.producers import MAX_BATCH, MessageRequest, differences, message_json, parse_json
 from bridge.recipients import (
     check_recipient,
     link_json,
     link_url,
     new_token,
-    not_linked,
     recipient_json,
     token_hash,
 )
-from bridge.render import render_data
-from bridge.routing import resolve
 from bridge.sources import unstorable
-from bridge.store.base import (
-    MessageAccepted,
-    MessageOutcome,
-    NewDelivery,
-    NewMessage,
-    StoredMessage,
-)
+from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
     from bridge.receiver import ReceiverDeps
@@ -92,99 +73,6 @@ def producer_for(
     return found if scheme.lower() == "bearer" else None
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A message ready to store, or the 4xx it gets."""
-
-    request: MessageRequest | None
-    message: NewMessage | None
-    refusal: PayloadError | None
-
-
-def prepare(
-    deps: ReceiverDeps,
-    name: str,
-    producer: ProducerConfig,
-    body: object,
-    key_header: str | None,
-    linked: Mapping[str, int],
-) -> Checked:
-    """Everything before the store, for one message: PayloadError becomes a refusal.
-    ``linked``: the chat of each of the producer's recipients the request may name."""
-    request: MessageRequest | None = None
-    try:
-        request = parse_message(body, key_header)
-        authorize(producer, request)
-        return Checked(request, _new_message(deps, name, producer, request, linked), None)
-    except PayloadError as exc:
-        return Checked(request, None, exc)
-
-
-def named_recipients(bodies: Sequence[object]) -> list[str]:
-    """The recipients the bodies name, to look up their chats in one query. Only
-    valid ids: an invalid one is refused by parse_message, and never reaches the
-    store (PostgreSQL's text refuses a NUL)."""
-    found = (b.get("recipient") for b in bodies if isinstance(b, dict))
-    return list(dict.fromkeys(r for r in map(_valid_recipient, found) if r is not None))
-
-
-def _valid_recipient(value: object) -> str | None:
-    try:
-        return check_recipient(value)
-    except PayloadError:
-        return None
-
-
-def _new_message(
-    deps: ReceiverDeps,
-    name: str,
-    producer: ProducerConfig,
-    request: MessageRequest,
-    linked: Mapping[str, int],
-) -> NewMessage:
-    rules = deps.rules
-    content = request.canonical
-    if "template" in content:
-        try:
-            text = render_data(rules.templates, content["template"], content["data"])
-        except TemplateError as exc:
-            raise PayloadError(str(exc), status=422, field="template") from exc
-    else:
-        text = as_html(content["text"], content["parse_mode"])
-    check_text(text)
-    thread_id: int | None = content["thread_id"]
-    silent: bool = content["silent"]
-    if request.chats is not None:
-        targets = [(chat, thread_id, silent) for chat in request.chats]
-    elif request.recipient is not None:
-        chat = linked.get(request.recipient)
-        if chat is None:
-            raise not_linked(request.recipient)
-        targets = [(chat, thread_id, silent)]
-    else:
-        targets = [
-            (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
-            for d in resolve(rules.routes, request.labels or {})
-        ]
-    deliveries = [
-        NewDelivery(chat_id=chat, thread_id=thread, silent=quiet, template="", text=text)
-        for chat, thread, quiet in targets
-    ]
-    return NewMessage(
-        key=message_key(name, request.message_id),
-        line=producer_line(name),
-        producer=name,
-        message_id=request.message_id,
-        request_hash=request.request_hash,
-        request=request.request,
-        deliveries=deliveries,
-        buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
-        disable_link_preview=content["disable_link_preview"],
-        # Receipts are due for a message accepted while its producer wants them.
-        receipts=producer.callback_url is not None,
-    )
-
-
 def _refusal(exc: PayloadError, message_id: str | None) -> dict[str, Any]:
     return {
         "message_id": message_id,
@@ -208,40 +96,10 @@ def _answer(done: MessageAccepted, request: MessageRequest) -> tuple[int, dict[s
         "message_id": request.message_id,
         "result": "refused",
         "code": 422,
-        "error": (
-            "this message_id was used before with a different request "
-            f"(differs in: {', '.join(differ)}); use a new message_id for a new message"
-        ),
+        "error": conflict_error(differ),
         "field": differ[0] if differ else None,
         "differs": differ,
     }
-
-
-def _stored_answer(stored: StoredMessage, request: MessageRequest) -> MessageAccepted:
-    """A message refused as not linked now that was stored before: its replay (or
-    conflict) is answered from the store, as any replay is, and nothing is sent."""
-    same = stored.request_hash == request.request_hash
-    return MessageAccepted(MessageOutcome.REPLAYED if same else MessageOutcome.CONFLICT, stored)
-
-
-def _unlinked(checked: Checked) -> bool:
-    return checked.refusal is not None and checked.refusal.status == 409
-
-
-async def _publish(deps: ReceiverDeps, accepted: list[MessageAccepted]) -> None:
-    rows = [
-        (d.id, d.chat_id)
-        for done in accepted
-        if done.outcome is MessageOutcome.ACCEPTED
-        for d in done.message.deliveries
-    ]
-    if not rows:
-        return
-    try:
-        await deps.publisher.publish(rows)
-    except QueueUnavailable as exc:  # committed: the scheduler publishes them later
-        deps.metrics.publish_failures.inc(len(rows))
-        log.warning("producer messages stored but not published yet: %s", exc)
 
 
 def producer_routes(
@@ -264,7 +122,7 @@ def producer_routes(
             if isinstance(outcome, Checked):
                 status = outcome.refusal.status if outcome.refusal else 0
                 label = f"refused_{status}"
-                if _unlinked(outcome) and outcome.request is not None:
+                if unlinked(outcome) and outcome.request is not None:
                     deps.metrics.recipient_links.labels(name, "unlinked_message").inc()
                     log.warning(
                         "producer %s message %r refused: recipient %r is not linked",
@@ -274,8 +132,6 @@ def producer_routes(
                     )
             else:
                 label = outcome.outcome.value
-                if outcome.outcome is MessageOutcome.ACCEPTED:
-                    deps.metrics.deliveries_created.inc(len(outcome.message.deliveries))
             deps.metrics.producer_messages.labels(name, label).inc()
 
     async def body_of(request: Request) -> object:
@@ -293,10 +149,10 @@ def producer_routes(
         try:
             linked = await deps.store.recipient_chats(name, named_recipients([body]))
             checked = prepare(
-                deps, name, producer, body, request.headers.get("idempotency-key"), linked
+                deps.rules, name, producer, body, request.headers.get("idempotency-key"), linked
             )
             stored = None
-            if _unlinked(checked) and checked.request is not None:
+            if unlinked(checked) and checked.request is not None:
                 stored = await deps.store.stored_message(name, checked.request.message_id)
             if checked.message is None or checked.request is None:
                 if stored is None or checked.request is None:
@@ -304,16 +160,16 @@ def producer_routes(
                     refused = checked.refusal
                     count(name, [checked])
                     return _error(refused.status, str(refused), field=refused.field)
-                done = _stored_answer(stored, checked.request)
+                done = stored_answer(stored, checked.request)
             else:
-                (done,) = await deps.store.accept_messages(
-                    [checked.message], republish_after=deps.rules.config.delivery.republish_after
+                (done,) = await store_messages(
+                    deps.store, deps.metrics, [checked.message], rules=deps.rules
                 )
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, [done])
+        await publish_accepted(deps.publisher, deps.metrics, [done])
         count(name, [done])
         status, answer = _answer(done, checked.request)
         if status == 422:
@@ -345,30 +201,28 @@ def producer_routes(
             )
         try:
             linked = await deps.store.recipient_chats(name, named_recipients(items))
-            checked = [prepare(deps, name, producer, item, None, linked) for item in items]
+            checked = [prepare(deps.rules, name, producer, item, None, linked) for item in items]
             # Refused as not linked, but stored before: answered as the replay it is.
             before = {
                 index: found
                 for index, c in enumerate(checked)
-                if _unlinked(c) and c.request is not None
+                if unlinked(c) and c.request is not None
                 if (found := await deps.store.stored_message(name, c.request.message_id))
             }
             to_store = [c.message for c in checked if c.message is not None]
-            stored = await deps.store.accept_messages(
-                to_store, republish_after=deps.rules.config.delivery.republish_after
-            )
+            stored = await store_messages(deps.store, deps.metrics, to_store, rules=deps.rules)
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc(len(items))
             log.error("producer %s batch not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, stored)
+        await publish_accepted(deps.publisher, deps.metrics, stored)
         refused = [c for i, c in enumerate(checked) if c.message is None and i not in before]
         count(name, [*stored, *refused])
         answers = iter(stored)
         results: list[dict[str, Any]] = []
         for index, c in enumerate(checked):
             if index in before and c.request is not None:
-                status, answer = _answer(_stored_answer(before[index], c.request), c.request)
+                status, answer = _answer(stored_answer(before[index], c.request), c.request)
                 results.append({"index": index, "code": status, **answer})
                 continue
             if c.message is None or c.request is None:

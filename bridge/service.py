@@ -51,6 +51,7 @@ from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
+    from bridge.ingress_consumer import IngressConsumer
     from bridge.outbox import AiohttpPoster
     from bridge.telegram import TelegramSender
 
@@ -334,6 +335,7 @@ async def run(
     sender: TelegramSender | None = None
     poster: AiohttpPoster | None = None
     bot_parts: BotParts | None = None
+    ingress: IngressConsumer | None = None
     try:
         # Standalone, the store is a file here: a problem with it is not
         # something to wait out, and the process says so and exits.
@@ -397,6 +399,19 @@ async def run(
                 deps.extra_routes = bot_parts.routes
                 deps.bot_username = bot_parts.username
                 tasks.extend(bot_parts.tasks)
+            if config.amqp_url:  # distributed: the ingress is the receiver's other door
+                # Imported here, after the store: bridge.producers, which it reaches,
+                # and bridge.store import each other (through bridge.recipients).
+                from bridge.ingress_consumer import IngressConsumer
+
+                ingress = await waiting(
+                    "RabbitMQ (ingress)",
+                    Dependency.BROKER,
+                    partial(IngressConsumer.connect, config.amqp_url, config.amqp, deps),
+                )
+                if ingress is None:
+                    return
+                await ingress.start()
         reload = None
         if config_path is not None:
             prepare = [bot_parts.reconfigure] if bot_parts is not None else []
@@ -417,6 +432,8 @@ async def run(
         await stop.wait()
         log.info("shutting down: finishing deliveries in hand")
         server.should_exit = True
+        if ingress is not None:
+            await ingress.stop()
         if worker:
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -429,6 +446,8 @@ async def run(
                 await close()
         if sender is not None:
             await sender.close()
+        if ingress is not None:
+            await ingress.close()
         if poster is not None:
             await poster.close()
         if queue is not None:

@@ -161,6 +161,9 @@ _MIGRATION_LOCK = 0x616C6572
 _POLLER_LOCK = 0x41_42_50_4F
 # One pruner across replicas: a batch runs only under this transaction lock.
 _PRUNER_LOCK = 0x41_42_50_52
+# The class of the per-key locks producers' messages are inserted under ("ABMS";
+# two int4 keys: apart from the one-bigint locks above).
+_MESSAGE_LOCKS = 0x41_42_4D_53
 
 
 _PRUNABLE_DELIVERIES = numbered(prunable_deliveries(POSTGRES))
@@ -446,17 +449,29 @@ class PostgresStore:
         self, messages: Sequence[NewMessage], *, republish_after: timedelta
     ) -> list[MessageAccepted]:
         """Producers' messages in one transaction, in a fixed number of round trips
-        whatever their number: the inserts pipelined, then every message read back
-        in one query. Two requests with the same key at once: the second one's
-        insert waits on the first's unique key, finds it committed, and is answered
-        from it (the row is not this transaction's: replayed, or a conflict). Keys
-        are inserted in key order, whatever the batch's order: each insert holds its
-        key until the commit, and two batches sharing messages would otherwise each
-        wait for a key the other holds."""
+        whatever their number: the keys' locks taken, the inserts pipelined, then
+        every message read back in one query. Two requests with the same key at
+        once: the second one waits for the first, finds it committed, and is
+        answered from it (the row is not this transaction's: replayed, or a conflict).
+
+        The messages are inserted in the batch's order: their deliveries' ids are
+        the order they reach a chat in. Inserted so, two batches sharing messages in
+        opposite orders would each hold a key the other waits for (a deadlock, a
+        503); so first the transaction takes a lock per key (an advisory one, held
+        to the commit) in one global order, the locks' own. Whoever inserts a
+        producer's key holds its lock, so no insert waits on a transaction that
+        could be waiting for this one."""
         firsts: dict[uuid.UUID, NewMessage] = {}
         for m in messages:
             firsts.setdefault(m.key, m)  # a key given twice: the first is stored
         async with self.connection() as conn, conn.transaction():
+            await conn.execute(
+                """SELECT pg_advisory_xact_lock($1::int4, h)
+                   FROM (SELECT DISTINCT hashtext(k::text) AS h
+                         FROM unnest($2::uuid[]) AS k ORDER BY h OFFSET 0) AS locks""",
+                _MESSAGE_LOCKS,
+                list(firsts),
+            )
             await conn.executemany(
                 _INSERT_MESSAGE,
                 [
@@ -477,7 +492,7 @@ class PostgresStore:
                         m.line,
                         m.receipts,
                     )
-                    for _, m in sorted(firsts.items())
+                    for m in firsts.values()  # the batch's order
                 ],
             )
             stored = await _stored_messages(conn, "p.key = ANY($1::uuid[])", list(firsts))

@@ -5,7 +5,8 @@ bridge as real subprocesses, the Telegram double in this process.
 
 Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, retention_off,
 retention_off_sqlite, versus, and the producer API's (tests/bench/producers.py):
-producer_single, producer_batch, producer_status. The retention ones are the RSS
+producer_single, producer_batch, producer_status; and ingress (tests/bench/ingress.py,
+the RabbitMQ ingress). The retention ones are the RSS
 soak with a one-minute retention, on PostgreSQL and on the standalone SQLite
 file, and (_off) the same soak keeping everything, to compare the store's size.
 Each prints its figures next to the issue's target; nothing is asserted (these
@@ -679,6 +680,7 @@ SCENARIOS = [
     "producer_single",
     "producer_batch",
     "producer_status",
+    "ingress",  # tests/bench/ingress.py
 ]
 #: The soaks: they take ``--soak-seconds``.
 SOAKS = {"rss", "retention", "retention_sqlite", "retention_off", "retention_off_sqlite"}
@@ -686,6 +688,7 @@ SOAKS = {"rss", "retention", "retention_sqlite", "retention_off", "retention_off
 
 # Scenarios in their own modules (they import this one's plumbing, so after it);
 # run() finds them by name in this module's globals.
+from tests.bench.ingress import ingress  # noqa: E402, F401
 from tests.bench.producers import (  # noqa: E402, F401
     producer_batch,
     producer_single,

@@ -148,6 +148,18 @@ async def test_batches_sharing_messages_in_opposite_orders_both_commit(store: St
     assert await store.state_counts() == {S.QUEUED: len(ids)}
 
 
+async def test_a_batch_s_deliveries_are_ordered_as_the_batch_is(store: Store) -> None:
+    """A producer's messages reach a chat in the order accepted: within one batch, the
+    order given, whatever order the keys sort in (the deliveries' ids are that order)."""
+    ids = [f"seq-{i:02d}" for i in range(40)]
+    assert sorted(ids, key=lambda i: message_key("billing", i)) != ids  # keys sort otherwise
+    done = await store.accept_messages(
+        [message(i, 42, line=True) for i in ids], republish_after=LATER
+    )
+    by_id = sorted(done, key=lambda r: r.message.deliveries[0].id)
+    assert [r.message.message_id for r in by_id] == ids
+
+
 async def test_a_storm_digest_never_folds_a_producer_s_message(store: Store) -> None:
     alerts = [(await accept(store, to(42), n=notification(f"Storm{i}")))[0] for i in range(4)]
     own = await store.accept_messages(
