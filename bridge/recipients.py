@@ -21,8 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.errors import PayloadError
-from bridge.receipts import ReceiptEvent, iso
-from bridge.store.base import NewEvent, RecipientLinked, RecipientState
+from bridge.store.base import RecipientState
 
 MAX_RECIPIENT = 200
 #: Telegram's rule for a /start parameter: A-Z, a-z, 0-9, _ and -, up to 64 characters.
@@ -95,17 +94,3 @@ def recipient_json(state: RecipientState) -> dict[str, Any]:
         "linked": state.linked,
         "linked_at": _iso(state.linked_at),
     }
-
-
-def linked_event(linked: RecipientLinked) -> NewEvent:
-    """The ``recipient.linked`` receipt of one link. Its event id names this link
-    (producer, recipient, chat and moment): a re-link is a new event, a retried
-    insert of this one is not. The chat id stays out, as everywhere a producer reads."""
-    occurrence = f"{ReceiptEvent.RECIPIENT_LINKED}/{linked.producer}/{linked.recipient}/"
-    occurrence += f"{linked.chat_id}/{iso(linked.linked_at)}"
-    return NewEvent(
-        event_id=hashlib.md5(occurrence.encode(), usedforsecurity=False).hexdigest(),
-        event=ReceiptEvent.RECIPIENT_LINKED.value,
-        producer=linked.producer,
-        payload={"recipient": linked.recipient, "linked_at": iso(linked.linked_at)},
-    )

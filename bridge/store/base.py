@@ -7,6 +7,7 @@ both implementations.
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -27,7 +28,7 @@ from bridge.delivery import (
 )
 from bridge.digest import DigestItem
 from bridge.models import Notification
-from bridge.receipts import Receipt, ReceiptState
+from bridge.receipts import Receipt, ReceiptEvent, ReceiptState, iso
 from bridge.retention import Horizon, Table
 
 #: Turns the notifications a storm digest folds into its text; the worker's, so
@@ -337,6 +338,20 @@ def event_params(event: NewEvent) -> dict[str, object]:
         "chat_id": event.chat_id,
         "payload": json.dumps(dict(event.payload), separators=(",", ":")),
     }
+
+
+def linked_event(linked: RecipientLinked) -> NewEvent:
+    """The ``recipient.linked`` receipt of one link. Its event id names this link
+    (producer, recipient, chat and moment): a re-link is a new event, a retried
+    insert of this one is not. The chat id stays out, as everywhere a producer reads."""
+    occurrence = f"{ReceiptEvent.RECIPIENT_LINKED}/{linked.producer}/{linked.recipient}/"
+    occurrence += f"{linked.chat_id}/{iso(linked.linked_at)}"
+    return NewEvent(
+        event_id=hashlib.md5(occurrence.encode(), usedforsecurity=False).hexdigest(),
+        event=ReceiptEvent.RECIPIENT_LINKED.value,
+        producer=linked.producer,
+        payload={"recipient": linked.recipient, "linked_at": iso(linked.linked_at)},
+    )
 
 
 def receipt_from_row(row: Mapping[str, Any]) -> Receipt:

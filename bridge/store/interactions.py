@@ -13,8 +13,13 @@ from datetime import datetime
 
 import asyncpg
 
-from bridge.recipients import linked_event
-from bridge.store.base import AlertMessage, BotSilence, RecipientLinked, RecipientState
+from bridge.store.base import (
+    AlertMessage,
+    BotSilence,
+    RecipientLinked,
+    RecipientState,
+    linked_event,
+)
 
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 

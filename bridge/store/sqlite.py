@@ -57,7 +57,6 @@ from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
 from bridge.models import Notification, Status
 from bridge.receipts import Receipt
-from bridge.recipients import linked_event
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
@@ -79,6 +78,7 @@ from bridge.store.base import (
     StoredMessage,
     ThreadAnchor,
     event_params,
+    linked_event,
     message_delivery_from_row,
     migrations,
     receipt_from_row,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from bridge.recipients import linked_event, new_token, token_hash
+from bridge.recipients import new_token, token_hash
 from bridge.retention import Horizon, Table
 from bridge.store import Store
+from bridge.store.base import linked_event
 from tests.contract.test_retention import NONE_OLD, OLD, deleted
 from tests.contract.test_store import store
 
