@@ -41,6 +41,8 @@ commands:
   render        show what a payload becomes in each chat, without sending
   deliveries    list deliveries, show one, resend an ambiguous or failed one
                 (beside the running bridge, on either store)
+  send          send a producer's own message through a running bridge
+  status        what became of a message send sent (--wait: until it is final)
 
 The config file comes from --config FILE or $ALERTBRIDGE_CONFIG; check-config
 and render also take it as their first argument, as amtool check-config does.
@@ -56,6 +58,40 @@ examples:
   alertbridge render alertbridge.yml alertmanager-examples/payloads/firing.json
   alertbridge serve --config alertbridge.yml
   alertbridge deliveries --config alertbridge.yml --state ambiguous --since 2h
+  id=$(alertbridge send --chat -1001234 "Export <b>42</b> ready") && alertbridge status "$id" --wait
+"""
+
+SEND_EPILOG = """\
+The bridge: $ALERTBRIDGE_URL (or --url). The producer's token:
+$ALERTBRIDGE_PRODUCER_TOKEN, never a flag (ps would show it to every user).
+
+Without --message-id, send makes one (a UUID) and reuses it on its own retries
+(no answer, 5xx, 503: up to --retries more tries, 0.5 s apart and doubling),
+so a retry is answered "replayed" and never sends the message twice. Standard
+output carries only the message_id (with --json, the bridge's answer), for
+`alertbridge status`; everything else goes to standard error. With exit code
+4 the id is printed too: sending again with --message-id ID is safe.
+
+{exits}
+examples:
+  alertbridge send --chat -1001234 "Export <b>42</b> is ready"
+  df -h | alertbridge send --chat -1001234 --plain -
+  alertbridge send --recipient user-42 --message-id invoice-42 --template invoice \\
+      --data '{{"number": 42}}'
+  id=$(alertbridge send --chat -1001234 "Backup done") && alertbridge status "$id" --wait
+"""
+
+STATUS_EPILOG = """\
+Prints the message's status (queued, sending, retry, delivered, failed,
+ambiguous, suppressed) on the first line, then a line a delivery: its chat,
+status, attempts, Telegram's message id, time and error. --json prints the
+bridge's record. $ALERTBRIDGE_URL and $ALERTBRIDGE_PRODUCER_TOKEN as for send.
+
+{exits}
+examples:
+  alertbridge status 3f0c6c3e-8d1b-4f59-9a55-0e4a3c1d2b7e
+  alertbridge status invoice-42 --wait          until final, at most 60 s
+  alertbridge status invoice-42 --wait=300 --json
 """
 
 DELIVERIES_EPILOG = """\
@@ -182,7 +218,79 @@ def _parser() -> argparse.ArgumentParser:
         "--visible", action="store_true", help="print the text as Telegram shows it, not the HTML"
     )
     _deliveries_parser(commands, common)
+    _producer_parsers(commands)
     return parser
+
+
+def _producer_parsers(commands: Any) -> None:
+    from bridge.producer_cli import DEFAULT_WAIT_MARK, EXIT_TABLE
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--url", metavar="URL", help="the bridge, e.g. http://alertbridge:8080 (default: "
+        "$ALERTBRIDGE_URL)"
+    )  # fmt: skip
+    remote.add_argument(
+        "--retries", type=int, default=4, metavar="N",
+        help="more tries after no answer or a 5xx (default 4)",
+    )  # fmt: skip
+    remote.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        help="for each request (default 10)",
+    )  # fmt: skip
+    remote.add_argument("--json", action="store_true", help="the bridge's answer as JSON")
+    send = commands.add_parser(
+        "send",
+        parents=[remote],
+        help="send a producer's own message through a running bridge",
+        description="Send a message to Telegram chats through a running bridge's producer "
+        "API (POST /v1/messages), as the producer whose token you give, exactly once.",
+        epilog=SEND_EPILOG.format(exits=EXIT_TABLE),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    send.add_argument(
+        "text", nargs="?", metavar="TEXT", help="the message (HTML unless --plain), or - for stdin"
+    )
+    send.add_argument(
+        "--chat", type=int, action="append", metavar="ID",
+        help="a chat id the producer may send to; again for more chats",
+    )  # fmt: skip
+    send.add_argument(
+        "--recipient", metavar="ID",
+        help="instead of --chat: your own id of a user linked through "
+        "POST /v1/recipients/ID/link",
+    )  # fmt: skip
+    send.add_argument(
+        "--message-id", metavar="ID",
+        help="your own id (up to 200 characters): the same id and request again is "
+        "replayed, never sent twice (default: a new UUID)",
+    )  # fmt: skip
+    send.add_argument("--silent", action="store_true", help="without a notification sound")
+    send.add_argument(
+        "--plain", action="store_true", help="TEXT shown exactly as given, not read as HTML"
+    )
+    send.add_argument(
+        "--template", metavar="NAME",
+        help="render messages/NAME.html.j2 from the bridge's template dirs instead of TEXT",
+    )  # fmt: skip
+    send.add_argument(
+        "--data", metavar="JSON",
+        help="the template's variables: a JSON object, @FILE, or - for stdin",
+    )  # fmt: skip
+    status = commands.add_parser(
+        "status",
+        parents=[remote],
+        help="what became of a message send sent (--wait: until it is final)",
+        description="What became of a producer's message (GET /v1/messages/ID).",
+        epilog=STATUS_EPILOG.format(exits=EXIT_TABLE),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument("message_id", nargs="?", metavar="MESSAGE_ID", help="the id send printed")
+    status.add_argument(
+        "--wait", nargs="?", const=DEFAULT_WAIT_MARK, metavar="SECONDS",
+        help="poll until the message is final (delivered, failed, ambiguous, suppressed), "
+        "at most SECONDS (default 60)",
+    )  # fmt: skip
 
 
 def _deliveries_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -386,6 +494,10 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("send", "status"):
+        from bridge import producer_cli
+
+        return producer_cli.main(args, os.environ)
     if args.command == "demo":
         logs.configure("warning", "text")
         from bridge.demo import run_demo

@@ -132,6 +132,22 @@ class DeliveryConfig(_Strict):
     republish_after: Duration = timedelta(seconds=30)
 
 
+class ReceiptsConfig(_Strict):
+    """How producers' delivery receipts are sent (bridge/outbox.py)."""
+
+    # One POST may take this long; then it counts as failed and is retried.
+    timeout: Duration = timedelta(seconds=10)
+    # Retries wait backoff_initial, doubling up to backoff_max, half of it jittered.
+    backoff_initial: Duration = timedelta(seconds=5)
+    backoff_max: Duration = timedelta(minutes=10)
+    # A receipt not taken (2xx) this long after its event is given up.
+    give_up_after: Duration = timedelta(hours=24)
+    # How often the sender looks for due receipts when it found none.
+    interval: Duration = timedelta(seconds=1)
+    # Receipts sent at once by one process.
+    concurrency: int = Field(default=16, ge=1, le=256)
+
+
 class RateLimitConfig(_Strict):
     """Telegram's limits, kept by waiting for a slot instead of collecting 429s."""
 
@@ -159,6 +175,16 @@ class AmqpConfig(_Strict):
     # each with one active consumer: one worker owns a chat at a time, and
     # several workers share the shards. Changing it re-routes chats.
     shards: int = Field(default=16, ge=1, le=256)
+    # The RabbitMQ ingress (the receiver's side): producers publish their messages
+    # to this exchange with their name as routing key; the bridge consumes them
+    # from this queue. What it refuses goes to INGRESS_EXCHANGE.rejected and
+    # INGRESS_QUEUE.rejected, with the reason in headers.
+    ingress_exchange: str = Field(default="alertbridge.ingress", min_length=1)
+    ingress_queue: str = Field(default="alertbridge.ingress", min_length=1)
+    # Up to this many messages are stored in one transaction, then acked; the
+    # batch waits at most ingress_batch_wait after its first message for more.
+    ingress_batch: int = Field(default=200, ge=1, le=1000)
+    ingress_batch_wait: Duration = timedelta(milliseconds=5)
 
 
 class GenericSourceConfig(_Strict):
@@ -188,6 +214,33 @@ class ProducerConfig(_Strict):
     chats: list[int] = Field(default_factory=list)
     # Whether it may also address by labels, through the route tree.
     routes: bool = False
+    # The RabbitMQ user it publishes to the ingress as: its messages must carry
+    # this user_id property, which RabbitMQ checks against the connection's
+    # user. Unset: any publisher with the routing key speaks for it.
+    amqp_user: str | None = Field(default=None, min_length=1)
+    # Delivery receipts (bridge/outbox.py): where the bridge POSTs them, and the
+    # key it signs them with (HMAC-SHA256). A message accepted while a URL is set
+    # gets a receipt for each of its deliveries' final states.
+    callback_url: str | None = None
+    callback_secret: str | None = Field(default=None, min_length=1)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_is_http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} must start with http:// or https://")
+        return url
+
+    @model_validator(mode="after")
+    def _callback_needs_secret(self) -> ProducerConfig:
+        if self.callback_url is not None and self.callback_secret is None:
+            raise ValueError(
+                "callback_url needs callback_secret (or callback_secret_file): receipts are "
+                "signed, so the producer can tell them from anyone's POST"
+            )
+        if self.callback_url is None and self.callback_secret is not None:
+            raise ValueError("callback_secret without callback_url: set both, or neither")
+        return self
 
 
 def _matchers(value: object) -> list[str]:
@@ -234,6 +287,16 @@ class BotConfig(_Strict):
     # Inline Ack / Silence 1h / Silence 1d buttons on firing alert messages.
     buttons: bool = True
     allow: BotPermissions = BotPermissions()
+    # How long a recipient link (POST /v1/recipients/{recipient}/link) may be
+    # used before it expires: the time a user has to open it and press Start.
+    link_expiry: Duration = timedelta(hours=24)
+
+    @field_validator("link_expiry")
+    @classmethod
+    def _positive_expiry(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("link_expiry must be longer than 0s")
+        return value
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> BotConfig:
@@ -280,6 +343,10 @@ class Config(_Strict):
     # Both set: PostgreSQL and RabbitMQ, any number of processes. Neither:
     # standalone, one process with its state in the SQLite file below.
     database_url: Annotated[str | None, RESTART] = None
+    # Connections each process keeps to PostgreSQL at most. Reads (a producer's
+    # status lookup, the probes) wait behind writes for a free one: more helps a
+    # busy receiver, within the server's max_connections over all processes.
+    database_pool_size: Annotated[int, RESTART, Field(ge=1, le=1000)] = 10
     amqp_url: Annotated[str | None, RESTART] = None
     sqlite_path: Annotated[Path, RESTART] = Path("alertbridge.db")
     listen: Annotated[str, RESTART] = "0.0.0.0:8080"
@@ -299,6 +366,8 @@ class Config(_Strict):
     sources: dict[str, GenericSourceConfig] = Field(default_factory=dict)
     # Applications that send their own messages (POST /v1/messages); None: the API is off.
     producers: dict[str, ProducerConfig] | None = None
+    # How their delivery receipts are sent (to each producer's callback_url).
+    receipts: ReceiptsConfig = ReceiptsConfig()
     # Telegram commands and buttons; without it the bridge only sends.
     bot: Annotated[BotConfig | None, RESTART_TO_ADD] = None
     # Alertmanager's API, for /alerts, /silences and silences from Telegram.

@@ -131,7 +131,14 @@ def _expand(value: str, environ: Mapping[str, str], where: str) -> str:
     return _ENV_REF.sub(replace, value)
 
 
-_SECRET_KEYS = ("token", "bearer_token", "password", "database_url", "amqp_url")
+_SECRET_KEYS = (
+    "token",
+    "bearer_token",
+    "password",
+    "database_url",
+    "amqp_url",
+    "callback_secret",
+)
 
 
 def _read_secret_files(data: Any, base_dir: Path, source: str, lines: _LineIndex) -> None:

@@ -176,6 +176,12 @@ class Transition:
         """Whether a row in ``state``, of which ``facts`` hold, takes this transition."""
         return state in self.start and all(facts[g] for g in self.guards)
 
+    @property
+    def finishes(self) -> bool:
+        """The row ends in a final state: for a producer's message, a receipt is due
+        (the stores write it in the same statement or transaction as the change)."""
+        return self.to in TERMINAL
+
     def assignments(self) -> dict[str, Write]:
         """Every column this transition sets, the state included."""
         state: dict[str, Write] = {} if self.to is None else {"state": Const(self.to.value)}

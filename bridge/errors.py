@@ -40,6 +40,10 @@ class QueueUnavailable(BridgeError):
     """The broker cannot be reached; the scheduler republishes from the store later."""
 
 
+class TelegramUnavailable(BridgeError):
+    """Telegram did not answer a call the answer needs (getMe for a link); retry later."""
+
+
 class AlertmanagerError(BridgeError):
     """Alertmanager's API refused a call, or no configured Alertmanager answered."""
 

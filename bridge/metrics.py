@@ -74,6 +74,24 @@ class Metrics:
             ["producer", "outcome"],
             registry=r,
         )
+        self.ingress_messages = Counter(
+            "alertbridge_ingress_messages_total",
+            "Messages consumed from the RabbitMQ ingress, by producer (the routing key "
+            "when it names a configured producer, else empty) and outcome: accepted, "
+            "replayed, store_unavailable (a try that stored nothing; tried again), "
+            "rejected_<status> (sent to the rejected queue with its reason).",
+            ["producer", "outcome"],
+            registry=r,
+        )
+        self.recipient_links = Counter(
+            "alertbridge_recipient_links_total",
+            "Recipients' links, by producer and event: created (a link handed out), "
+            "linked (/start with a valid token), refused (/start with a used or expired "
+            "token; no producer), unlinked (per recipient, by /stop), unlinked_message "
+            "(a message to a recipient not linked, answered 409).",
+            ["producer", "event"],
+            registry=r,
+        )
         self.deliveries_created = Counter(
             "alertbridge_deliveries_created_total",
             "Delivery rows created (one per occurrence and destination).",
@@ -213,6 +231,21 @@ class Metrics:
             "resend), as the store counts them; read by the scheduler, so exported by "
             "worker processes.",
             r,
+        )
+        self.receipts = Counter(
+            "alertbridge_receipts_total",
+            "Producers' delivery receipts, by producer and the outcome of one send: sent "
+            "(2xx), retried (not taken, sent again later), gave_up (no 2xx within "
+            "receipts.give_up_after), unconfigured (the producer or its callback_url is "
+            "gone from the config: given up at once).",
+            ["producer", "outcome"],
+            registry=r,
+        )
+        self.receipts_pending = Gauge(
+            "alertbridge_receipts_pending",
+            "Receipts not yet sent nor given up; updated by the receipt sender, so "
+            "exported by worker processes.",
+            registry=r,
         )
         self.dead_letters = Counter(
             "alertbridge_dead_letters_total",

@@ -1,16 +1,14 @@
 """The producers' HTTP API: ``/v1/messages``. Accepted means stored, as for webhooks.
 
-authenticate → read → check (shape, permission, what Telegram would refuse)
-→ render → persist (replays answered from the store) → publish.
+authenticate → read → check, render, persist, publish (bridge/producer_accept.py,
+shared with the RabbitMQ ingress) → answer.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -18,24 +16,29 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from bridge.config import ProducerConfig
-from bridge.errors import PayloadError, QueueUnavailable, StoreUnavailable, TemplateError
-from bridge.producer_openapi import openapi
-from bridge.producers import (
-    MAX_BATCH,
-    MessageRequest,
-    as_html,
-    authorize,
-    check_text,
-    differences,
-    message_json,
-    message_key,
-    parse_json,
-    parse_message,
-    producer_line,
+from bridge.errors import PayloadError, StoreUnavailable, TelegramUnavailable
+from bridge.producer_accept import (
+    Checked,
+    conflict_error,
+    named_recipients,
+    prepare,
+    publish_accepted,
+    store_messages,
+    stored_answer,
+    unlinked,
 )
-from bridge.render import render_data
-from bridge.routing import resolve
-from bridge.store.base import MessageAccepted, MessageOutcome, NewDelivery, NewMessage
+from bridge.producer_openapi import openapi
+from bridge.producers import MAX_BATCH, MessageRequest, differences, message_json, parse_json
+from bridge.recipients import (
+    check_recipient,
+    link_json,
+    link_url,
+    new_token,
+    recipient_json,
+    token_hash,
+)
+from bridge.sources import unstorable
+from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
     from bridge.receiver import ReceiverDeps
@@ -45,6 +48,10 @@ log = logging.getLogger(__name__)
 TURN_ON = (
     "the producer API is off: add a producers: section to the config "
     "(a name per application, with its token and the chats it may send to)"
+)
+BOT_OFF = (
+    "recipients' links need the bot: add a bot: section to the config (and restart), "
+    "so the bridge receives the /start the link opens"
 )
 
 
@@ -64,65 +71,6 @@ def producer_for(
         if hmac.compare_digest(token.encode(), producer.token.encode()) and found is None:
             found = (name, producer)
     return found if scheme.lower() == "bearer" else None
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    """A message ready to store, or the 4xx it gets."""
-
-    request: MessageRequest | None
-    message: NewMessage | None
-    refusal: PayloadError | None
-
-
-def prepare(
-    deps: ReceiverDeps, name: str, producer: ProducerConfig, body: object, key_header: str | None
-) -> Checked:
-    """Everything before the store, for one message: PayloadError becomes a refusal."""
-    request: MessageRequest | None = None
-    try:
-        request = parse_message(body, key_header)
-        authorize(producer, request)
-        return Checked(request, _new_message(deps, name, request), None)
-    except PayloadError as exc:
-        return Checked(request, None, exc)
-
-
-def _new_message(deps: ReceiverDeps, name: str, request: MessageRequest) -> NewMessage:
-    rules = deps.rules
-    content = request.canonical
-    if "template" in content:
-        try:
-            text = render_data(rules.templates, content["template"], content["data"])
-        except TemplateError as exc:
-            raise PayloadError(str(exc), status=422, field="template") from exc
-    else:
-        text = as_html(content["text"], content["parse_mode"])
-    check_text(text)
-    thread_id: int | None = content["thread_id"]
-    silent: bool = content["silent"]
-    if request.chats is not None:
-        targets = [(chat, thread_id, silent) for chat in request.chats]
-    else:
-        targets = [
-            (d.chat_id, thread_id if thread_id is not None else d.thread_id, silent or d.silent)
-            for d in resolve(rules.routes, request.labels or {})
-        ]
-    deliveries = [
-        NewDelivery(chat_id=chat, thread_id=thread, silent=quiet, template="", text=text)
-        for chat, thread, quiet in targets
-    ]
-    return NewMessage(
-        key=message_key(name, request.message_id),
-        line=producer_line(name),
-        producer=name,
-        message_id=request.message_id,
-        request_hash=request.request_hash,
-        request=request.request,
-        deliveries=deliveries,
-        buttons=None if content["buttons"] is None else json.dumps(content["buttons"]),
-        disable_link_preview=content["disable_link_preview"],
-    )
 
 
 def _refusal(exc: PayloadError, message_id: str | None) -> dict[str, Any]:
@@ -148,29 +96,10 @@ def _answer(done: MessageAccepted, request: MessageRequest) -> tuple[int, dict[s
         "message_id": request.message_id,
         "result": "refused",
         "code": 422,
-        "error": (
-            "this message_id was used before with a different request "
-            f"(differs in: {', '.join(differ)}); use a new message_id for a new message"
-        ),
+        "error": conflict_error(differ),
         "field": differ[0] if differ else None,
         "differs": differ,
     }
-
-
-async def _publish(deps: ReceiverDeps, accepted: list[MessageAccepted]) -> None:
-    rows = [
-        (d.id, d.chat_id)
-        for done in accepted
-        if done.outcome is MessageOutcome.ACCEPTED
-        for d in done.message.deliveries
-    ]
-    if not rows:
-        return
-    try:
-        await deps.publisher.publish(rows)
-    except QueueUnavailable as exc:  # committed: the scheduler publishes them later
-        deps.metrics.publish_failures.inc(len(rows))
-        log.warning("producer messages stored but not published yet: %s", exc)
 
 
 def producer_routes(
@@ -193,10 +122,16 @@ def producer_routes(
             if isinstance(outcome, Checked):
                 status = outcome.refusal.status if outcome.refusal else 0
                 label = f"refused_{status}"
+                if unlinked(outcome) and outcome.request is not None:
+                    deps.metrics.recipient_links.labels(name, "unlinked_message").inc()
+                    log.warning(
+                        "producer %s message %r refused: recipient %r is not linked",
+                        name,
+                        outcome.request.message_id,
+                        outcome.request.recipient,
+                    )
             else:
                 label = outcome.outcome.value
-                if outcome.outcome is MessageOutcome.ACCEPTED:
-                    deps.metrics.deliveries_created.inc(len(outcome.message.deliveries))
             deps.metrics.producer_messages.labels(name, label).inc()
 
     async def body_of(request: Request) -> object:
@@ -211,21 +146,30 @@ def producer_routes(
             body = await body_of(request)
         except PayloadError as exc:
             return _error(exc.status, str(exc), field=exc.field)
-        checked = prepare(deps, name, producer, body, request.headers.get("idempotency-key"))
-        if checked.message is None or checked.request is None:
-            assert checked.refusal is not None
-            refused = checked.refusal
-            count(name, [checked])
-            return _error(refused.status, str(refused), field=refused.field)
         try:
-            (done,) = await deps.store.accept_messages(
-                [checked.message], republish_after=deps.rules.config.delivery.republish_after
+            linked = await deps.store.recipient_chats(name, named_recipients([body]))
+            checked = prepare(
+                deps.rules, name, producer, body, request.headers.get("idempotency-key"), linked
             )
+            stored = None
+            if unlinked(checked) and checked.request is not None:
+                stored = await deps.store.stored_message(name, checked.request.message_id)
+            if checked.message is None or checked.request is None:
+                if stored is None or checked.request is None:
+                    assert checked.refusal is not None
+                    refused = checked.refusal
+                    count(name, [checked])
+                    return _error(refused.status, str(refused), field=refused.field)
+                done = stored_answer(stored, checked.request)
+            else:
+                (done,) = await store_messages(
+                    deps.store, deps.metrics, [checked.message], rules=deps.rules
+                )
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, [done])
+        await publish_accepted(deps.publisher, deps.metrics, [done])
         count(name, [done])
         status, answer = _answer(done, checked.request)
         if status == 422:
@@ -255,21 +199,32 @@ def producer_routes(
             return _error(
                 422, f'the body must be {{"messages": [...]}} with 1 to {MAX_BATCH} messages'
             )
-        checked = [prepare(deps, name, producer, item, None) for item in items]
-        to_store = [c.message for c in checked if c.message is not None]
         try:
-            stored = await deps.store.accept_messages(
-                to_store, republish_after=deps.rules.config.delivery.republish_after
-            )
+            linked = await deps.store.recipient_chats(name, named_recipients(items))
+            checked = [prepare(deps.rules, name, producer, item, None, linked) for item in items]
+            # Refused as not linked, but stored before: answered as the replay it is.
+            before = {
+                index: found
+                for index, c in enumerate(checked)
+                if unlinked(c) and c.request is not None
+                if (found := await deps.store.stored_message(name, c.request.message_id))
+            }
+            to_store = [c.message for c in checked if c.message is not None]
+            stored = await store_messages(deps.store, deps.metrics, to_store, rules=deps.rules)
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc(len(items))
             log.error("producer %s batch not stored: %s", name, exc)
             return _error(503, "the database is unavailable; retry later")
-        await _publish(deps, stored)
-        count(name, [*stored, *(c for c in checked if c.message is None)])
+        await publish_accepted(deps.publisher, deps.metrics, stored)
+        refused = [c for i, c in enumerate(checked) if c.message is None and i not in before]
+        count(name, [*stored, *refused])
         answers = iter(stored)
         results: list[dict[str, Any]] = []
         for index, c in enumerate(checked):
+            if index in before and c.request is not None:
+                status, answer = _answer(stored_answer(before[index], c.request), c.request)
+                results.append({"index": index, "code": status, **answer})
+                continue
             if c.message is None or c.request is None:
                 assert c.refusal is not None
                 message_id = c.request.message_id if c.request else None
@@ -286,6 +241,8 @@ def producer_routes(
             return who
         name, _ = who
         message_id = request.path_params["message_id"]
+        if unstorable(message_id) is not None:  # never stored, so never found
+            return _error(404, f"no message {message_id!r} from this producer")
         try:
             stored = await deps.store.stored_message(name, message_id)
         except StoreUnavailable:
@@ -293,6 +250,53 @@ def producer_routes(
         if stored is None:
             return _error(404, f"no message {message_id!r} from this producer")
         return JSONResponse(message_json(stored))
+
+    async def post_link(request: Request) -> Response:
+        who = gate(request)
+        if isinstance(who, Response):
+            return who
+        name, _ = who
+        try:
+            recipient = check_recipient(request.path_params["recipient"])
+        except PayloadError as exc:
+            return _error(exc.status, str(exc), field=exc.field)
+        bot = deps.rules.config.bot
+        if bot is None or deps.bot_username is None:
+            return _error(409, BOT_OFF)
+        try:
+            username = await deps.bot_username()
+        except TelegramUnavailable as exc:
+            log.error("producer %s link for %r: %s", name, recipient, exc)
+            return _error(503, f"{exc}; retry later")
+        token = new_token()
+        try:
+            expires_at = await deps.store.create_link(
+                name, recipient, token_hash(token), ttl=bot.link_expiry
+            )
+        except StoreUnavailable as exc:
+            log.error("producer %s link for %r not stored: %s", name, recipient, exc)
+            return _error(503, "the database is unavailable; retry later")
+        deps.metrics.recipient_links.labels(name, "created").inc()
+        log.info("producer %s: link created for recipient %r", name, recipient)
+        return JSONResponse(
+            link_json(recipient, link_url(username, token), expires_at), status_code=201
+        )
+
+    async def get_recipient(request: Request) -> Response:
+        who = gate(request)
+        if isinstance(who, Response):
+            return who
+        name, _ = who
+        try:
+            recipient = check_recipient(request.path_params["recipient"])
+            state = await deps.store.recipient(name, recipient)
+        except PayloadError as exc:
+            return _error(exc.status, str(exc), field=exc.field)
+        except StoreUnavailable:
+            return _error(503, "the database is unavailable; retry later")
+        if state is None:
+            return _error(404, f"no recipient {recipient!r} of this producer: ask for a link first")
+        return JSONResponse(recipient_json(state))
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi())
@@ -302,4 +306,6 @@ def producer_routes(
         HttpRoute("/v1/messages", post_message, methods=["POST"]),
         HttpRoute("/v1/messages/batch", post_batch, methods=["POST"]),
         HttpRoute("/v1/messages/{message_id:path}", get_message, methods=["GET"]),
+        HttpRoute("/v1/recipients/{recipient:path}/link", post_link, methods=["POST"]),
+        HttpRoute("/v1/recipients/{recipient:path}", get_recipient, methods=["GET"]),
     ]

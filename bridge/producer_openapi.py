@@ -10,6 +10,7 @@ from typing import Any
 
 from bridge.delivery import DeliveryState
 from bridge.producers import MAX_BATCH, MAX_CHATS, MAX_MESSAGE_ID, PARSE_MODES
+from bridge.recipients import MAX_RECIPIENT
 
 _CHAT_ID = {"type": "integer", "format": "int64"}
 _ERROR = {
@@ -28,13 +29,19 @@ _MESSAGE = {
     "type": "object",
     "additionalProperties": False,
     "description": (
-        "One destination kind (chat_id, chats or labels) and one content "
+        "One destination kind (chat_id, chats, recipient or labels) and one content "
         "(text, or template with data)."
     ),
     "properties": {
         "message_id": {"type": "string", "minLength": 1, "maxLength": MAX_MESSAGE_ID},
         "chat_id": _CHAT_ID,
         "chats": {"type": "array", "items": _CHAT_ID, "minItems": 1, "maxItems": MAX_CHATS},
+        "recipient": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_RECIPIENT,
+            "description": "Your id of a user linked by POST /v1/recipients/{recipient}/link",
+        },
         "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "text": {"type": "string"},
         "parse_mode": {"type": "string", "enum": list(PARSE_MODES), "default": "HTML"},
@@ -71,7 +78,8 @@ _BUTTON = {
 _DELIVERY = {
     "type": "object",
     "properties": {
-        "chat_id": _CHAT_ID,
+        "chat_id": {**_CHAT_ID, "nullable": True, "description": "null for a recipient"},
+        "recipient": {"type": "string", "description": "The recipient addressed, if one was"},
         "status": _STATUS,
         "attempts": {"type": "integer"},
         "last_attempt_at": {"type": "string", "format": "date-time", "nullable": True},
@@ -90,6 +98,35 @@ _RECORD = {
         "status": _STATUS,
         "created_at": {"type": "string", "format": "date-time"},
         "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+    },
+}
+
+
+_RECIPIENT_PARAMETER = {
+    "name": "recipient",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_RECIPIENT},
+    "description": "Your own id of the user",
+}
+
+_LINK = {
+    "type": "object",
+    "required": ["recipient", "link", "expires_at"],
+    "properties": {
+        "recipient": {"type": "string"},
+        "link": {"type": "string", "description": "https://t.me/<bot>?start=<one-time token>"},
+        "expires_at": {"type": "string", "format": "date-time"},
+    },
+}
+
+_RECIPIENT = {
+    "type": "object",
+    "required": ["recipient", "linked", "linked_at"],
+    "properties": {
+        "recipient": {"type": "string"},
+        "linked": {"type": "boolean"},
+        "linked_at": {"type": "string", "format": "date-time", "nullable": True},
     },
 }
 
@@ -146,6 +183,7 @@ def openapi() -> dict[str, Any]:
                         "200": _json(_REC, "Stored before with the same request (replayed)"),
                         "400": _json(_ERR, "No message_id, or not JSON"),
                         "403": _json(_ERR, "A destination this producer may not address"),
+                        "409": _json(_ERR, "The recipient is not linked: send them a link"),
                         "413": _json(_ERR, "Body too large"),
                         "422": _json(
                             _ERR,
@@ -208,6 +246,31 @@ def openapi() -> dict[str, Any]:
                         "200": _json(_REC, "The message"),
                         **_COMMON,
                         "404": _json(_ERR, "Unknown to this producer (or the API is off)"),
+                    },
+                }
+            },
+            "/v1/recipients/{recipient}/link": {
+                "post": {
+                    "summary": "A one-time Telegram link that links the user to this recipient",
+                    "parameters": [_RECIPIENT_PARAMETER],
+                    "responses": {
+                        "201": _json(_LINK, "The link to hand the user"),
+                        "409": _json(_ERR, "The bot is not configured (no bot: section)"),
+                        "422": _json(_ERR, "Not a recipient id"),
+                        **_COMMON,
+                        "503": _json(_ERR, "The store or Telegram (getMe) is unavailable: retry"),
+                    },
+                }
+            },
+            "/v1/recipients/{recipient}": {
+                "get": {
+                    "summary": "Whether the recipient is linked",
+                    "parameters": [_RECIPIENT_PARAMETER],
+                    "responses": {
+                        "200": _json(_RECIPIENT, "The recipient"),
+                        "422": _json(_ERR, "Not a recipient id"),
+                        **_COMMON,
+                        "404": _json(_ERR, "Never given a link (or pruned), or the API is off"),
                     },
                 }
             },

@@ -23,6 +23,7 @@ from typing import Any
 from bridge.config import ProducerConfig
 from bridge.delivery import DeliveryState
 from bridge.errors import PayloadError
+from bridge.recipients import check_recipient
 from bridge.sandbox.formatting import (
     EntityParseError,
     TextRefused,
@@ -30,6 +31,7 @@ from bridge.sandbox.formatting import (
     kept_text,
     parse_html,
 )
+from bridge.sources import unstorable
 from bridge.store.base import MessageDelivery, StoredMessage
 from bridge.telegram_text import telegram_escape
 
@@ -86,6 +88,11 @@ class MessageRequest:
     def chats(self) -> list[int] | None:
         chats = self.canonical.get("chats")
         return None if chats is None else list(chats)
+
+    @property
+    def recipient(self) -> str | None:
+        recipient: str | None = self.canonical.get("recipient")
+        return recipient
 
     @property
     def labels(self) -> dict[str, str] | None:
@@ -177,11 +184,9 @@ def _destination(body: Mapping[str, Any]) -> dict[str, Any]:
                     "labels must be a non-empty object of strings", status=422, field="labels"
                 )
             return {"labels": dict(value)}
-    raise PayloadError(
-        "recipient addressing is not available: address chats by chat_id or chats",
-        status=422,
-        field="recipient",
-    )
+    # The recipient stays in the canonical request, not the chat it resolves to:
+    # a retry after the user re-linked is still the same request.
+    return {"recipient": check_recipient(value)}
 
 
 def _content(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -257,6 +262,24 @@ def _buttons(value: object) -> list[list[dict[str, str]]] | None:
     return checked
 
 
+def _storable(value: object, where: str) -> None:
+    """PayloadError 422 naming the first string anywhere in ``value`` (a key, too)
+    that cannot be stored or sent as it is: bridge.sources.unstorable, the rule
+    every payload obeys. JSON can spell both (``\\u0000``, ``\\ud800``)."""
+    if isinstance(value, str):
+        why = unstorable(value)
+        if why is not None:
+            raise PayloadError(f"{where or 'the body'} {why}", status=422, field=where or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            _storable(key, path)
+            _storable(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{where}.{index}")
+
+
 def parse_message(body: object, idempotency_key: str | None = None) -> MessageRequest:
     """The request's shape checked: PayloadError (400 without a message_id, else 422)."""
     if not isinstance(body, dict):
@@ -264,6 +287,9 @@ def parse_message(body: object, idempotency_key: str | None = None) -> MessageRe
     unknown = sorted(set(body) - FIELDS)
     if unknown:
         raise PayloadError(f"unknown field {unknown[0]!r}", status=422, field=unknown[0])
+    _storable(body, "")
+    if idempotency_key is not None:
+        _storable(idempotency_key, "message_id")
     message_id = _message_id(body, idempotency_key)
     thread_id = body.get("thread_id")
     canonical = {
@@ -299,6 +325,8 @@ def authorize(producer: ProducerConfig, request: MessageRequest) -> None:
                     status=403,
                     field="chats",
                 )
+    elif request.recipient is not None:
+        return  # its own users: whoever it linked (resolved at accept, 409 if not linked)
     elif not producer.routes:
         raise PayloadError(
             "this producer may not send by labels; set routes: true in its config entry",
@@ -369,9 +397,14 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def delivery_json(d: MessageDelivery) -> dict[str, Any]:
+def delivery_json(d: MessageDelivery, recipient: str | None = None) -> dict[str, Any]:
+    """A message to a recipient names the recipient, not its chat: in a private chat
+    the chat id is the user's Telegram id, which the producer has no use for."""
+    addressed: dict[str, Any] = (
+        {"chat_id": d.chat_id} if recipient is None else {"chat_id": None, "recipient": recipient}
+    )
     return {
-        "chat_id": d.chat_id,
+        **addressed,
         "status": d.state.value,
         "attempts": d.attempts,
         "last_attempt_at": _iso(d.last_attempt_at),
@@ -383,9 +416,10 @@ def delivery_json(d: MessageDelivery) -> dict[str, Any]:
 
 
 def message_json(message: StoredMessage) -> dict[str, Any]:
+    recipient = json.loads(message.request).get("recipient")
     return {
         "message_id": message.message_id,
         "status": message_status(message.deliveries).value,
         "created_at": message.created_at.isoformat(),
-        "deliveries": [delivery_json(d) for d in message.deliveries],
+        "deliveries": [delivery_json(d, recipient) for d in message.deliveries],
     }

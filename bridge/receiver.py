@@ -11,7 +11,7 @@ import base64
 import binascii
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -77,6 +77,9 @@ class ReceiverDeps:
     reload: Reload | None = None
     # More endpoints served beside the webhooks (the bot's Telegram webhook).
     extra_routes: list[HttpRoute] = field(default_factory=list)
+    # The bot's @username (getMe, asked once), for recipients' links; None while
+    # this process runs no bot. Raises TelegramUnavailable.
+    bot_username: Callable[[], Awaitable[str]] | None = None
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:

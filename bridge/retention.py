@@ -5,14 +5,22 @@ A row goes once nothing can need it again, never earlier:
 * a delivery: finished (``TERMINAL``) longer than ``retention`` ago, not the
   digest another row points at, and not what a thread that is still open
   shows: its first message and the latest reply after it (older replies of an
-  open thread go, or a group that never resolves would keep every one);
+  open thread go, or a group that never resolves would keep every one), and
+  not one whose receipt is still being sent (``receipts.give_up_after`` bounds
+  that wait); its receipts go with it;
+* an event of no delivery in the outbox (``recipient.linked``): sent or given
+  up longer than ``retention`` ago;
 * a notification: none of its deliveries left, and its last occurrence older
   than both ``retention`` and the dedup window (a copy arriving later must
   still find it and be dropped); its acks go with it;
 * a group thread: closed longer than ``retention`` ago (an open one is kept);
 * a seen Telegram update: received longer than ``retention`` ago;
 * a silence made from Telegram: ended longer than ``retention`` ago. A
-  delivery it names may go first: the silence then names none.
+  delivery it names may go first: the silence then names none;
+* a recipient link token: expired (it can never be used again; a used one
+  is deleted when used);
+* a recipient: not linked (never, or /stop) and unchanged for longer than
+  ``retention``, with no link token pending. A linked one stays until /stop.
 
 The stores translate this into SQL (``bridge/store/sql.py``) and delete in
 batches of at most ``PRUNE_BATCH`` rows per table, so a batch never holds a
@@ -50,6 +58,11 @@ class Table(enum.StrEnum):
     GROUP_THREADS = "group_threads"
     TELEGRAM_UPDATES = "telegram_updates"
     BOT_SILENCES = "bot_silences"
+    #: Producers' receipts (the outbox): a delivery's go with it; an event of no
+    #: delivery (recipient.linked) once sent or given up longer than retention ago.
+    RECEIPTS = "receipts"
+    RECIPIENT_LINKS = "recipient_links"
+    RECIPIENTS = "recipients"
 
 
 @dataclass(frozen=True, slots=True)

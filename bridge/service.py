@@ -51,6 +51,8 @@ from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
+    from bridge.ingress_consumer import IngressConsumer
+    from bridge.outbox import AiohttpPoster
     from bridge.telegram import TelegramSender
 
 # aiogram costs about 150 MB of RSS at import (its pydantic models), so the
@@ -166,7 +168,7 @@ async def _open_and_migrate(config: Config) -> Store:
 async def open_store(config: Config) -> Store:
     """PostgreSQL when database_url is set; else the standalone SQLite file."""
     if config.database_url:
-        return await PostgresStore.connect(config.database_url)
+        return await PostgresStore.connect(config.database_url, max_size=config.database_pool_size)
     from bridge.store.sqlite import SqliteStore
 
     return await SqliteStore.open(config.sqlite_path)
@@ -331,7 +333,9 @@ async def run(
     store: Store | None = None
     queue: Queue | None = None
     sender: TelegramSender | None = None
+    poster: AiohttpPoster | None = None
     bot_parts: BotParts | None = None
+    ingress: IngressConsumer | None = None
     try:
         # Standalone, the store is a file here: a problem with it is not
         # something to wait out, and the process says so and exits.
@@ -375,6 +379,12 @@ async def run(
             # An in-process queue's wake-ups died with the last process: catch up.
             scheduler_run = scheduler.run(stop, catch_up_first=config.standalone)
             tasks.append(asyncio.create_task(scheduler_run, name="scheduler"))
+            # Producers' receipts: the outbox's rows, POSTed to their callback_url.
+            from bridge.outbox import AiohttpPoster, ReceiptSender
+
+            poster = AiohttpPoster.create()
+            receipts = ReceiptSender(store, poster, live, metrics, clock)
+            tasks.append(asyncio.create_task(receipts.run(stop), name="receipts"))
 
         app: Starlette
         deps: ReceiverDeps | None = None
@@ -387,7 +397,21 @@ async def run(
 
                 bot_parts = await start_bot(live, store, metrics, stop)
                 deps.extra_routes = bot_parts.routes
+                deps.bot_username = bot_parts.username
                 tasks.extend(bot_parts.tasks)
+            if config.amqp_url:  # distributed: the ingress is the receiver's other door
+                # Imported here, after the store: bridge.producers, which it reaches,
+                # and bridge.store import each other (through bridge.recipients).
+                from bridge.ingress_consumer import IngressConsumer
+
+                ingress = await waiting(
+                    "RabbitMQ (ingress)",
+                    Dependency.BROKER,
+                    partial(IngressConsumer.connect, config.amqp_url, config.amqp, deps),
+                )
+                if ingress is None:
+                    return
+                await ingress.start()
         reload = None
         if config_path is not None:
             prepare = [bot_parts.reconfigure] if bot_parts is not None else []
@@ -408,6 +432,8 @@ async def run(
         await stop.wait()
         log.info("shutting down: finishing deliveries in hand")
         server.should_exit = True
+        if ingress is not None:
+            await ingress.stop()
         if worker:
             await queue.stop_consuming()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -420,6 +446,10 @@ async def run(
                 await close()
         if sender is not None:
             await sender.close()
+        if ingress is not None:
+            await ingress.close()
+        if poster is not None:
+            await poster.close()
         if queue is not None:
             await queue.close()
         if store is not None:

@@ -57,7 +57,13 @@ async def database_url() -> AsyncIterator[str]:
 async def amqp_names() -> AsyncIterator[dict[str, str]]:
     """Exchange and queue names no other test uses; deleted afterwards."""
     suffix = uuid.uuid4().hex[:10]
-    names = {"exchange": f"ab-test-{suffix}", "queue": f"ab-test-{suffix}"}
+    names = {
+        "exchange": f"ab-test-{suffix}",
+        "queue": f"ab-test-{suffix}",
+        # The receiver's RabbitMQ ingress (bridge/ingress_consumer.py).
+        "ingress_exchange": f"ab-test-{suffix}.ingress",
+        "ingress_queue": f"ab-test-{suffix}.ingress",
+    }
     yield names
     try:
         connection = await aio_pika.connect(AMQP_URL)
@@ -66,9 +72,15 @@ async def amqp_names() -> AsyncIterator[dict[str, str]]:
     async with connection:
         channel = await connection.channel()
         shards = [shard_queue(names["queue"], i) for i in range(AmqpConfig().shards)]
-        for queue in (*shards, f"{names['queue']}.dead"):
+        ingress = (names["ingress_queue"], f"{names['ingress_queue']}.rejected")
+        for queue in (*shards, f"{names['queue']}.dead", *ingress):
             await channel.queue_delete(queue)
-        for exchange in (names["exchange"], f"{names['exchange']}.dead"):
+        for exchange in (
+            names["exchange"],
+            f"{names['exchange']}.dead",
+            names["ingress_exchange"],
+            f"{names['ingress_exchange']}.rejected",
+        ):
             await channel.exchange_delete(exchange)
 
 

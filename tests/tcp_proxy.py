@@ -21,6 +21,7 @@ class TcpProxy:
         self._holder: socket.socket | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._lose_answers = 0
         self.port = 0
 
     async def start(self) -> None:
@@ -53,10 +54,28 @@ class TcpProxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        back = self._pipe
+        if self._lose_answers > 0:
+            self._lose_answers -= 1
+            back = self._drop_on_answer
+        for task in (
+            asyncio.create_task(self._pipe(reader, up_writer)),
+            asyncio.create_task(back(up_reader, writer)),
+        ):
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
+
+    def lose_answers(self, n: int) -> None:
+        """The next ``n`` connections carry the request to the target, but once its
+        answer starts the client's connection is reset and the answer never
+        arrives: the request was served, and the client cannot know it."""
+        self._lose_answers += n
+
+    @staticmethod
+    async def _drop_on_answer(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await src.read(1)
+        dst.transport.abort()
 
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -32,7 +32,9 @@ from bridge.bot.formatting import (
     alerts_page,
     chat_id_text,
     help_text,
+    linked_text,
     silences_text,
+    unlinked_text,
     user_label,
 )
 from bridge.bot.keyboards import (
@@ -43,6 +45,7 @@ from bridge.bot.keyboards import (
 from bridge.config import AlertmanagerApiConfig, AllowList, BotPermissions, Config, parse_duration
 from bridge.errors import AlertmanagerError, BotRefusal, Denied, Invalid
 from bridge.metrics import Metrics
+from bridge.recipients import start_token, token_hash
 from bridge.store.base import AlertMessage, Interactions
 from bridge.telegram_text import telegram_escape
 
@@ -91,7 +94,8 @@ class BotHandler:
         actions = {
             "chatid": self._chatid,
             "help": self._help,
-            "start": self._help,
+            "start": self._start,
+            "stop": self._stop,
             "alerts": self._alerts,
             "silences": self._silences,
             "ack": self._ack_command,
@@ -211,6 +215,53 @@ class BotHandler:
 
     async def _help(self, message: Message, args: str) -> None:
         await self._reply(message, help_text())
+
+    async def _start(self, message: Message, args: str) -> None:
+        """``/start TOKEN``: a recipient's link opened (bridge/recipients.py); the
+        token is used once, and (producer, recipient) → this chat. Plain /start: help."""
+        token = start_token(args)
+        if token is None:
+            await self._help(message, args)
+            return
+        if message.chat.type != "private":
+            raise Invalid("Open the link in a private chat with the bot.")
+        producers = self._current().producers or {}
+        wanting = {name for name, p in producers.items() if p.callback_url is not None}
+        linked = await self._store.consume_link(
+            token_hash(token), message.chat.id, receipts_for=wanting
+        )
+        if linked is None:
+            self._metrics.recipient_links.labels("", "refused").inc()
+            raise Invalid(
+                "This link was already used or has expired. Ask for a new one where you got it."
+            )
+        self._metrics.recipient_links.labels(linked.producer, "linked").inc()
+        log.info(
+            "recipient %r of producer %s linked to chat %d%s",
+            linked.recipient,
+            linked.producer,
+            linked.chat_id,
+            f" (was chat {linked.replaced_chat_id})" if linked.replaced_chat_id else "",
+            extra={"chat_id": linked.chat_id},
+        )
+        await self._reply(message, linked_text(linked.producer))
+
+    async def _stop(self, message: Message, args: str) -> None:
+        """``/stop`` in a private chat: every recipient linked to it unlinked. In a
+        group it is left alone (recipients link private chats; another bot's /stop)."""
+        if message.chat.type != "private":
+            return
+        unlinked = await self._store.unlink_chat(message.chat.id)
+        for state in unlinked:
+            self._metrics.recipient_links.labels(state.producer, "unlinked").inc()
+            log.info(
+                "recipient %r of producer %s unlinked from chat %d by /stop",
+                state.recipient,
+                state.producer,
+                message.chat.id,
+                extra={"chat_id": message.chat.id},
+            )
+        await self._reply(message, unlinked_text([s.producer for s in unlinked]))
 
     async def _alerts(self, message: Message, args: str) -> None:
         self._require(self._allow().read, message.from_user, message.chat.id, "list alerts")

@@ -88,6 +88,22 @@ def help_text() -> str:
     return "\n".join(f"/{name}: {telegram_escape(what)}" for name, what in COMMANDS)
 
 
+def linked_text(producer: str) -> str:
+    """What a user sees after opening a recipient's link and pressing Start."""
+    return (
+        f"✅ Linked: messages from <b>{telegram_escape(producer)}</b> will come to this "
+        "chat.\nSend /stop to stop them."
+    )
+
+
+def unlinked_text(producers: Sequence[str]) -> str:
+    """What /stop answers: whose messages stop, or that nothing was linked."""
+    if not producers:
+        return "Nothing is linked to this chat."
+    names = ", ".join(f"<b>{telegram_escape(p)}</b>" for p in dict.fromkeys(producers))
+    return f"Stopped: no more messages from {names} in this chat."
+
+
 def chat_id_text(chat_id: int, topic_id: int | None) -> str:
     text = f"Chat id: <code>{chat_id}</code>"
     if topic_id is not None:

@@ -21,7 +21,7 @@ from bridge.bot.flood import WaitOnFloodControl
 from bridge.bot.formatting import COMMANDS
 from bridge.bot.updates import ALLOWED_UPDATES, poll, webhook_route
 from bridge.config import BotConfig, Config
-from bridge.errors import ConfigError
+from bridge.errors import ConfigError, TelegramUnavailable
 from bridge.metrics import Metrics
 from bridge.store import Store
 from bridge.telegram import create_bot
@@ -39,6 +39,9 @@ class BotParts:
     # Called by a reload before the new config is put in force (old, new):
     # what Telegram must be told first. Raises to refuse the reload.
     reconfigure: Callable[[Config, Config], Awaitable[None]]
+    # The bot's @username, from getMe (asked once, then remembered): what a
+    # recipient's link opens. Raises TelegramUnavailable.
+    username: Callable[[], Awaitable[str]]
 
 
 async def start_bot(
@@ -58,7 +61,18 @@ async def start_bot(
     async def reconfigure(old: Config, new: Config) -> None:
         await _register_webhook(bot, old.bot, new.bot)
 
-    parts = BotParts([], [], [bot.session.close, http.close], reconfigure)
+    async def username() -> str:
+        try:
+            me = await bot.me()  # aiogram keeps the answer: one getMe per process
+        except TelegramAPIError as exc:
+            raise TelegramUnavailable(
+                f"Telegram did not tell the bot's username (getMe): {exc}"
+            ) from exc
+        if not me.username:  # every bot has one; a user account would not
+            raise TelegramUnavailable("getMe answered without a username")
+        return me.username
+
+    parts = BotParts([], [], [bot.session.close, http.close], reconfigure, username)
     interactions = store.interactions()
     handler = BotHandler(
         bot, interactions, partial(AlertmanagerClient, session=http), current, metrics
@@ -68,6 +82,10 @@ async def start_bot(
         bot_settings = current().bot
         return bot_settings.webhook_secret if bot_settings is not None else None
 
+    try:
+        await username()  # learnt now, so a link is not the first to wait for it
+    except TelegramUnavailable as exc:
+        log.warning("bot: %s; links will ask again", exc)
     try:
         if settings.set_commands:
             await bot.set_my_commands(

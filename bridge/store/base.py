@@ -7,8 +7,10 @@ both implementations.
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +28,7 @@ from bridge.delivery import (
 )
 from bridge.digest import DigestItem
 from bridge.models import Notification
+from bridge.receipts import Receipt, ReceiptEvent, ReceiptState, iso
 from bridge.retention import Horizon, Table
 
 #: Turns the notifications a storm digest folds into its text; the worker's, so
@@ -71,6 +74,8 @@ class NewMessage:
     line: uuid.UUID | None = None
     buttons: str | None = None  # JSON: rows of {text, url}
     disable_link_preview: bool = False
+    #: The producer has a callback_url: its deliveries' final states get receipts.
+    receipts: bool = False
 
 
 class MessageOutcome(enum.StrEnum):
@@ -130,6 +135,34 @@ def message_delivery_from_row(row: Mapping[str, Any]) -> MessageDelivery:
 class MessageAccepted:
     outcome: MessageOutcome
     message: StoredMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """A producer's recipient as the store knows it: linked to ``chat_id`` or not."""
+
+    producer: str
+    recipient: str
+    chat_id: int | None
+    linked_at: datetime | None
+
+    @property
+    def linked(self) -> bool:
+        return self.chat_id is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientLinked:
+    """A link token used: everything a ``recipient.linked`` receipt needs.
+
+    ``replaced_chat_id``: the chat the recipient was linked to before, when it
+    was linked elsewhere (re-linking moves it; the old chat gets nothing more)."""
+
+    producer: str
+    recipient: str
+    chat_id: int
+    linked_at: datetime
+    replaced_chat_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +310,70 @@ def record_from_row(row: Mapping[str, Any], thread: ThreadAnchor | None = None) 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A receipt of no delivery (``recipient.linked``), for ``Store.add_event``.
+
+    ``event_id`` is the caller's, deterministic per occurrence (a retried insert of
+    the same occurrence then writes nothing); ``payload`` the event's own fields.
+    """
+
+    event_id: str
+    event: str
+    producer: str
+    payload: Mapping[str, Any]
+    message_id: str | None = None
+    chat_id: int | None = None
+    delivery_id: int | None = None
+
+
+def event_params(event: NewEvent) -> dict[str, object]:
+    """The parameters of ``bridge.store.sql.insert_event``."""
+    return {
+        "event_id": event.event_id,
+        "event": event.event,
+        "producer": event.producer,
+        "delivery_id": event.delivery_id,
+        "message_id": event.message_id,
+        "chat_id": event.chat_id,
+        "payload": json.dumps(dict(event.payload), separators=(",", ":")),
+    }
+
+
+def linked_event(linked: RecipientLinked) -> NewEvent:
+    """The ``recipient.linked`` receipt of one link. Its event id names this link
+    (producer, recipient, chat and moment): a re-link is a new event, a retried
+    insert of this one is not. The chat id stays out, as everywhere a producer reads."""
+    occurrence = f"{ReceiptEvent.RECIPIENT_LINKED}/{linked.producer}/{linked.recipient}/"
+    occurrence += f"{linked.chat_id}/{iso(linked.linked_at)}"
+    return NewEvent(
+        event_id=hashlib.md5(occurrence.encode(), usedforsecurity=False).hexdigest(),
+        event=ReceiptEvent.RECIPIENT_LINKED.value,
+        producer=linked.producer,
+        payload={"recipient": linked.recipient, "linked_at": iso(linked.linked_at)},
+    )
+
+
+def receipt_from_row(row: Mapping[str, Any]) -> Receipt:
+    """One mapper for both stores' receipt rows (``bridge.store.sql.RECEIPT_COLUMNS``)."""
+    occurred = as_datetime(row["occurred_at"])
+    assert occurred is not None  # NOT NULL
+    return Receipt(
+        id=int(row["id"]),
+        event_id=row["event_id"],
+        event=row["event"],
+        producer=row["producer"],
+        occurred_at=occurred,
+        payload=json.loads(row["payload"]),
+        delivery_id=row["delivery_id"],
+        message_id=row["message_id"],
+        chat_id=row["chat_id"],
+        attempts=int(row["attempts"]),
+        state=ReceiptState(row["state"]),
+        last_error=row["last_error"],
+    )
+
+
 class Interactions(Protocol):
     """What the bot records: updates seen, acks, silences made from Telegram."""
 
@@ -306,6 +403,18 @@ class Interactions(Protocol):
     async def silence(self, row_id: int) -> BotSilence | None: ...
 
     async def mark_silence_expired(self, silence_id: str) -> None: ...
+
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
+        """Use a link token once: its (producer, recipient) → ``chat_id``, replacing
+        the chat it was linked to before. None if the token is unknown, used or
+        expired; of two uses at once, one links and the other gets None. When the
+        producer is one of ``receipts_for``, its ``recipient.linked`` receipt is
+        written in the same transaction (bridge.recipients.linked_event)."""
+
+    async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
+        """/stop: every recipient linked to ``chat_id`` unlinked (as they were)."""
 
 
 def migrations(folder: str) -> list[tuple[int, str, str]]:
@@ -358,6 +467,21 @@ class Store(Protocol):
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         """``producer``'s message ``message_id`` with its deliveries; None if unknown."""
+
+    # -- recipients (bridge/recipients.py) ------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        """Store a one-time link token (its hash) for ``producer``'s ``recipient``, valid
+        for ``ttl``; the recipient becomes known (unlinked if it was not linked). When
+        the token expires."""
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        """``producer``'s ``recipient``; None if it never had a link (or was pruned)."""
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        """The chat each of ``recipients`` is linked to; the unlinked are left out."""
 
     # -- work: the lifecycle's transitions (bridge/delivery.py) ----------------------
 
@@ -436,3 +560,31 @@ class Store(Protocol):
 
     async def operator_resends(self) -> int:
         """How many times operators resent a delivery (T.operator_resend), ever."""
+
+    # -- producers' receipts: the outbox (bridge/receipts.py, bridge/outbox.py) -------
+    # A delivery's receipt rows are written by the transitions themselves
+    # (bridge/store/sql.py receipt_rows); these send them, and add other events.
+
+    async def add_event(self, event: NewEvent) -> bool:
+        """One receipt of no delivery, in one statement; False if its event_id is
+        stored already. (Inside a store method's own transaction: run
+        ``bridge.store.sql.insert_event(dialect)`` with ``event_params(event)``.)"""
+
+    async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
+        """Up to ``limit`` due receipts, each not due again for ``lease`` and its
+        attempt counted; several senders never claim the same row at once."""
+
+    async def receipt_sent(self, receipt_id: int) -> bool:
+        """The producer took it (2xx): sent, never again."""
+
+    async def receipt_not_taken(
+        self, receipt_id: int, attempts: int, *, error: str, retry_in: timedelta | None
+    ) -> bool:
+        """Not taken by the claim that counted ``attempts``: due again in ``retry_in``,
+        or given up (None). False if the row is no longer that claim's."""
+
+    async def pending_receipts(self) -> int:
+        """Receipts not yet sent nor given up."""
+
+    async def receipts(self, producer: str, message_id: str) -> list[Receipt]:
+        """The receipts of ``producer``'s message ``message_id``, in the order written."""

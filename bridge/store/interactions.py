@@ -7,13 +7,19 @@ it: the delivery path never reads these tables except for acks at accept.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
 import asyncpg
 
-from bridge.store.base import AlertMessage, BotSilence
+from bridge.store.base import (
+    AlertMessage,
+    BotSilence,
+    RecipientLinked,
+    RecipientState,
+    linked_event,
+)
 
 Connect = Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]
 
@@ -135,3 +141,56 @@ class InteractionStore:
                 " AND expired_at IS NULL",
                 silence_id,
             )
+
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
+        """The token's row is deleted as it is used: a second use at the same time
+        waits on the row, then finds it gone."""
+        async with self._connection() as conn, conn.transaction():
+            used = await conn.fetchrow(
+                """DELETE FROM recipient_links WHERE token_hash = $1 AND expires_at > now()
+                   RETURNING producer, recipient""",
+                token_hash,
+            )
+            if used is None:
+                return None
+            producer, recipient = used["producer"], used["recipient"]
+            before = await conn.fetchval(
+                """SELECT chat_id FROM recipients WHERE producer = $1 AND recipient = $2
+                   FOR UPDATE""",
+                producer,
+                recipient,
+            )
+            linked_at: datetime = await conn.fetchval(
+                """INSERT INTO recipients (producer, recipient, chat_id, linked_at)
+                   VALUES ($1, $2, $3, now())
+                   ON CONFLICT (producer, recipient) DO UPDATE
+                   SET chat_id = excluded.chat_id, linked_at = excluded.linked_at,
+                       updated_at = now()
+                   RETURNING linked_at""",
+                producer,
+                recipient,
+                chat_id,
+            )
+            replaced = before if before is not None and before != chat_id else None
+            linked = RecipientLinked(producer, recipient, chat_id, linked_at, replaced)
+            if producer in receipts_for:
+                # Here, not at the top: bridge.store.postgres imports this module.
+                from bridge.store.postgres import insert_event_row
+
+                await insert_event_row(conn, linked_event(linked))
+        return linked
+
+    async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(
+                """UPDATE recipients r SET chat_id = NULL, linked_at = NULL, updated_at = now()
+                   FROM (SELECT producer, recipient, chat_id, linked_at FROM recipients
+                         WHERE chat_id = $1 FOR UPDATE) AS old
+                   WHERE r.producer = old.producer AND r.recipient = old.recipient
+                   RETURNING old.producer, old.recipient, old.chat_id, old.linked_at""",
+                chat_id,
+            )
+        states = [RecipientState(**dict(r)) for r in rows]
+        return sorted(states, key=lambda r: (r.producer, r.recipient))

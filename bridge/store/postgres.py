@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 from asyncpg.exceptions import UnsupportedClientFeatureError, UnsupportedServerFeatureError
@@ -40,6 +40,7 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import ConfigError, StoreUnavailable
 from bridge.models import Notification, Status
+from bridge.receipts import Receipt
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
@@ -52,24 +53,39 @@ from bridge.store.base import (
     MessageAccepted,
     MessageOutcome,
     NewDelivery,
+    NewEvent,
     NewMessage,
+    RecipientState,
     StoredMessage,
     ThreadAnchor,
+    event_params,
     message_delivery_from_row,
     migrations,
+    receipt_from_row,
     record_from_row,
 )
 from bridge.store.interactions import InteractionStore
 from bridge.store.sql import (
+    DONE_COLUMNS,
+    PENDING_RECEIPTS,
     POSTGRES,
+    RECEIPT_COLUMNS,
     arguments,
+    claim_receipts,
     find_deliveries,
+    insert_event,
     numbered,
     prunable_deliveries,
     prunable_notifications,
     prune_bot_silences,
+    prune_event_receipts,
     prune_group_threads,
+    prune_recipient_links,
+    prune_recipients,
     prune_telegram_updates,
+    receipt_not_taken,
+    receipt_sent,
+    receipts_cte,
     states,
     update,
     where_clause,
@@ -145,6 +161,9 @@ _MIGRATION_LOCK = 0x616C6572
 _POLLER_LOCK = 0x41_42_50_4F
 # One pruner across replicas: a batch runs only under this transaction lock.
 _PRUNER_LOCK = 0x41_42_50_52
+# The class of the per-key locks producers' messages are inserted under ("ABMS";
+# two int4 keys: apart from the one-bigint locks above).
+_MESSAGE_LOCKS = 0x41_42_4D_53
 
 
 _PRUNABLE_DELIVERIES = numbered(prunable_deliveries(POSTGRES))
@@ -153,6 +172,15 @@ _PRUNE_BY_DELETE = {
     Table.GROUP_THREADS: numbered(prune_group_threads(POSTGRES)),
     Table.TELEGRAM_UPDATES: numbered(prune_telegram_updates(POSTGRES)),
     Table.BOT_SILENCES: numbered(prune_bot_silences(POSTGRES)),
+    Table.RECIPIENT_LINKS: numbered(prune_recipient_links(POSTGRES)),
+    Table.RECIPIENTS: numbered(prune_recipients(POSTGRES)),
+}
+_PRUNE_EVENT_RECEIPTS = numbered(prune_event_receipts(POSTGRES))
+_INSERT_EVENT = numbered(insert_event(POSTGRES))
+_CLAIM_RECEIPTS = numbered(claim_receipts(POSTGRES))
+_RECEIPT_SENT = numbered(receipt_sent(POSTGRES))
+_RECEIPT_NOT_TAKEN = {
+    give_up: numbered(receipt_not_taken(POSTGRES, give_up=give_up)) for give_up in (False, True)
 }
 
 
@@ -420,74 +448,118 @@ class PostgresStore:
     async def accept_messages(
         self, messages: Sequence[NewMessage], *, republish_after: timedelta
     ) -> list[MessageAccepted]:
-        """Producers' messages in one transaction. Two requests with the same key at
-        once: the second one's insert waits on the first's unique key, finds it
-        committed, and is answered from it."""
-        results: list[MessageAccepted] = []
+        """Producers' messages in one transaction, in a fixed number of round trips
+        whatever their number: the keys' locks taken, the inserts pipelined, then
+        every message read back in one query. Two requests with the same key at
+        once: the second one waits for the first, finds it committed, and is
+        answered from it (the row is not this transaction's: replayed, or a conflict).
+
+        The messages are inserted in the batch's order: their deliveries' ids are
+        the order they reach a chat in. Inserted so, two batches sharing messages in
+        opposite orders would each hold a key the other waits for (a deadlock, a
+        503); so first the transaction takes a lock per key (an advisory one, held
+        to the commit) in one global order, the locks' own. Whoever inserts a
+        producer's key holds its lock, so no insert waits on a transaction that
+        could be waiting for this one."""
+        firsts: dict[uuid.UUID, NewMessage] = {}
+        for m in messages:
+            firsts.setdefault(m.key, m)  # a key given twice: the first is stored
         async with self.connection() as conn, conn.transaction():
-            for m in messages:
-                new = await conn.fetchval(
-                    """WITH n AS (
-                           INSERT INTO notifications
-                               (key, occurrence, occurrence_at, source, receiver, group_key,
-                                status, alert_count)
-                           VALUES ($1, 1, now(), 'producer:' || $2, $2, $3, 'firing', 0)
-                           ON CONFLICT (key) DO NOTHING
-                           RETURNING key
-                       ), p AS (
-                           INSERT INTO producer_messages
-                               (key, producer, message_id, request_hash, request)
-                           SELECT key, $2, $3, $4, $5 FROM n
-                       ), ins AS (
-                           INSERT INTO deliveries
-                               (notification_key, occurrence, chat_id, thread_id, silent,
-                                template, text, own_message, buttons, disable_link_preview,
-                                republish_at, group_ref)
-                           SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id,
-                                  t.silent, t.template, t.text, TRUE, $11, $13,
-                                  now() + $12::interval, $14::uuid
-                           FROM n
-                           CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[],
-                                             $9::text[], $10::text[])
-                                WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text,
-                                                     ord)
-                           LEFT JOIN chat_migrations mg ON mg.old_chat_id = t.chat_id
-                           ORDER BY t.ord
-                           ON CONFLICT DO NOTHING
-                       )
-                       SELECT count(*) FROM n""",
-                    m.key,
-                    m.producer,
-                    m.message_id,
-                    m.request_hash,
-                    m.request,
-                    [d.chat_id for d in m.deliveries],
-                    [d.thread_id for d in m.deliveries],
-                    [d.silent for d in m.deliveries],
-                    [d.template for d in m.deliveries],
-                    [d.text for d in m.deliveries],
-                    m.buttons,
-                    republish_after,
-                    m.disable_link_preview,
-                    m.line,
-                )
-                stored = await _stored_message(conn, "p.key = $1", m.key)
-                assert stored is not None  # inserted above, or committed before
-                outcome = (
-                    MessageOutcome.ACCEPTED
-                    if new
-                    else MessageOutcome.REPLAYED
-                    if stored.request_hash == m.request_hash
-                    else MessageOutcome.CONFLICT
-                )
-                results.append(MessageAccepted(outcome, stored))
+            await conn.execute(
+                """SELECT pg_advisory_xact_lock($1::int4, h)
+                   FROM (SELECT DISTINCT hashtext(k::text) AS h
+                         FROM unnest($2::uuid[]) AS k ORDER BY h OFFSET 0) AS locks""",
+                _MESSAGE_LOCKS,
+                list(firsts),
+            )
+            await conn.executemany(
+                _INSERT_MESSAGE,
+                [
+                    (
+                        m.key,
+                        m.producer,
+                        m.message_id,
+                        m.request_hash,
+                        m.request,
+                        [d.chat_id for d in m.deliveries],
+                        [d.thread_id for d in m.deliveries],
+                        [d.silent for d in m.deliveries],
+                        [d.template for d in m.deliveries],
+                        [d.text for d in m.deliveries],
+                        m.buttons,
+                        republish_after,
+                        m.disable_link_preview,
+                        m.line,
+                        m.receipts,
+                    )
+                    for m in firsts.values()  # the batch's order
+                ],
+            )
+            stored = await _stored_messages(conn, "p.key = ANY($1::uuid[])", list(firsts))
+        results: list[MessageAccepted] = []
+        for m in messages:
+            found = stored.get(m.key)
+            assert found is not None  # inserted above, or committed before
+            message, inserted_now = found
+            if inserted_now and firsts[m.key] is m:
+                outcome = MessageOutcome.ACCEPTED
+            elif message.request_hash == m.request_hash:
+                outcome = MessageOutcome.REPLAYED
+            else:
+                outcome = MessageOutcome.CONFLICT
+            results.append(MessageAccepted(outcome, message))
         return results
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
         async with self.connection() as conn:
-            return await _stored_message(
+            found = await _stored_messages(
                 conn, "p.producer = $1 AND p.message_id = $2", producer, message_id
             )
+        return next((message for message, _ in found.values()), None)
+
+    # -- recipients -------------------------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        async with self.connection() as conn, conn.transaction():
+            expires_at: datetime = await conn.fetchval(
+                """INSERT INTO recipient_links (token_hash, producer, recipient, expires_at)
+                   VALUES ($1, $2, $3, now() + $4::interval) RETURNING expires_at""",
+                token_hash,
+                producer,
+                recipient,
+                ttl,
+            )
+            await conn.execute(
+                """INSERT INTO recipients (producer, recipient) VALUES ($1, $2)
+                   ON CONFLICT (producer, recipient) DO UPDATE SET updated_at = now()""",
+                producer,
+                recipient,
+            )
+        return expires_at
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(
+                """SELECT producer, recipient, chat_id, linked_at FROM recipients
+                   WHERE producer = $1 AND recipient = $2""",
+                producer,
+                recipient,
+            )
+        return None if row is None else RecipientState(**dict(row))
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        if not recipients:
+            return {}
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                """SELECT recipient, chat_id FROM recipients
+                   WHERE producer = $1 AND recipient = ANY($2::text[]) AND chat_id IS NOT NULL""",
+                producer,
+                list(recipients),
+            )
+        return {r["recipient"]: r["chat_id"] for r in rows}
 
     # -- worker ---------------------------------------------------------------
 
@@ -526,9 +598,8 @@ class PostgresStore:
         """T.delivered, and ``thread`` applied to the group's thread, in one round trip."""
         opens = thread in (ThreadChange.OPEN, ThreadChange.OPEN_CLOSED)
         closes = thread in (ThreadChange.OPEN_CLOSED, ThreadChange.CLOSE)
-        returning = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
         sql, order = numbered(
-            f"""WITH done AS ({update(T.delivered, POSTGRES, returning=returning)}),
+            f"""WITH done AS ({update(T.delivered, POSTGRES, returning=DONE_COLUMNS)}),
                 opened AS (
                     INSERT INTO group_threads AS g
                         (group_ref, chat_id, thread_key, message_id, closed_at)
@@ -544,7 +615,7 @@ class PostgresStore:
                     WHERE NOT :opens::boolean AND :closes::boolean
                       AND g.group_ref = done.group_ref AND g.chat_id = done.chat_id
                       AND g.thread_key = done.thread_key
-                ){_WAKE_NEXT}
+                ){receipts_cte(T.delivered)}{_WAKE_NEXT}
                 SELECT count(*) FROM done"""
         )
         params = {
@@ -589,13 +660,15 @@ class PostgresStore:
         topic), fold them into one digest the carrier sends (T.digested: accounted
         for, not lost). The text is stored, so a retry sends the same; the carrier
         becomes stand-alone. None when there is no storm."""
+        folding = update(
+            T.digested,
+            POSTGRES,
+            row="d.id = ANY(:ids::bigint[])",
+            returning=f"{DONE_COLUMNS}, resolves_group",
+        )
         fold, fold_order = numbered(
-            update(
-                T.digested,
-                POSTGRES,
-                row="d.id = ANY(:ids::bigint[])",
-                returning="id, group_ref, resolves_group, notification_key",
-            )
+            f"""WITH done AS ({folding}){receipts_cte(T.digested)}
+                SELECT id, group_ref, resolves_group, notification_key FROM done"""
         )
         async with self.connection() as conn, conn.transaction():
             waiting = await conn.fetch(
@@ -744,10 +817,15 @@ class PostgresStore:
                 return counts
             sql, order = _PRUNABLE_DELIVERIES
             ids = [r[0] for r in await conn.fetch(sql, *arguments(order, params))]
+            receipts = 0
             if ids:
                 # A silence outlives the message it was made from: it names none then.
                 await conn.execute(
                     "UPDATE bot_silences SET delivery_id = NULL WHERE delivery_id = ANY($1)", ids
+                )
+                # A delivery's receipts go with it, sent or not.
+                receipts = _deleted(
+                    await conn.execute("DELETE FROM receipts WHERE delivery_id = ANY($1)", ids)
                 )
                 await conn.execute("DELETE FROM deliveries WHERE id = ANY($1)", ids)
             counts[Table.DELIVERIES] = len(ids)
@@ -768,6 +846,10 @@ class PostgresStore:
             counts[Table.PRODUCER_MESSAGES] = remembered
             for table, (sql, order) in _PRUNE_BY_DELETE.items():
                 counts[table] = _deleted(await conn.execute(sql, *arguments(order, params)))
+            # A delivery's receipts went with it; other events once long finished.
+            sql, order = _PRUNE_EVENT_RECEIPTS
+            receipts += _deleted(await conn.execute(sql, *arguments(order, params)))
+            counts[Table.RECEIPTS] = receipts
         return counts
 
     # -- what operators see -----------------------------------------------------
@@ -827,29 +909,117 @@ class PostgresStore:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
+    # -- producers' receipts ------------------------------------------------------
 
-async def _stored_message(
+    async def add_event(self, event: NewEvent) -> bool:
+        async with self.connection() as conn:
+            return await insert_event_row(conn, event)
+
+    async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
+        """SKIP LOCKED: senders in several processes claim disjoint rows."""
+        sql, order = _CLAIM_RECEIPTS
+        async with self.connection() as conn:
+            rows = await conn.fetch(sql, *arguments(order, {"limit": limit, "lease": lease}))
+        return sorted((receipt_from_row(r) for r in rows), key=lambda r: r.id)
+
+    async def receipt_sent(self, receipt_id: int) -> bool:
+        sql, order = _RECEIPT_SENT
+        async with self.connection() as conn:
+            status = await conn.execute(sql, *arguments(order, {"id": receipt_id}))
+        return _deleted(status) == 1
+
+    async def receipt_not_taken(
+        self, receipt_id: int, attempts: int, *, error: str, retry_in: timedelta | None
+    ) -> bool:
+        sql, order = _RECEIPT_NOT_TAKEN[retry_in is None]
+        params = {"id": receipt_id, "attempts": attempts, "error": error, "delay": retry_in}
+        async with self.connection() as conn:
+            status = await conn.execute(sql, *arguments(order, params))
+        return _deleted(status) == 1
+
+    async def pending_receipts(self) -> int:
+        async with self.connection() as conn:
+            return int(await conn.fetchval(PENDING_RECEIPTS))
+
+    async def receipts(self, producer: str, message_id: str) -> list[Receipt]:
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {RECEIPT_COLUMNS} FROM receipts
+                    WHERE producer = $1 AND message_id = $2 ORDER BY id""",
+                producer,
+                message_id,
+            )
+        return [receipt_from_row(r) for r in rows]
+
+
+_INSERT_MESSAGE = """WITH n AS (
+       INSERT INTO notifications
+           (key, occurrence, occurrence_at, source, receiver, group_key, status, alert_count)
+       VALUES ($1, 1, now(), 'producer:' || $2, $2, $3, 'firing', 0)
+       ON CONFLICT (key) DO NOTHING
+       RETURNING key
+   ), p AS (
+       INSERT INTO producer_messages
+           (key, producer, message_id, request_hash, request, receipts)
+       SELECT key, $2, $3, $4, $5, $15 FROM n
+   ), ins AS (
+       INSERT INTO deliveries
+           (notification_key, occurrence, chat_id, thread_id, silent, template, text,
+            own_message, buttons, disable_link_preview, republish_at, group_ref)
+       SELECT n.key, 1, COALESCE(mg.new_chat_id, t.chat_id), t.thread_id, t.silent,
+              t.template, t.text, TRUE, $11, $13, now() + $12::interval, $14::uuid
+       FROM n
+       CROSS JOIN unnest($6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::text[])
+            WITH ORDINALITY AS t(chat_id, thread_id, silent, template, text, ord)
+       LEFT JOIN chat_migrations mg ON mg.old_chat_id = t.chat_id
+       ORDER BY t.ord
+       ON CONFLICT DO NOTHING
+   )
+   SELECT count(*) FROM n"""
+
+#: A message's deliveries' columns, from the LEFT JOIN below (NULL: it has none).
+_JOINED_DELIVERY_COLUMNS = ", ".join(
+    f"d.{column.strip()}" for column in MESSAGE_DELIVERY_COLUMNS.split(",")
+)
+
+
+async def _stored_messages(
     conn: asyncpg.Connection, where: str, *args: object
-) -> StoredMessage | None:
-    row = await conn.fetchrow(
-        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request
-            FROM producer_messages p WHERE {where}""",
+) -> dict[uuid.UUID, tuple[StoredMessage, bool]]:
+    """The messages ``where`` selects, with their deliveries, in one round trip; and
+    whether this transaction inserted each (its row's xmin is this transaction's)."""
+    rows = await conn.fetch(
+        f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request,
+                   p.xmin = pg_current_xact_id_if_assigned()::xid AS inserted_now,
+                   {_JOINED_DELIVERY_COLUMNS}
+            FROM producer_messages p
+            LEFT JOIN deliveries d ON d.notification_key = p.key
+            WHERE {where}
+            ORDER BY p.key, d.id""",
         *args,
     )
-    if row is None:
-        return None
-    rows = await conn.fetch(
-        f"""SELECT {MESSAGE_DELIVERY_COLUMNS} FROM deliveries
-            WHERE notification_key = $1 ORDER BY id""",
-        row["key"],
-    )
-    return StoredMessage(
-        message_id=row["message_id"],
-        created_at=row["created_at"],
-        request_hash=row["request_hash"],
-        request=row["request"],
-        deliveries=[message_delivery_from_row(r) for r in rows],
-    )
+    found: dict[uuid.UUID, tuple[StoredMessage, bool]] = {}
+    for row in rows:
+        if row["key"] not in found:
+            message = StoredMessage(
+                message_id=row["message_id"],
+                created_at=row["created_at"],
+                request_hash=row["request_hash"],
+                request=row["request"],
+                deliveries=[],
+            )
+            found[row["key"]] = (message, bool(row["inserted_now"]))
+        if row["id"] is not None:
+            found[row["key"]][0].deliveries.append(message_delivery_from_row(row))
+    return found
+
+
+async def insert_event_row(conn: asyncpg.Connection, event: NewEvent) -> bool:
+    """One receipt of no delivery, on ``conn``: inside the caller's transaction when it
+    has one (a store method that records what the event reports, atomically with it).
+    False if its event_id is stored already."""
+    sql, order = _INSERT_EVENT
+    return await conn.fetchval(sql, *arguments(order, event_params(event))) is not None
 
 
 def _deleted(status: str) -> int:
@@ -863,14 +1033,17 @@ def _statements(
 ) -> tuple[str, tuple[str, ...]]:
     """One transition as a PostgreSQL statement, built once per process.
 
-    With ``returning`` the changed rows come back; otherwise their count, and a
-    transition that releases its group wakes the next delivery in line.
+    With ``returning`` (columns of ``DONE_COLUMNS``) the changed rows come back;
+    otherwise their count, and a transition that releases its group wakes the next
+    delivery in line. One that finishes rows writes their receipts in the same
+    statement (``receipts_cte``).
     """
+    changed = update(transition, POSTGRES, row=row, returning=DONE_COLUMNS)
+    receipted = receipts_cte(transition)
     if returning is not None:
-        return numbered(update(transition, POSTGRES, row=row, returning=returning))
+        return numbered(f"WITH done AS ({changed}){receipted} SELECT {returning} FROM done")
     wake = _WAKE_NEXT if transition.releases_group else ""
-    keys = "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key"
     return numbered(
-        f"""WITH done AS ({update(transition, POSTGRES, row=row, returning=keys)}){wake}
+        f"""WITH done AS ({changed}){receipted}{wake}
             SELECT count(*) FROM done"""
     )

@@ -27,6 +27,7 @@ from bridge.delivery import (
     WaitingAgain,
     Write,
 )
+from bridge.receipts import MESSAGE_EVENT_PREFIX, ReceiptState
 from bridge.retention import PRUNABLE_STATES
 from bridge.store.base import RECORD_COLUMNS, DeliveryQuery
 
@@ -56,6 +57,10 @@ class Dialect:
     duration: str
     #: Appended to a SELECT of rows to change: skip (never wait for) rows others hold.
     skip_locked: str = ""
+    #: A JSON object, as text, from ``'key', value, ...`` pairs.
+    json_object: str = "json_object({})"
+    #: The recipient a stored request (``p.request``, JSON text) names, or NULL.
+    request_recipient: str = "json_extract(p.request, '$.recipient')"
 
     def literal(self, value: str | bool | int | None) -> str:
         if value is None:
@@ -75,6 +80,8 @@ POSTGRES = Dialect(
     false="FALSE",
     duration="{now} + :{param}::interval",
     skip_locked=" FOR UPDATE SKIP LOCKED",
+    json_object="json_build_object({})::text",
+    request_recipient="(p.request::jsonb ->> 'recipient')",
 )
 SQLITE = Dialect(
     name="sqlite",
@@ -168,6 +175,126 @@ def update(
     )
 
 
+# -- receipts (bridge/receipts.py): the outbox ------------------------------------------
+
+#: A delivery event's id, from the finished row ``d``: bridge.receipts.delivery_event_id
+#: computes the same (SQLite gets PostgreSQL's md5() as a function of its connection).
+EVENT_ID = (
+    "md5(CAST(d.notification_key AS TEXT) || '/' || d.id || '/' || d.operator_resends"
+    " || '/' || d.state)"
+)
+
+#: What a finishing transition's changed rows must carry for their receipts (on
+#: PostgreSQL the receipts are written from the UPDATE's RETURNING, in the same
+#: statement; the table itself still shows the old row there).
+DONE_COLUMNS = (
+    "id, group_ref, chat_id, COALESCE(thread_id, 0) AS thread_key, notification_key, "
+    "own_message, state, attempts, telegram_message_id, last_error, reason, "
+    "operator_resends, finished_at"
+)
+
+
+def receipt_rows(dialect: Dialect, *, source: str, where: str) -> str:
+    """The one rule of receipts, as SQL: each row of ``source`` (aliased ``d``, rows a
+    transition just put in a final state) that is a producer's own message, accepted
+    while the producer had a callback_url, gets its receipt row. Once: a second
+    write of the same final occurrence finds its event_id taken.
+
+    PostgreSQL runs it as a CTE over the UPDATE's RETURNING (``source`` ``done d``);
+    SQLite as the next statement of the same transaction, over the changed ids.
+    """
+    recipient = dialect.request_recipient
+    payload = dialect.json_object.format(
+        f"'recipient', {recipient}, 'status', d.state, 'attempts', d.attempts, "
+        "'telegram_message_id', d.telegram_message_id, 'error', d.last_error, "
+        "'reason', d.reason"
+    )
+    # A message to a recipient names the recipient, never its chat (a user's own
+    # Telegram id), as GET /v1/messages does.
+    return f"""INSERT INTO receipts
+            (event_id, event, producer, delivery_id, message_id, chat_id, payload,
+             occurred_at, next_attempt_at)
+        SELECT {EVENT_ID}, '{MESSAGE_EVENT_PREFIX}' || d.state, p.producer, d.id,
+               p.message_id, CASE WHEN {recipient} IS NULL THEN d.chat_id END, {payload},
+               d.finished_at, {dialect.now}
+        FROM {source} JOIN producer_messages p ON p.key = d.notification_key
+        WHERE {where} AND d.own_message = {dialect.true} AND p.receipts = {dialect.true}
+        ON CONFLICT (event_id) DO NOTHING"""
+
+
+def receipts_cte(transition: Transition) -> str:
+    """PostgreSQL: the CTE (after one named ``done``, with ``DONE_COLUMNS``) that writes
+    the receipts of the rows ``transition`` finished; nothing for one that finishes none."""
+    if not transition.finishes:
+        return ""
+    return f", receipted AS ({receipt_rows(POSTGRES, source='done d', where='TRUE')})"
+
+
+#: The columns a claimed receipt is read with (bridge.store.base.receipt_from_row).
+RECEIPT_COLUMNS = (
+    "id, event_id, event, producer, delivery_id, message_id, chat_id, payload, occurred_at, "
+    "attempts, state, last_error"
+)
+
+
+def insert_event(dialect: Dialect) -> str:
+    """One event row (bridge.store.base.NewEvent, ``event_params``); no row if its
+    event_id is taken. Returns the new row's id. Runs alone (``Store.add_event``) or
+    as one statement of a caller's transaction inside a store."""
+    pg = dialect is POSTGRES
+    bigint = "::bigint" if pg else ""
+    return f"""INSERT INTO receipts
+            (event_id, event, producer, delivery_id, message_id, chat_id, payload,
+             occurred_at, next_attempt_at)
+        VALUES (:event_id, :event, :producer, :delivery_id{bigint}, :message_id,
+                :chat_id{bigint}, :payload, {dialect.now}, {dialect.now})
+        ON CONFLICT (event_id) DO NOTHING
+        RETURNING id"""
+
+
+def claim_receipts(dialect: Dialect) -> str:
+    """Up to :limit due receipts, oldest due first, each pushed :lease ahead (a sender
+    that dies mid-POST leaves it due again then) with its attempt counted.
+    PostgreSQL skips the rows another sender is claiming."""
+    return f"""UPDATE receipts
+        SET attempts = attempts + 1,
+            next_attempt_at = {dialect.duration.format(now=dialect.now, param="lease")}
+        WHERE id IN (
+            SELECT id FROM receipts
+            WHERE state = '{ReceiptState.PENDING.value}' AND next_attempt_at <= {dialect.now}
+            ORDER BY next_attempt_at LIMIT :limit{dialect.skip_locked})
+        RETURNING {RECEIPT_COLUMNS}"""
+
+
+def receipt_sent(dialect: Dialect) -> str:
+    """Taken (2xx): from any sender, even one whose lease ran out meanwhile."""
+    return f"""UPDATE receipts
+        SET state = '{ReceiptState.SENT.value}', finished_at = {dialect.now}, last_error = NULL
+        WHERE id = :id AND state = '{ReceiptState.PENDING.value}'"""
+
+
+def receipt_not_taken(dialect: Dialect, *, give_up: bool) -> str:
+    """Not taken: due again after :delay, or given up. Only by the sender of the latest
+    claim (:attempts): a stale one must not push back a newer claim's row."""
+    if give_up:
+        change = f"state = '{ReceiptState.GAVE_UP.value}', finished_at = {dialect.now}"
+    else:
+        change = f"next_attempt_at = {dialect.duration.format(now=dialect.now, param='delay')}"
+    return f"""UPDATE receipts SET {change}, last_error = :error
+        WHERE id = :id AND state = '{ReceiptState.PENDING.value}' AND attempts = :attempts"""
+
+
+PENDING_RECEIPTS = f"SELECT count(*) FROM receipts WHERE state = '{ReceiptState.PENDING.value}'"
+
+
+def prune_event_receipts(dialect: Dialect) -> str:
+    """Events of no delivery, finished (sent or given up) before the horizon."""
+    return f"""DELETE FROM receipts WHERE id IN (
+        SELECT id FROM receipts
+        WHERE delivery_id IS NULL AND finished_at < {ago(dialect, "finished")}
+        ORDER BY finished_at LIMIT :limit{dialect.skip_locked})"""
+
+
 _NAMED = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
@@ -204,12 +331,16 @@ def ago(dialect: Dialect, param: str) -> str:
 
 
 def prunable_deliveries(dialect: Dialect) -> str:
-    """Ids of finished deliveries past their horizon that no digest row points at and
-    an open thread does not show: its first message, and the latest reply after it."""
+    """Ids of finished deliveries past their horizon that no digest row points at, whose
+    receipts are not still being sent, and that an open thread does not show: its
+    first message, and the latest reply after it."""
     return f"""SELECT d.id FROM deliveries d
         WHERE d.finished_at < {ago(dialect, "finished")}
           AND d.state IN {states(PRUNABLE_STATES)}
           AND NOT EXISTS (SELECT 1 FROM deliveries c WHERE c.digest_id = d.id)
+          AND NOT EXISTS (
+              SELECT 1 FROM receipts r
+              WHERE r.delivery_id = d.id AND r.state = '{ReceiptState.PENDING.value}')
           AND NOT EXISTS (
               SELECT 1 FROM group_threads g
               WHERE g.group_ref = d.group_ref AND g.chat_id = d.chat_id
@@ -249,6 +380,24 @@ def prune_bot_silences(dialect: Dialect) -> str:
         SELECT id FROM bot_silences
         WHERE ends_at < {ago(dialect, "finished")}
         ORDER BY ends_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def prune_recipient_links(dialect: Dialect) -> str:
+    """Expired link tokens: never usable again."""
+    return f"""DELETE FROM recipient_links WHERE token_hash IN (
+        SELECT token_hash FROM recipient_links
+        WHERE expires_at < {dialect.now}
+        ORDER BY expires_at LIMIT :limit{dialect.skip_locked})"""
+
+
+def prune_recipients(dialect: Dialect) -> str:
+    """Recipients not linked, unchanged past the horizon, with no token pending."""
+    return f"""DELETE FROM recipients WHERE (producer, recipient) IN (
+        SELECT r.producer, r.recipient FROM recipients r
+        WHERE r.chat_id IS NULL AND r.updated_at < {ago(dialect, "finished")}
+          AND NOT EXISTS (SELECT 1 FROM recipient_links l
+                          WHERE l.producer = r.producer AND l.recipient = r.recipient)
+        ORDER BY r.updated_at LIMIT :limit{dialect.skip_locked})"""
 
 
 def find_deliveries(query: DeliveryQuery, dialect: Dialect) -> tuple[str, dict[str, object]]:

@@ -19,13 +19,14 @@ import contextlib
 import enum
 import fcntl
 import functools
+import hashlib
 import json
 import logging
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ from bridge.delivery import (
     T,
     ThreadChange,
     Transition,
+    as_datetime,
     as_uuid,
     delivery_from_row,
     digest_carrier,
@@ -54,6 +56,7 @@ from bridge.delivery import (
 from bridge.digest import DigestItem
 from bridge.errors import StoreUnavailable
 from bridge.models import Notification, Status
+from bridge.receipts import Receipt
 from bridge.retention import Horizon, Table
 from bridge.store.base import (
     MESSAGE_DELIVERY_COLUMNS,
@@ -68,21 +71,37 @@ from bridge.store.base import (
     MessageAccepted,
     MessageOutcome,
     NewDelivery,
+    NewEvent,
     NewMessage,
+    RecipientLinked,
+    RecipientState,
     StoredMessage,
     ThreadAnchor,
+    event_params,
+    linked_event,
     message_delivery_from_row,
     migrations,
+    receipt_from_row,
     record_from_row,
 )
 from bridge.store.sql import (
+    PENDING_RECEIPTS,
+    RECEIPT_COLUMNS,
     SQLITE,
+    claim_receipts,
     find_deliveries,
+    insert_event,
     prunable_deliveries,
     prunable_notifications,
     prune_bot_silences,
+    prune_event_receipts,
     prune_group_threads,
+    prune_recipient_links,
+    prune_recipients,
     prune_telegram_updates,
+    receipt_not_taken,
+    receipt_rows,
+    receipt_sent,
     states,
     update,
     where_clause,
@@ -152,6 +171,21 @@ _PRUNE_BY_DELETE = {
     Table.GROUP_THREADS: prune_group_threads(SQLITE),
     Table.TELEGRAM_UPDATES: prune_telegram_updates(SQLITE),
     Table.BOT_SILENCES: prune_bot_silences(SQLITE),
+    Table.RECIPIENT_LINKS: prune_recipient_links(SQLITE),
+    Table.RECIPIENTS: prune_recipients(SQLITE),
+}
+_PRUNE_EVENT_RECEIPTS = prune_event_receipts(SQLITE)
+
+#: The receipts of the rows a finishing transition changed (ids in :moved, JSON),
+#: the statement after the UPDATE in the same transaction.
+_RECEIPT_ROWS = receipt_rows(
+    SQLITE, source="deliveries d", where="d.id IN (SELECT value FROM json_each(:moved))"
+)
+_INSERT_EVENT = insert_event(SQLITE)
+_CLAIM_RECEIPTS = claim_receipts(SQLITE)
+_RECEIPT_SENT = receipt_sent(SQLITE)
+_RECEIPT_NOT_TAKEN = {
+    give_up: receipt_not_taken(SQLITE, give_up=give_up) for give_up in (False, True)
 }
 
 #: On the partial index deliveries_resent: the scheduler reads it every pass.
@@ -414,9 +448,18 @@ class SqliteStore:
                 if new is not None:
                     db.execute(
                         """INSERT INTO producer_messages
-                               (key, producer, message_id, request_hash, request, created_at)
-                           VALUES (?, ?, ?, ?, ?, ?)""",
-                        (str(m.key), m.producer, m.message_id, m.request_hash, m.request, now),
+                               (key, producer, message_id, request_hash, request, created_at,
+                                receipts)
+                           VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                        (
+                            str(m.key),
+                            m.producer,
+                            m.message_id,
+                            m.request_hash,
+                            m.request,
+                            now,
+                            m.receipts,
+                        ),
                     )
                     for d in m.deliveries:
                         moved = db.execute(
@@ -466,6 +509,54 @@ class SqliteStore:
             )
         )
 
+    # -- recipients -------------------------------------------------------------
+
+    async def create_link(
+        self, producer: str, recipient: str, token_hash: str, *, ttl: timedelta
+    ) -> datetime:
+        def create(db: sqlite3.Connection, now: float) -> datetime:
+            expires_at = now + _seconds(ttl)
+            db.execute(
+                """INSERT INTO recipient_links
+                       (token_hash, producer, recipient, created_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?)""",
+                (token_hash, producer, recipient, now, expires_at),
+            )
+            db.execute(
+                """INSERT INTO recipients (producer, recipient, updated_at) VALUES (?, ?, ?)
+                   ON CONFLICT (producer, recipient)
+                   DO UPDATE SET updated_at = excluded.updated_at""",
+                (producer, recipient, now),
+            )
+            return datetime.fromtimestamp(expires_at, UTC)
+
+        return await self._run(create)
+
+    async def recipient(self, producer: str, recipient: str) -> RecipientState | None:
+        def find(db: sqlite3.Connection, now: float) -> RecipientState | None:
+            row = db.execute(
+                """SELECT chat_id, linked_at FROM recipients
+                   WHERE producer = ? AND recipient = ?""",
+                (producer, recipient),
+            ).fetchone()
+            if row is None:
+                return None
+            return RecipientState(producer, recipient, row[0], as_datetime(row[1]))
+
+        return await self._run(find)
+
+    async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
+        def find(db: sqlite3.Connection, now: float) -> dict[str, int]:
+            rows = db.execute(
+                """SELECT recipient, chat_id FROM recipients
+                   WHERE producer = ? AND chat_id IS NOT NULL
+                     AND recipient IN (SELECT value FROM json_each(?))""",
+                (producer, json.dumps(list(recipients))),
+            )
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self._run(find) if recipients else {}
+
     # -- worker ---------------------------------------------------------------
 
     async def claim(
@@ -510,6 +601,7 @@ class SqliteStore:
             done = db.execute(sql, _params(now, **params, id=delivery_id)).fetchone()
             if done is None:
                 return False
+            _write_receipts(db, now, transition, [done["id"]])
             if transition.releases_group:
                 _wake_next(db, now, done)
             return True
@@ -533,6 +625,7 @@ class SqliteStore:
             done = db.execute(sql, _params(now, **params, id=delivery_id)).fetchone()
             if done is None:
                 return False
+            _write_receipts(db, now, T.delivered, [done["id"]])
             keys = (done["group_ref"], done["chat_id"], done["thread_key"])
             if thread in (ThreadChange.OPEN, ThreadChange.OPEN_CLOSED):
                 closed = now if thread is ThreadChange.OPEN_CLOSED else None
@@ -606,6 +699,7 @@ class SqliteStore:
                 ),
                 params,
             ).fetchall()
+            _write_receipts(db, now, T.digested, [r["id"] for r in folded])
             ids = ",".join(str(int(r["id"])) for r in folded)
             rows = db.execute(
                 f"""SELECT n.status, n.alert_count, n.common_labels
@@ -686,7 +780,9 @@ class SqliteStore:
             found = []
             for transition in transitions:
                 sql = _statement(transition, row="")
-                for done in db.execute(sql, _params(now)).fetchall():
+                expired = db.execute(sql, _params(now)).fetchall()
+                _write_receipts(db, now, transition, [done["id"] for done in expired])
+                for done in expired:
                     if transition.releases_group:
                         _wake_next(db, now, done)
                     written = Guard.WRITTEN in transition.guards
@@ -736,6 +832,11 @@ class SqliteStore:
                    WHERE delivery_id IN (SELECT value FROM json_each(:chosen))""",
                 chosen,
             )
+            # A delivery's receipts go with it, sent or not.
+            receipts = db.execute(
+                "DELETE FROM receipts WHERE delivery_id IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            ).rowcount
             db.execute(
                 "DELETE FROM deliveries WHERE id IN (SELECT value FROM json_each(:chosen))",
                 chosen,
@@ -763,6 +864,9 @@ class SqliteStore:
             }
             for table, sql in _PRUNE_BY_DELETE.items():
                 counts[table] = db.execute(sql, params).rowcount
+            # Other events once long finished.
+            receipts += db.execute(_PRUNE_EVENT_RECEIPTS, params).rowcount
+            counts[Table.RECEIPTS] = receipts
             return counts
 
         return await self._run(prune)
@@ -831,12 +935,115 @@ class SqliteStore:
 
         return await self._run(total)
 
+    # -- producers' receipts ------------------------------------------------------
+
+    async def add_event(self, event: NewEvent) -> bool:
+        return await self._run(lambda db, now: insert_event_row(db, now, event))
+
+    async def claim_receipts(self, *, limit: int, lease: timedelta) -> list[Receipt]:
+        """One connection, one writer: two claims never overlap."""
+
+        def claim(db: sqlite3.Connection, now: float) -> list[Receipt]:
+            rows = db.execute(_CLAIM_RECEIPTS, _params(now, limit=limit, lease=lease)).fetchall()
+            return sorted((receipt_from_row(r) for r in rows), key=lambda r: r.id)
+
+        return await self._run(claim)
+
+    async def receipt_sent(self, receipt_id: int) -> bool:
+        def sent(db: sqlite3.Connection, now: float) -> bool:
+            return db.execute(_RECEIPT_SENT, _params(now, id=receipt_id)).rowcount == 1
+
+        return await self._run(sent)
+
+    async def receipt_not_taken(
+        self, receipt_id: int, attempts: int, *, error: str, retry_in: timedelta | None
+    ) -> bool:
+        sql = _RECEIPT_NOT_TAKEN[retry_in is None]
+        params = {"id": receipt_id, "attempts": attempts, "error": error}
+        if retry_in is not None:
+            params["delay"] = retry_in
+
+        def not_taken(db: sqlite3.Connection, now: float) -> bool:
+            return db.execute(sql, _params(now, **params)).rowcount == 1
+
+        return await self._run(not_taken)
+
+    async def pending_receipts(self) -> int:
+        return await self._run(lambda db, now: int(db.execute(PENDING_RECEIPTS).fetchone()[0]))
+
+    async def receipts(self, producer: str, message_id: str) -> list[Receipt]:
+        def find(db: sqlite3.Connection, now: float) -> list[Receipt]:
+            rows = db.execute(
+                f"""SELECT {RECEIPT_COLUMNS} FROM receipts
+                    WHERE producer = ? AND message_id = ? ORDER BY id""",
+                (producer, message_id),
+            ).fetchall()
+            return [receipt_from_row(r) for r in rows]
+
+        return await self._run(find)
+
 
 class SqliteInteractions:
     """The bot's records (updates seen, acks, silences) in the standalone file."""
 
     def __init__(self, store: SqliteStore) -> None:
         self._run = store._run
+
+    async def consume_link(
+        self, token_hash: str, chat_id: int, *, receipts_for: Collection[str] = ()
+    ) -> RecipientLinked | None:
+        """One writer at a time (BEGIN IMMEDIATE): the second use finds the token gone."""
+
+        def consume(db: sqlite3.Connection, now: float) -> RecipientLinked | None:
+            used = db.execute(
+                """DELETE FROM recipient_links WHERE token_hash = ? AND expires_at > ?
+                   RETURNING producer, recipient""",
+                (token_hash, now),
+            ).fetchone()
+            if used is None:
+                return None
+            producer, recipient = used
+            before = db.execute(
+                "SELECT chat_id FROM recipients WHERE producer = ? AND recipient = ?",
+                (producer, recipient),
+            ).fetchone()
+            db.execute(
+                """INSERT INTO recipients (producer, recipient, chat_id, linked_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (producer, recipient) DO UPDATE
+                   SET chat_id = excluded.chat_id, linked_at = excluded.linked_at,
+                       updated_at = excluded.updated_at""",
+                (producer, recipient, chat_id, now, now),
+            )
+            old = before[0] if before is not None else None
+            linked = RecipientLinked(
+                producer,
+                recipient,
+                chat_id,
+                datetime.fromtimestamp(now, UTC),
+                old if old is not None and old != chat_id else None,
+            )
+            if producer in receipts_for:
+                insert_event_row(db, now, linked_event(linked))
+            return linked
+
+        return await self._run(consume)
+
+    async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
+        def unlink(db: sqlite3.Connection, now: float) -> list[RecipientState]:
+            rows = db.execute(
+                """SELECT producer, recipient, linked_at FROM recipients WHERE chat_id = ?
+                   ORDER BY producer, recipient""",
+                (chat_id,),
+            ).fetchall()
+            db.execute(
+                """UPDATE recipients SET chat_id = NULL, linked_at = NULL, updated_at = ?
+                   WHERE chat_id = ?""",
+                (now, chat_id),
+            )
+            return [RecipientState(r[0], r[1], chat_id, as_datetime(r[2])) for r in rows]
+
+        return await self._run(unlink)
 
     async def first_sight(self, update_id: int) -> bool:
         def first(db: sqlite3.Connection, now: float) -> bool:
@@ -986,6 +1193,29 @@ def _stored_message(
     )
 
 
+def _write_receipts(
+    db: sqlite3.Connection, now: float, transition: Transition, moved: Sequence[int]
+) -> None:
+    """The receipts of the rows ``transition`` just changed, in the same transaction:
+    bridge/store/sql.py receipt_rows, the rule both stores run."""
+    if transition.finishes and moved:
+        db.execute(_RECEIPT_ROWS, {"now": now, "moved": json.dumps([int(i) for i in moved])})
+
+
+def insert_event_row(db: sqlite3.Connection, now: float, event: NewEvent) -> bool:
+    """One receipt of no delivery, in the transaction ``db`` is in (a store method's own
+    ``_run``: atomically with what the event reports). False if its event_id is
+    stored already."""
+    return db.execute(_INSERT_EVENT, _params(now, **event_params(event))).fetchone() is not None
+
+
+def _md5(text: str | None) -> str | None:
+    """PostgreSQL's md5(): the event ids of receipts are computed in SQL, alike in both."""
+    if text is None:
+        return None
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
 def _wake_next(db: sqlite3.Connection, now: float, done: sqlite3.Row) -> None:
     """After a delivery finished, the next one waiting in its group's line (same chat
     and topic) may be published at once."""
@@ -1069,6 +1299,7 @@ def _connect_operator(path: Path, write: bool) -> sqlite3.Connection:
             check_same_thread=False,
         )
         db.row_factory = sqlite3.Row
+        db.create_function("md5", 1, _md5, deterministic=True)
         db.execute("PRAGMA busy_timeout = 5000")  # the bridge's write, if any, is short
         if write:
             db.execute("PRAGMA synchronous = FULL")
@@ -1084,6 +1315,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.row_factory = sqlite3.Row  # by name for the shared row mapper, by index elsewhere
+        db.create_function("md5", 1, _md5, deterministic=True)
         db.execute("PRAGMA journal_mode = WAL")
         # A 200 to Alertmanager means the row is on disk, power cut or not.
         db.execute("PRAGMA synchronous = FULL")

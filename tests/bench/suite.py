@@ -4,11 +4,13 @@ bridge as real subprocesses, the Telegram double in this process.
     .venv/bin/python -m tests.bench [--quick] [--only NAME ...] [--soak-seconds N] [--json FILE]
 
 Scenarios: ingest, e2e, worker, storm, rss, retention, retention_sqlite, retention_off,
-retention_off_sqlite, versus. The retention ones are the RSS soak with a one-minute
-retention, on PostgreSQL and on the standalone SQLite file, and (_off) the same
-soak keeping everything, to compare the store's size. Each prints its figures
-next to the issue's target; nothing is asserted (these machines are shared
-and noisy, so figures belong in a table, not in a test).
+retention_off_sqlite, versus, and the producer API's (tests/bench/producers.py):
+producer_single, producer_batch, producer_status; and ingress (tests/bench/ingress.py,
+the RabbitMQ ingress). The retention ones are the RSS
+soak with a one-minute retention, on PostgreSQL and on the standalone SQLite
+file, and (_off) the same soak keeping everything, to compare the store's size.
+Each prints its figures next to the issue's target; nothing is asserted (these
+machines are shared and noisy, so figures belong in a table, not in a test).
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 import yaml
 
+from bridge.config import AmqpConfig
+from bridge.queue.amqp import shard_queue
 from bridge.sandbox.botapi import TelegramDouble
 from tests.alertmanager import Alertmanager, am_alert
 from tests.conftest import AMQP_URL, PG_ADMIN_URL, TOKEN
@@ -156,8 +161,23 @@ async def stack(**double: Any) -> AsyncIterator[Stack]:
             for process in s.processes:
                 s.stop(process)
             await telegram.stop()
+            await delete_broker_names(name)
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
+
+
+async def delete_broker_names(name: str) -> None:
+    """The queues and exchanges a stack's bridge declared: left behind, hundreds of
+    quorum queues wedged the shared broker once. A queue never declared (a
+    standalone stack) is deleted all the same: deleting is idempotent."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        shards = [shard_queue(name, i) for i in range(AmqpConfig().shards)]
+        for queue in (*shards, f"{name}.dead"):
+            await channel.queue_delete(queue)
+        for exchange in (name, f"{name}.dead"):
+            await channel.exchange_delete(exchange)
 
 
 def chat_routes(chats: list[int]) -> dict[str, Any]:
@@ -657,9 +677,23 @@ SCENARIOS = [
     "retention_off",
     "retention_off_sqlite",
     "versus",
+    "producer_single",
+    "producer_batch",
+    "producer_status",
+    "ingress",  # tests/bench/ingress.py
 ]
 #: The soaks: they take ``--soak-seconds``.
 SOAKS = {"rss", "retention", "retention_sqlite", "retention_off", "retention_off_sqlite"}
+
+
+# Scenarios in their own modules (they import this one's plumbing, so after it);
+# run() finds them by name in this module's globals.
+from tests.bench.ingress import ingress  # noqa: E402, F401
+from tests.bench.producers import (  # noqa: E402, F401
+    producer_batch,
+    producer_single,
+    producer_status,
+)
 
 
 async def run(only: list[str], quick: bool, soak_seconds: int) -> list[Report]:

@@ -131,6 +131,35 @@ async def test_the_same_message_at_once_is_stored_once(store: Store) -> None:
     assert await store.state_counts() == {S.QUEUED: 1}
 
 
+async def test_batches_sharing_messages_in_opposite_orders_both_commit(store: Store) -> None:
+    # Each batch's inserts lock their keys until it commits: taken in the order
+    # given, two such batches would each wait for the other (a deadlock, a 503).
+    ids = [f"shared-{i}" for i in range(200)]
+    forward = [message(i, 42) for i in ids]
+    first, second = await asyncio.gather(
+        store.accept_messages(forward, republish_after=LATER),
+        store.accept_messages(forward[::-1], republish_after=LATER),
+    )
+    assert [r.message.message_id for r in first] == ids  # each answer in its request's order
+    assert [r.message.message_id for r in second] == ids[::-1]
+    outcomes = [r.outcome for r in first] + [r.outcome for r in second]
+    assert outcomes.count(Out.ACCEPTED) == len(ids)
+    assert outcomes.count(Out.REPLAYED) == len(ids)
+    assert await store.state_counts() == {S.QUEUED: len(ids)}
+
+
+async def test_a_batch_s_deliveries_are_ordered_as_the_batch_is(store: Store) -> None:
+    """A producer's messages reach a chat in the order accepted: within one batch, the
+    order given, whatever order the keys sort in (the deliveries' ids are that order)."""
+    ids = [f"seq-{i:02d}" for i in range(40)]
+    assert sorted(ids, key=lambda i: message_key("billing", i)) != ids  # keys sort otherwise
+    done = await store.accept_messages(
+        [message(i, 42, line=True) for i in ids], republish_after=LATER
+    )
+    by_id = sorted(done, key=lambda r: r.message.deliveries[0].id)
+    assert [r.message.message_id for r in by_id] == ids
+
+
 async def test_a_storm_digest_never_folds_a_producer_s_message(store: Store) -> None:
     alerts = [(await accept(store, to(42), n=notification(f"Storm{i}")))[0] for i in range(4)]
     own = await store.accept_messages(
@@ -172,3 +201,13 @@ async def test_a_producer_s_messages_reach_a_chat_in_the_order_accepted(store: S
     assert await store.mark_delivered(d1.id, 500, plain_text=False, reply_to=None, thread=thread)
     after = await store.claim(d2.id, lease=LEASE)
     assert after is not None and after.anchor_message_id is None  # a line, not a thread
+
+
+async def test_a_message_without_deliveries_is_stored_and_found(store: Store) -> None:
+    # Labels that no route took: nothing to send, and still a message the producer can ask about.
+    (done,) = await store.accept_messages([message("nowhere")], republish_after=LATER)
+    assert done.outcome is Out.ACCEPTED and done.message.deliveries == []
+    (again,) = await store.accept_messages([message("nowhere")], republish_after=LATER)
+    assert again.outcome is Out.REPLAYED
+    found = await store.stored_message("billing", "nowhere")
+    assert found is not None and found.deliveries == []

@@ -1,10 +1,12 @@
 """Producers' own messages end to end: POST /v1/messages through the real receiver,
-PostgreSQL, RabbitMQ, the worker and the strict Telegram double."""
+the store and queue of either mode (PostgreSQL and RabbitMQ, or standalone on one
+SQLite file), the worker and the strict Telegram double."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +29,31 @@ def auth(token: str = BILLING) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def api(bridge_factory: Any, tmp_path: Path) -> RunningBridge:
+@pytest.fixture(params=["distributed", "standalone"])
+async def api(
+    request: pytest.FixtureRequest,
+    bridge_factory: Any,
+    telegram: TelegramDouble,
+    tmp_path: Path,
+) -> AsyncIterator[RunningBridge]:
+    """A bridge with producers, in either mode: the API must not care."""
     (tmp_path / "messages").mkdir()
     template = "Invoice <b>{{ number }}</b>: {{ note }}"
     (tmp_path / "messages" / "invoice.html.j2").write_text(template)
-    bridge: RunningBridge = await bridge_factory(
-        producers=PRODUCERS,
-        template_dirs=[str(tmp_path)],
-        route={"chats": [-1001], "routes": [{"matchers": ['team="ops"'], "chats": [-1002]}]},
-    )
-    return bridge
+    overrides: dict[str, Any] = {
+        "producers": PRODUCERS,
+        "template_dirs": [str(tmp_path)],
+        "route": {"chats": [-1001], "routes": [{"matchers": ['team="ops"'], "chats": [-1002]}]},
+    }
+    if request.param == "distributed":
+        yield await bridge_factory(**overrides)
+        return
+    sqlite = config_dict(None, None, telegram.url, sqlite_path=tmp_path / "ab.db", **overrides)
+    bridge = await start_bridge(build_config(sqlite))
+    try:
+        yield bridge
+    finally:
+        await bridge.shutdown()
 
 
 async def delivered(bridge: RunningBridge, message_id: str, token: str = BILLING) -> Any:
@@ -81,6 +97,22 @@ async def test_a_message_posted_twice_and_at_once_is_one_telegram_message(
         "Invoice 42 paid",
         delivery["telegram_message_id"],
     )
+
+
+async def test_the_same_message_at_once_through_two_receivers_is_one_telegram_message(
+    bridge_factory: Any, telegram: TelegramDouble
+) -> None:
+    # Two receiver processes on one database, as behind a load balancer: the
+    # store, not either receiver, decides which post is the message.
+    one, two = [await bridge_factory(producers=PRODUCERS) for _ in range(2)]
+    body = {"message_id": "lb-1", "chat_id": CHAT, "text": "through either receiver"}
+    answers = await asyncio.gather(
+        *(bridge.post("/v1/messages", body, headers=auth()) for bridge in [one, two] * 4)
+    )
+    assert sorted(a.status_code for a in answers) == [200] * 7 + [202]
+    await delivered(one, "lb-1")
+    await delivered(two, "lb-1")
+    assert [m.text for m in telegram.sent_messages()] == ["through either receiver"]
 
 
 async def test_the_first_of_concurrent_posts_is_accepted_and_the_rest_replayed(
@@ -156,6 +188,39 @@ async def test_what_telegram_or_the_api_would_refuse_is_refused_at_accept(
 ) -> None:
     answer = await api.post("/v1/messages", body, headers=auth())
     assert (answer.status_code, answer.json()["field"]) == (status, field)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"message_id": "a\\u0000b", "chat_id": %d, "text": "x"}', "message_id"),
+        ('{"message_id": "s", "chat_id": %d, "text": "x\\ud800y"}', "text"),
+        ('{"message_id": "n", "chat_id": %d, "text": "x\\u0000y"}', "text"),
+        (
+            '{"message_id": "d", "chat_id": %d, "template": "invoice",'
+            ' "data": {"number": 1, "note": "\\udfff"}}',
+            "data.note",
+        ),
+        (
+            '{"message_id": "k", "chat_id": %d, "template": "invoice", "data": {"\\u0000": 1}}',
+            "data.\x00",
+        ),
+    ],
+)
+async def test_text_that_cannot_be_stored_is_refused_never_a_server_error(
+    api: RunningBridge, telegram: TelegramDouble, raw: str, field: str
+) -> None:
+    # JSON can spell a NUL and half a surrogate pair; PostgreSQL cannot store the
+    # first, UTF-8 cannot encode the second. Either way: a 422, on either store.
+    answer = await api.client.post(
+        "/v1/messages",
+        content=raw % CHAT,
+        headers={**auth(), "Content-Type": "application/json"},
+    )
+    assert (answer.status_code, answer.json()["field"]) == (422, field), answer.text
+    unknown = await api.client.get("/v1/messages/a%00b", headers=auth())
+    assert unknown.status_code == 404
+    assert telegram.sent_messages() == []
 
 
 async def test_a_template_renders_the_data_escaped(
@@ -269,3 +334,16 @@ async def test_the_database_down_is_503_and_the_retry_is_sent_once(
         await bridge.shutdown()
         await proxy.stop()
     assert len(telegram.sent_messages()) == 1
+
+
+async def test_database_pool_size_bounds_the_connections_a_process_opens(
+    bridge_factory: Any, db: Any
+) -> None:
+    bridge = await bridge_factory(producers=PRODUCERS, database_pool_size=3)
+    lookups = [bridge.client.get(f"/v1/messages/m{i}", headers=auth()) for i in range(40)]
+    assert {a.status_code for a in await asyncio.gather(*lookups)} == {404}
+    opened = await db.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+    )
+    assert 1 <= opened <= 3

@@ -31,6 +31,7 @@ from bridge.dedup import group_ref, notification_key
 from bridge.delivery import UNFINISHED, Delivery
 from bridge.metrics import Metrics
 from bridge.models import Alert, Notification, Status
+from bridge.outbox import Answer
 from bridge.pacer import Pacer
 from bridge.queue.base import DeadLetter
 from bridge.ratelimit import RateLimiter
@@ -536,3 +537,36 @@ class Line:
     def metric(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
+
+
+# -- producers' receipt endpoints ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Posted:
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class FakePoster:
+    """A producer's callback endpoint, as the receipt sender sees it: every POST is
+    recorded; answers are scripted (``script``), then ``default``. Inside ``gate``
+    a POST waits for the test to open it, so two senders can be caught mid-POST."""
+
+    def __init__(self, default: Answer | None = None) -> None:
+        self.posts: list[Posted] = []
+        self.default = default if default is not None else Answer(200)
+        self._script: deque[Answer] = deque()
+        self.gate: asyncio.Event | None = None
+
+    def script(self, *answers: Answer) -> None:
+        self._script.extend(answers)
+
+    async def post(
+        self, url: str, payload: bytes, headers: Mapping[str, str], *, within: float
+    ) -> Answer:
+        self.posts.append(Posted(url, payload, dict(headers)))
+        if self.gate is not None:
+            await self.gate.wait()
+        return self._script.popleft() if self._script else self.default

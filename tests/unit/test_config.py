@@ -181,6 +181,7 @@ def test_the_settings_that_need_a_restart_are_the_schema_s_marks() -> None:
     assert set(restart_settings()) == {
         "telegram",
         "database_url",
+        "database_pool_size",
         "amqp_url",
         "sqlite_path",
         "listen",

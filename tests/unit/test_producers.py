@@ -264,10 +264,14 @@ def test_the_readme_s_producer_example_is_a_valid_config(tmp_path: Path) -> None
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     example = readme.split("```yaml\nproducers:\n", 1)[1].split("```", 1)[0]
     (tmp_path / "billing-token").write_text("t0ken")
+    (tmp_path / "billing-hmac").write_text("hm4c")
     example = example.replace("/run/secrets/billing-token", str(tmp_path / "billing-token"))
+    example = example.replace("/run/secrets/billing-hmac", str(tmp_path / "billing-hmac"))
     text = 'telegram: {token: "1:A"}\nroute: {chats: [1]}\nproducers:\n' + example
     config = parse_config(text, environ={})
     assert config.producers is not None and config.producers["billing"].token == "t0ken"
+    assert config.producers["billing"].callback_secret == "hm4c"
+    assert config.producers["billing"].callback_url == "https://billing.internal/telegram-receipts"
 
 
 def test_a_reload_puts_producers_and_their_tokens_in_force_at_once() -> None:
