@@ -84,6 +84,10 @@ async def test_a_message_sent_from_the_page_arrives_once_and_shows_its_status(
         await expect(page.locator("#send-status")).to_contain_text(
             f"status of {message_id}: delivered", timeout=20_000
         )
+        # The demo producer's receipt: signed, checked by the sandbox, shown once.
+        receipt = page.locator("#receipts li").filter(has_text=message_id)
+        await expect(receipt).to_contain_text("message.delivered", timeout=20_000)
+        await expect(receipt).to_contain_text("signature valid")
         # The form took a new message_id for the next message: sending again is a new one.
         assert await page.locator("#send-id").input_value() != message_id
         await expect(sent).to_have_count(1)
