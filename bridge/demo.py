@@ -32,6 +32,8 @@ from bridge.sandbox.server import Sandbox
 # The sandbox's own credentials: nothing outside this process accepts them.
 TOKEN = "123456:sandbox"  # noqa: S105
 WEBHOOK_TOKEN = "demo-webhook-token"  # noqa: S105
+PRODUCER_TOKEN = "demo-producer-token"  # noqa: S105
+RECEIPT_SECRET = "demo-receipt-secret"  # noqa: S105
 ONCALL_CHAT = -1001  # the default route: a group, the critical alerts in its topic 7
 DB_CHAT = -1002  # team=db: where the storm lands
 STORM_SIZE = 60
@@ -110,6 +112,17 @@ def demo_config(sandbox_url: str, listen: str, sqlite_path: Path) -> Config:
             "allow": {k: {"chats": [ONCALL_CHAT, DB_CHAT]} for k in ("read", "ack", "silence")},
         },
         "alertmanager": {"urls": [sandbox_url]},
+        # An application of your own, sending its own messages (the page's form);
+        # its receipts go to the sandbox, which shows them on the page.
+        "producers": {
+            "demo": {
+                "token": PRODUCER_TOKEN,
+                "chats": [ONCALL_CHAT, DB_CHAT],
+                "callback_url": f"{sandbox_url}/sandbox/receipts",
+                "callback_secret": RECEIPT_SECRET,
+            }
+        },
+        "receipts": {"interval": "200ms"},
         "rate_limits": {"enabled": True, "digest_after": 10},
         "route": {
             "chats": [ONCALL_CHAT],
@@ -139,7 +152,12 @@ async def run_demo(*, port: int, bridge_port: int, exit_when_done: bool) -> None
         )
         try:
             listen = await _served_at(bound, bridge)  # a port of 0: the one the system chose
-            sandbox.connect_bridge(f"http://{listen}", WEBHOOK_TOKEN)
+            sandbox.connect_bridge(
+                f"http://{listen}",
+                WEBHOOK_TOKEN,
+                producer_token=PRODUCER_TOKEN,
+                receipt_secret=RECEIPT_SECRET,
+            )
             _say(f"bridge up at http://{listen} (standalone: state in {config.sqlite_path})")
             _say(f"chat page: {sandbox.url}/   <- open it: messages, buttons, your own payloads")
             # Ctrl-C may come while the samples are still going out: stop there.

@@ -4,8 +4,11 @@
 polls ``GET /sandbox/state``); its buttons go through ``POST /sandbox/press``
 to the bridge's real callback handling (the bot polls the sandbox for
 updates like it polls Telegram). ``POST /sandbox/webhook`` hands a payload
-typed into the page to the bridge, and answers with what the bridge said.
-The page also lists the silences the bot made in the sandbox Alertmanager.
+typed into the page to the bridge, and answers with what the bridge said;
+``POST /sandbox/message`` sends a message of the demo producer's own and
+``GET /sandbox/message/{id}`` reads its status back. The page also lists the
+silences the bot made in the sandbox Alertmanager and the receipts the
+bridge sent the demo producer.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
@@ -44,27 +48,42 @@ def add_page_routes(app: web.Application, sandbox: Sandbox) -> None:
         sandbox.telegram.press_button(*key, str(body.get("data", "")))
         return web.json_response({"ok": True})
 
-    async def post_payload(request: web.Request) -> web.Response:
+    async def to_bridge(
+        method: str, path: str, token: str | None, body: bytes | None = None
+    ) -> web.Response:
+        """The bridge's answer to a request made for the page: its status and body."""
         if sandbox.bridge_url is None:
             return web.json_response({"status": 0, "body": "no bridge connected"}, status=503)
         headers = {"content-type": "application/json"}
-        if sandbox.bridge_token:
-            headers["authorization"] = f"Bearer {sandbox.bridge_token}"
+        if token:
+            headers["authorization"] = f"Bearer {token}"
         try:
             async with (
                 aiohttp.ClientSession() as client,
-                client.post(
-                    f"{sandbox.bridge_url}/alertmanager", data=await request.read(), headers=headers
+                client.request(
+                    method, f"{sandbox.bridge_url}{path}", data=body, headers=headers
                 ) as answer,
             ):
                 return web.json_response({"status": answer.status, "body": await answer.text()})
         except aiohttp.ClientError as exc:
             return web.json_response({"status": 0, "body": f"bridge unreachable: {exc}"})
 
+    async def post_payload(request: web.Request) -> web.Response:
+        return await to_bridge("POST", "/alertmanager", sandbox.bridge_token, await request.read())
+
+    async def post_message(request: web.Request) -> web.Response:
+        return await to_bridge("POST", "/v1/messages", sandbox.producer_token, await request.read())
+
+    async def message_status(request: web.Request) -> web.Response:
+        message_id = quote(request.match_info["message_id"], safe="")
+        return await to_bridge("GET", f"/v1/messages/{message_id}", sandbox.producer_token)
+
     app.router.add_get("/", index)
     app.router.add_get("/sandbox/state", state)
     app.router.add_post("/sandbox/press", press)
     app.router.add_post("/sandbox/webhook", post_payload)
+    app.router.add_post("/sandbox/message", post_message)
+    app.router.add_get("/sandbox/message/{message_id}", message_status)
 
 
 def sandbox_state(sandbox: Sandbox) -> dict[str, Any]:
@@ -78,6 +97,7 @@ def sandbox_state(sandbox: Sandbox) -> dict[str, Any]:
         "chats": sorted(chats.values(), key=lambda c: c["chat_id"]),
         "silences": list(sandbox.alertmanager.silences.values()),
         "bridge": sandbox.bridge_url,
+        "receipts": sandbox.receipts.received,
     }
 
 

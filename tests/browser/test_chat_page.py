@@ -67,3 +67,28 @@ async def test_a_payload_posted_from_the_page_is_rendered_with_its_label_literal
         # The sample's label holds "<b>&</b>": shown as text, never as markup.
         await expect(posted).to_contain_text("web-1 <b>&</b>", timeout=20_000)
         await page.screenshot(path=str(ARTIFACTS / "sandbox-own-payload.png"), full_page=True)
+
+
+async def test_a_message_sent_from_the_page_arrives_once_and_shows_its_status(
+    browser: Browser,
+) -> None:
+    async with running_demo() as (_, sandbox):
+        page = await browser.new_page()
+        await page.goto(str(sandbox.base_url))
+        message_id = await page.locator("#send-id").input_value()
+        await page.locator("#send-text").fill("Export <b>ready</b> for a<i>b</i>c")
+        await page.get_by_role("button", name="POST /v1/messages").click()
+        await expect(page.locator("#send-answer")).to_contain_text("202", timeout=10_000)
+        sent = page.locator('section[data-chat-id="-1001"] .msg').filter(has_text="Export ready")
+        await expect(sent.locator("b")).to_have_text("ready", timeout=20_000)
+        await expect(page.locator("#send-status")).to_contain_text(
+            f"status of {message_id}: delivered", timeout=20_000
+        )
+        # The demo producer's receipt: signed, checked by the sandbox, shown once.
+        receipt = page.locator("#receipts li").filter(has_text=message_id)
+        await expect(receipt).to_contain_text("message.delivered", timeout=20_000)
+        await expect(receipt).to_contain_text("signature valid")
+        # The form took a new message_id for the next message: sending again is a new one.
+        assert await page.locator("#send-id").input_value() != message_id
+        await expect(sent).to_have_count(1)
+        await page.screenshot(path=str(ARTIFACTS / "sandbox-own-message.png"), full_page=True)
