@@ -162,6 +162,24 @@ async def test_batches_sharing_messages_in_opposite_orders_both_commit(store: St
     assert await store.state_counts() == {S.QUEUED: len(ids)}
 
 
+async def test_single_messages_racing_batches_over_the_same_keys_all_commit(
+    store: Store,
+) -> None:
+    # A single message takes no key lock (PostgreSQL): it must neither deadlock
+    # with the batches that hold the locks nor be stored twice beside them.
+    ids = [f"mixed-{i}" for i in range(60)]
+    forward = [message(i, 42) for i in ids]
+    answers = await asyncio.gather(
+        store.accept_messages(forward, republish_after=LATER),
+        *(store.accept_messages([m], republish_after=LATER) for m in forward[::-1]),
+        store.accept_messages(forward[::-1], republish_after=LATER),
+    )
+    outcomes = [r.outcome for answer in answers for r in answer]
+    assert outcomes.count(Out.ACCEPTED) == len(ids)
+    assert outcomes.count(Out.REPLAYED) == 2 * len(ids)
+    assert await store.state_counts() == {S.QUEUED: len(ids)}
+
+
 async def test_a_batch_s_deliveries_are_ordered_as_the_batch_is(store: Store) -> None:
     """A producer's messages reach a chat in the order accepted: within one batch, the
     order given, whatever order the keys sort in (the deliveries' ids are that order)."""
