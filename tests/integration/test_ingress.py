@@ -325,6 +325,12 @@ async def test_the_readme_producer_is_delivered_by_a_receiver_and_a_worker_proce
     assert [m.text for m in telegram.sent_messages()] == ["Invoice 42 paid"]
 
 
+async def ingress_reported(bridge: RunningBridge, *, connected: bool) -> bool:
+    """/readyz says the ingress is (or is not) consuming; HTTP is served either way."""
+    ready = await bridge.client.get("/readyz")
+    return bool(ready.status_code == 200 and ready.json()["ingress_connected"] is connected)
+
+
 async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
     database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
@@ -337,11 +343,14 @@ async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
     try:
         await publish(exchange, {"message_id": "before", "chat_id": CHAT, "text": "before"})
         await delivered(bridge, "before")
+        assert await ingress_reported(bridge, connected=True)
 
         await proxy.cut()  # the bridge's connections drop; the broker keeps what comes
+        await wait_until(lambda: ingress_reported(bridge, connected=False))
         await publish(exchange, {"message_id": "during", "chat_id": CHAT, "text": "during"})
         await proxy.restore()
         await delivered(bridge, "during")
+        await wait_until(lambda: ingress_reported(bridge, connected=True))
     finally:
         await bridge.shutdown()
         await proxy.stop()
