@@ -24,6 +24,7 @@ from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     AMQP_URL,
     REPO,
+    ProxiedDatabase,
     RunningBridge,
     build_config,
     config_dict,
@@ -249,11 +250,9 @@ async def test_with_amqp_user_only_that_rabbitmq_user_speaks_for_the_producer(
 
 
 async def test_a_message_published_while_the_database_is_down_is_stored_once_it_is_back(
-    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+    proxied_database: ProxiedDatabase, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
-    await proxy.start()
-    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    proxy, through = proxied_database.proxy, proxied_database.url
     bridge = await start_bridge(
         build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
     )
@@ -275,7 +274,6 @@ async def test_a_message_published_while_the_database_is_down_is_stored_once_it_
         assert outcomes(bridge, "billing", "accepted") == 3
     finally:
         await bridge.shutdown()
-        await proxy.stop()
     assert [m.text for m in telegram.sent_messages()] == texts  # each once, in order
 
 
