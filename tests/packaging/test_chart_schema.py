@@ -6,7 +6,9 @@ a typo). So a setting the bridge has but the schema lacks cannot be set from
 the chart at all. This walks bridge/config.py's `Config`, nested models, lists
 and mappings included, and finds each setting's counterpart in the schema with
 the same type, enum and bounds; and the other way round, every schema property
-is a setting the bridge knows. Pure Python: no helm needed.
+is a setting the bridge knows. Pure Python: no helm needed. The schema also
+refuses, as the bridge does, a few wrong values of the new sections, and
+takes the chart README's example.
 
 That the rendered config.yml is one the bridge accepts, with these settings
 set, is `.ci/lint`'s part (ci/serve-values.yaml sets them; test_packaging.py
@@ -24,7 +26,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
+import jsonschema
 import pytest
+import yaml
 from pydantic import BaseModel
 
 from bridge.config import Config
@@ -268,3 +272,47 @@ def test_a_schema_property_the_bridge_does_not_know_is_found() -> None:
     assert schema_gaps(schema) == [
         "amqp.shard: in values.schema.json, but the bridge has no such setting"
     ]
+
+
+def _values_with(config: dict[str, Any]) -> dict[str, Any]:
+    """values.yaml with ``config`` merged over its config, as helm merges -f files."""
+    values: dict[str, Any] = yaml.safe_load((REPO / "helm/alertbridge/values.yaml").read_text())
+    values["config"] = {**values["config"], **config}
+    values["secrets"] = {
+        "telegramToken": "123456:test-token",
+        "databaseUrl": "postgresql://alertbridge@postgresql/alertbridge",
+        "amqpUrl": "amqp://alertbridge@rabbitmq/",
+    }
+    return values
+
+
+def _readme_example() -> dict[str, Any]:
+    readme = (REPO / "helm/alertbridge/README.md").read_text()
+    block = readme.split("with `extraEnv`. For example, the bot and Alertmanager's API:\n")[1]
+    text = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example: dict[str, Any] = yaml.safe_load(text)["config"]
+    return example
+
+
+def test_the_chart_readme_example_passes_the_schema() -> None:
+    example = _readme_example()
+    assert {"bot", "alertmanager", "rate_limits", "retention"} <= example.keys()
+    jsonschema.Draft7Validator(load_schema()).validate(_values_with(example))
+
+
+@pytest.mark.parametrize(
+    ("config", "refused"),
+    [
+        ({"bot": {"updates": "webhook"}}, "'webhook_secret' is a required property"),
+        ({"bot": {"updates": "poll"}}, "'poll' is not one of ['webhook', 'polling']"),
+        ({"rate_limits": {"per_chat_per_second": 0}}, "less than or equal to the minimum of 0"),
+        ({"retention": "30 days"}, "is not valid under any of the given schemas"),
+        ({"alertmanager": {"urls": []}}, "should be non-empty"),
+        ({"alertmanager": {"urls": ["alertmanager:9093"]}}, "does not match '^https?://'"),
+        ({"listen": "0.0.0.0:9090"}, "('listen' was unexpected)"),
+        ({"bot": {"allow": {"ack": {"user": [1]}}}}, "('user' was unexpected)"),
+    ],
+)
+def test_the_schema_refuses_what_the_bridge_refuses(config: dict[str, Any], refused: str) -> None:
+    errors = list(jsonschema.Draft7Validator(load_schema()).iter_errors(_values_with(config)))
+    assert any(refused in error.message for error in errors), [e.message for e in errors]
