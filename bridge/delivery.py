@@ -80,6 +80,9 @@ class Reason(enum.StrEnum):
     LEASE_EXPIRED = "lease_expired"  # the worker died or hung after writing the request
     ACKED = "acked"  # a reminder of a notification acked in that chat
     DIGEST = "digest"  # folded into a storm digest
+    #: A producer's message that waited for its recipient's link in vain: it never
+    #: had a delivery row (no chat was known); the message itself failed.
+    NOT_LINKED = "not_linked"
 
 
 #: Reasons for which Telegram may hold the message although nobody knows.

@@ -160,6 +160,11 @@ async def run_demo(*, port: int, bridge_port: int, exit_when_done: bool) -> None
             )
             _say(f"bridge up at http://{listen} (standalone: state in {config.sqlite_path})")
             _say(f"chat page: {sandbox.url}/   <- open it: messages, buttons, your own payloads")
+            _say(
+                "your own message, from a shell: "
+                f"ALERTBRIDGE_URL=http://{listen} ALERTBRIDGE_PRODUCER_TOKEN={PRODUCER_TOKEN} "
+                f"alertbridge send --chat {ONCALL_CHAT} 'Export <b>ready</b>'"
+            )
             # Ctrl-C may come while the samples are still going out: stop there.
             show = asyncio.create_task(_show(f"http://{listen}"))
             stopped = asyncio.create_task(stop.wait())

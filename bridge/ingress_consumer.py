@@ -191,6 +191,12 @@ class IngressConsumer:
         if self._loop_task is not None:
             await asyncio.gather(self._loop_task, return_exceptions=True)
 
+    def connected(self) -> bool:
+        """Consuming now: the connection and its channel are open (the robust
+        connection reopens both after a loss, and consuming resumes)."""
+        channel = self._channel
+        return not self._connection.is_closed and channel is not None and not channel.is_closed
+
     async def close(self) -> None:
         await self._connection.close()
 

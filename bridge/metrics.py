@@ -88,7 +88,10 @@ class Metrics:
             "Recipients' links, by producer and event: created (a link handed out), "
             "linked (/start with a valid token), refused (/start with a used or expired "
             "token; no producer), unlinked (per recipient, by /stop), unlinked_message "
-            "(a message to a recipient not linked, answered 409).",
+            "(a message to a recipient not linked, answered 409), waiting_message (one "
+            "accepted to wait for the link: wait_for_link), released_message (a waiting "
+            "message given its delivery by the link), expired_message (a waiting message "
+            "that failed, not_linked, no link in time).",
             ["producer", "event"],
             registry=r,
         )

@@ -33,11 +33,14 @@ def ops_routes(
     *,
     broker_required: bool,
     reload: Reload | None = None,
+    ingress_connected: Callable[[], bool] | None = None,
 ) -> list[Route]:
     """``broker_required``: a worker without its broker does no work, so it is
     not ready; a receiver still stores webhooks (the scheduler publishes them
-    later), so for it the broker is only reported. ``reload``: None when the
-    process was started without a config file."""
+    later), so for it the broker is only reported. So is the RabbitMQ ingress
+    (``ingress_connected``, None without one): while it is away, producers'
+    messages wait in their queue, and HTTP is served as before. ``reload``:
+    None when the process was started without a config file."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -53,11 +56,13 @@ def ops_routes(
         connected = broker_connected()
         if broker_required and not connected:
             problems.append("not connected to the broker")
-        body = {
+        body: dict[str, object] = {
             "status": "not ready" if problems else "ready",
             "problems": problems,
             "broker_connected": connected,
         }
+        if ingress_connected is not None:
+            body["ingress_connected"] = ingress_connected()
         return JSONResponse(body, status_code=503 if problems else 200)
 
     async def scrape(request: Request) -> Response:

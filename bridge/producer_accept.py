@@ -38,6 +38,7 @@ from bridge.store.base import (
     NewMessage,
     Store,
     StoredMessage,
+    WaitingDelivery,
 )
 
 if TYPE_CHECKING:
@@ -113,7 +114,8 @@ def _new_message(
     elif request.recipient is not None:
         chat = linked.get(request.recipient)
         if chat is None:
-            raise not_linked(request.recipient)
+            waiting = _waiting(rules, request.recipient, request, text)
+            return _message(name, producer, request, [], waiting)
         targets = [(chat, thread_id, silent)]
     else:
         targets = [
@@ -124,6 +126,36 @@ def _new_message(
         NewDelivery(chat_id=chat, thread_id=thread, silent=quiet, template="", text=text)
         for chat, thread, quiet in targets
     ]
+    return _message(name, producer, request, deliveries, None)
+
+
+def _waiting(rules: Rules, recipient: str, request: MessageRequest, text: str) -> WaitingDelivery:
+    """A message to a recipient not linked: 409, or (``wait_for_link``) stored to wait
+    for the link as long as a link asked for now would be valid (``bot.link_expiry``).
+    Without a bot nothing can link, so it is refused as not linked."""
+    bot = rules.config.bot
+    if not request.wait_for_link:
+        raise not_linked(recipient)
+    if bot is None:
+        raise not_linked(recipient, bot_configured=False)
+    content = request.canonical
+    return WaitingDelivery(
+        recipient=recipient,
+        thread_id=content["thread_id"],
+        silent=content["silent"],
+        text=text,
+        expires_after=bot.link_expiry,
+    )
+
+
+def _message(
+    name: str,
+    producer: ProducerConfig,
+    request: MessageRequest,
+    deliveries: list[NewDelivery],
+    waiting: WaitingDelivery | None,
+) -> NewMessage:
+    content = request.canonical
     return NewMessage(
         key=message_key(name, request.message_id),
         line=producer_line(name),
@@ -136,6 +168,7 @@ def _new_message(
         disable_link_preview=content["disable_link_preview"],
         # Receipts are due for a message accepted while its producer wants them.
         receipts=producer.callback_url is not None,
+        waiting=waiting,
     )
 
 
@@ -170,9 +203,17 @@ async def store_messages(
     accepted = await store.accept_messages(
         messages, republish_after=rules.config.delivery.republish_after
     )
-    for done in accepted:
+    for message, done in zip(messages, accepted, strict=True):
         if done.outcome is MessageOutcome.ACCEPTED:
             metrics.deliveries_created.inc(len(done.message.deliveries))
+            if done.message.wait is not None:
+                metrics.recipient_links.labels(message.producer, "waiting_message").inc()
+                log.info(
+                    "producer %s message %r waits for recipient %r to link a chat",
+                    message.producer,
+                    message.message_id,
+                    done.message.wait.recipient,
+                )
     return accepted
 
 

@@ -59,6 +59,15 @@ def _error(status: int, message: str, **extra: object) -> JSONResponse:
     return JSONResponse({"status": "error", "error": message, **extra}, status_code=status)
 
 
+def _store_down() -> JSONResponse:
+    """Nothing was stored (or read): a retry is safe, and is what to do."""
+    return _error(503, "the database is unavailable; retry later")
+
+
+#: An endpoint of the API, called with the producer the request authenticated as.
+Handler = Callable[[Request, str, ProducerConfig], Awaitable[Response]]
+
+
 def producer_for(
     producers: dict[str, ProducerConfig], header: str
 ) -> tuple[str, ProducerConfig] | None:
@@ -107,15 +116,25 @@ def producer_routes(
 ) -> list[HttpRoute]:
     """The API's routes; ``deps`` is the receiver's (rules, store, publisher, metrics)."""
 
-    def gate(request: Request) -> tuple[str, ProducerConfig] | Response:
-        producers = deps.rules.config.producers
-        if producers is None:
-            return _error(404, TURN_ON)
-        found = producer_for(producers, request.headers.get("authorization", ""))
-        if found is None:
-            deps.metrics.producer_messages.labels("", "unauthorized").inc()
-            return _error(401, "missing or wrong bearer token")
-        return found
+    def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint for ``handler``: called with the producer whose bearer token
+        the request carries; 404 while the API is off, 401 for no such token, and a
+        request refused on reading (PayloadError) answered with its own 4xx."""
+
+        async def endpoint(request: Request) -> Response:
+            producers = deps.rules.config.producers
+            if producers is None:
+                return _error(404, TURN_ON)
+            found = producer_for(producers, request.headers.get("authorization", ""))
+            if found is None:
+                deps.metrics.producer_messages.labels("", "unauthorized").inc()
+                return _error(401, "missing or wrong bearer token")
+            try:
+                return await handler(request, *found)
+            except PayloadError as exc:
+                return _error(exc.status, str(exc), field=exc.field)
+
+        return endpoint
 
     def count(name: str, outcomes: Sequence[MessageAccepted | Checked]) -> None:
         for outcome in outcomes:
@@ -137,15 +156,8 @@ def producer_routes(
     async def body_of(request: Request) -> object:
         return parse_json(await read_body(request, deps.rules.config.receiver.max_body_bytes))
 
-    async def post_message(request: Request) -> Response:
-        who = gate(request)
-        if isinstance(who, Response):
-            return who
-        name, producer = who
-        try:
-            body = await body_of(request)
-        except PayloadError as exc:
-            return _error(exc.status, str(exc), field=exc.field)
+    async def post_message(request: Request, name: str, producer: ProducerConfig) -> Response:
+        body = await body_of(request)
         try:
             linked = await deps.store.recipient_chats(name, named_recipients([body]))
             checked = prepare(
@@ -168,7 +180,7 @@ def producer_routes(
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc()
             log.error("producer %s message not stored: %s", name, exc)
-            return _error(503, "the database is unavailable; retry later")
+            return _store_down()
         await publish_accepted(deps.publisher, deps.metrics, [done])
         count(name, [done])
         status, answer = _answer(done, checked.request)
@@ -185,15 +197,8 @@ def producer_routes(
         headers = {"Idempotent-Replayed": "true"} if status == 200 else None
         return JSONResponse(answer, status_code=status, headers=headers)
 
-    async def post_batch(request: Request) -> Response:
-        who = gate(request)
-        if isinstance(who, Response):
-            return who
-        name, producer = who
-        try:
-            body = await body_of(request)
-        except PayloadError as exc:
-            return _error(exc.status, str(exc), field=exc.field)
+    async def post_batch(request: Request, name: str, producer: ProducerConfig) -> Response:
+        body = await body_of(request)
         items = body.get("messages") if isinstance(body, dict) else None
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
             return _error(
@@ -214,7 +219,7 @@ def producer_routes(
         except StoreUnavailable as exc:
             deps.metrics.producer_messages.labels(name, "store_unavailable").inc(len(items))
             log.error("producer %s batch not stored: %s", name, exc)
-            return _error(503, "the database is unavailable; retry later")
+            return _store_down()
         await publish_accepted(deps.publisher, deps.metrics, stored)
         refused = [c for i, c in enumerate(checked) if c.message is None and i not in before]
         count(name, [*stored, *refused])
@@ -235,31 +240,20 @@ def producer_routes(
         log.info("producer %s batch of %d messages", name, len(items))
         return JSONResponse({"results": results})
 
-    async def get_message(request: Request) -> Response:
-        who = gate(request)
-        if isinstance(who, Response):
-            return who
-        name, _ = who
+    async def get_message(request: Request, name: str, _: ProducerConfig) -> Response:
         message_id = request.path_params["message_id"]
         if unstorable(message_id) is not None:  # never stored, so never found
             return _error(404, f"no message {message_id!r} from this producer")
         try:
             stored = await deps.store.stored_message(name, message_id)
         except StoreUnavailable:
-            return _error(503, "the database is unavailable; retry later")
+            return _store_down()
         if stored is None:
             return _error(404, f"no message {message_id!r} from this producer")
         return JSONResponse(message_json(stored))
 
-    async def post_link(request: Request) -> Response:
-        who = gate(request)
-        if isinstance(who, Response):
-            return who
-        name, _ = who
-        try:
-            recipient = check_recipient(request.path_params["recipient"])
-        except PayloadError as exc:
-            return _error(exc.status, str(exc), field=exc.field)
+    async def post_link(request: Request, name: str, _: ProducerConfig) -> Response:
+        recipient = check_recipient(request.path_params["recipient"])
         bot = deps.rules.config.bot
         if bot is None or deps.bot_username is None:
             return _error(409, BOT_OFF)
@@ -275,25 +269,19 @@ def producer_routes(
             )
         except StoreUnavailable as exc:
             log.error("producer %s link for %r not stored: %s", name, recipient, exc)
-            return _error(503, "the database is unavailable; retry later")
+            return _store_down()
         deps.metrics.recipient_links.labels(name, "created").inc()
         log.info("producer %s: link created for recipient %r", name, recipient)
         return JSONResponse(
             link_json(recipient, link_url(username, token), expires_at), status_code=201
         )
 
-    async def get_recipient(request: Request) -> Response:
-        who = gate(request)
-        if isinstance(who, Response):
-            return who
-        name, _ = who
+    async def get_recipient(request: Request, name: str, _: ProducerConfig) -> Response:
+        recipient = check_recipient(request.path_params["recipient"])
         try:
-            recipient = check_recipient(request.path_params["recipient"])
             state = await deps.store.recipient(name, recipient)
-        except PayloadError as exc:
-            return _error(exc.status, str(exc), field=exc.field)
         except StoreUnavailable:
-            return _error(503, "the database is unavailable; retry later")
+            return _store_down()
         if state is None:
             return _error(404, f"no recipient {recipient!r} of this producer: ask for a link first")
         return JSONResponse(recipient_json(state))
@@ -303,9 +291,11 @@ def producer_routes(
 
     return [
         HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
-        HttpRoute("/v1/messages", post_message, methods=["POST"]),
-        HttpRoute("/v1/messages/batch", post_batch, methods=["POST"]),
-        HttpRoute("/v1/messages/{message_id:path}", get_message, methods=["GET"]),
-        HttpRoute("/v1/recipients/{recipient:path}/link", post_link, methods=["POST"]),
-        HttpRoute("/v1/recipients/{recipient:path}", get_recipient, methods=["GET"]),
+        HttpRoute("/v1/messages", authenticated(post_message), methods=["POST"]),
+        HttpRoute("/v1/messages/batch", authenticated(post_batch), methods=["POST"]),
+        HttpRoute("/v1/messages/{message_id:path}", authenticated(get_message), methods=["GET"]),
+        HttpRoute(
+            "/v1/recipients/{recipient:path}/link", authenticated(post_link), methods=["POST"]
+        ),
+        HttpRoute("/v1/recipients/{recipient:path}", authenticated(get_recipient), methods=["GET"]),
     ]

@@ -48,7 +48,7 @@ class Exit(enum.IntEnum):
     REFUSED = 3  # the bridge refused the request (a 4xx; its reason printed)
     UNREACHABLE = 4  # no answer, or a 5xx (503: its database is down), after the retries
     NOT_FOUND = 5  # status: no message with this id from this producer (404)
-    PENDING = 6  # status: not final yet (queued, sending, retry), or --wait ran out
+    PENDING = 6  # status: not final yet (waiting, queued, sending, retry), or --wait ran out
 
 
 EXIT_TABLE = """\
@@ -61,7 +61,7 @@ exit codes:
      message_id used before with a different request, ...): the reason is printed
   4  the bridge unreachable, or answering 5xx/503, after the retries
   5  status: no message with this id (for this producer's token)
-  6  status: not final yet (queued, sending, retry), or --wait ran out
+  6  status: not final yet (waiting, queued, sending, retry), or --wait ran out
 """
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.delivery import DeliveryState
-from bridge.producers import MAX_BATCH, MAX_CHATS, MAX_MESSAGE_ID, PARSE_MODES
+from bridge.delivery import DeliveryState, Reason
+from bridge.producers import MAX_BATCH, MAX_CHATS, MAX_MESSAGE_ID, PARSE_MODES, WAITING
 from bridge.recipients import MAX_RECIPIENT
 
 _CHAT_ID = {"type": "integer", "format": "int64"}
@@ -24,6 +24,8 @@ _ERROR = {
     },
 }
 _STATUS = {"type": "string", "enum": [s.value for s in DeliveryState]}
+#: A message's status: its deliveries' state, or waiting for its recipient's link.
+_MESSAGE_STATUS = {"type": "string", "enum": [WAITING, *(s.value for s in DeliveryState)]}
 
 _MESSAGE = {
     "type": "object",
@@ -65,6 +67,15 @@ _MESSAGE = {
             },
         },
         "disable_link_preview": {"type": "boolean", "default": False},
+        "wait_for_link": {
+            "type": "boolean",
+            "default": False,
+            "description": (
+                "With recipient: if the recipient is not linked yet, store the message "
+                "(202, status waiting) and deliver it once the user opens a link, instead "
+                "of 409; it fails (reason not_linked) if nobody links within bot.link_expiry"
+            ),
+        },
     },
 }
 
@@ -95,9 +106,21 @@ _RECORD = {
     "required": ["message_id", "status", "created_at", "deliveries"],
     "properties": {
         "message_id": {"type": "string"},
-        "status": _STATUS,
+        "status": _MESSAGE_STATUS,
         "created_at": {"type": "string", "format": "date-time"},
         "deliveries": {"type": "array", "items": {"$ref": "#/components/schemas/Delivery"}},
+        "wait_until": {
+            "type": "string",
+            "format": "date-time",
+            "description": "A message that waits (or waited) for its recipient's link: "
+            "until when; it has no delivery",
+        },
+        "reason": {
+            "type": "string",
+            "enum": [Reason.NOT_LINKED.value],
+            "description": "Why a message with no delivery failed",
+        },
+        "error": {"type": "string"},
     },
 }
 
@@ -183,7 +206,11 @@ def openapi() -> dict[str, Any]:
                         "200": _json(_REC, "Stored before with the same request (replayed)"),
                         "400": _json(_ERR, "No message_id, or not JSON"),
                         "403": _json(_ERR, "A destination this producer may not address"),
-                        "409": _json(_ERR, "The recipient is not linked: send them a link"),
+                        "409": _json(
+                            _ERR,
+                            "The recipient is not linked: send them a link (or send with "
+                            "wait_for_link: true)",
+                        ),
                         "413": _json(_ERR, "Body too large"),
                         "422": _json(
                             _ERR,

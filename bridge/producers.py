@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from bridge.config import ProducerConfig
-from bridge.delivery import DeliveryState
+from bridge.delivery import DeliveryState, Reason
 from bridge.errors import PayloadError
 from bridge.recipients import check_recipient
 from bridge.sandbox.formatting import (
@@ -32,7 +32,8 @@ from bridge.sandbox.formatting import (
     parse_html,
 )
 from bridge.sources import unstorable
-from bridge.store.base import MessageDelivery, StoredMessage
+from bridge.store.base import MessageDelivery, MessageWait, StoredMessage
+from bridge.store.sql import NOT_LINKED_ERROR
 from bridge.telegram_text import telegram_escape
 
 _TEMPLATE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
@@ -57,6 +58,7 @@ FIELDS = frozenset(
         "thread_id",
         "buttons",
         "disable_link_preview",
+        "wait_for_link",
     }
 )
 #: Telegram's own limit on an inline keyboard's buttons.
@@ -93,6 +95,11 @@ class MessageRequest:
     def recipient(self) -> str | None:
         recipient: str | None = self.canonical.get("recipient")
         return recipient
+
+    @property
+    def wait_for_link(self) -> bool:
+        """To a recipient not linked yet: stored to wait for the link, not refused."""
+        return bool(self.canonical.get("wait_for_link", False))
 
     @property
     def labels(self) -> dict[str, str] | None:
@@ -299,8 +306,24 @@ def parse_message(body: object, idempotency_key: str | None = None) -> MessageRe
         "thread_id": None if thread_id is None else _int(thread_id, "thread_id"),
         "buttons": _buttons(body.get("buttons")),
         "disable_link_preview": _bool(body, "disable_link_preview"),
+        **_wait_for_link(body),
     }
     return MessageRequest(message_id, canonical)
+
+
+def _wait_for_link(body: Mapping[str, Any]) -> dict[str, Any]:
+    """``wait_for_link`` in the canonical request only when true: requests stored before
+    it existed (and every request without it) keep their hash, so their replays stay
+    replays."""
+    if not _bool(body, "wait_for_link"):
+        return {}
+    if body.get("recipient") is None:
+        raise PayloadError(
+            "wait_for_link goes with recipient: only a recipient can be linked later",
+            status=422,
+            field="wait_for_link",
+        )
+    return {"wait_for_link": True}
 
 
 def parse_json(raw: bytes) -> object:
@@ -382,14 +405,23 @@ _PRECEDENCE = (
 )
 
 
-def message_status(deliveries: Sequence[MessageDelivery]) -> DeliveryState:
-    """One state for a message: ``delivered`` only once every delivery is."""
+#: A message's own status while it waits for its recipient's link: not a delivery
+#: state, since no delivery exists yet (no chat is known to deliver to).
+WAITING = "waiting"
+
+
+def message_status(deliveries: Sequence[MessageDelivery], wait: MessageWait | None = None) -> str:
+    """One status for a message: ``delivered`` only once every delivery is. A message
+    that waits for its recipient's link has no delivery: ``waiting``, then ``failed``
+    if it expired unlinked."""
+    if not deliveries and wait is not None:
+        return DeliveryState.FAILED.value if wait.expired else WAITING
     states = {d.state for d in deliveries}
     if not states:
-        return DeliveryState.DELIVERED  # nothing was to be sent (labels no route took)
+        return DeliveryState.DELIVERED.value  # nothing was to be sent (labels no route took)
     for state in _PRECEDENCE:
         if state in states:
-            return state
+            return state.value
     raise AssertionError(f"unknown states {states}")  # pragma: no cover
 
 
@@ -417,9 +449,17 @@ def delivery_json(d: MessageDelivery, recipient: str | None = None) -> dict[str,
 
 def message_json(message: StoredMessage) -> dict[str, Any]:
     recipient = json.loads(message.request).get("recipient")
-    return {
+    answer: dict[str, Any] = {
         "message_id": message.message_id,
-        "status": message_status(message.deliveries).value,
+        "status": message_status(message.deliveries, message.wait),
         "created_at": message.created_at.isoformat(),
         "deliveries": [delivery_json(d, recipient) for d in message.deliveries],
     }
+    wait = message.wait
+    if wait is not None and not message.deliveries:
+        # No delivery yet (or ever): when it stops waiting, and why it failed.
+        answer["wait_until"] = wait.expires_at.isoformat()
+        if wait.expired:
+            answer["reason"] = Reason.NOT_LINKED.value
+            answer["error"] = NOT_LINKED_ERROR
+    return answer

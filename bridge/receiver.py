@@ -80,6 +80,8 @@ class ReceiverDeps:
     # The bot's @username (getMe, asked once), for recipients' links; None while
     # this process runs no bot. Raises TelegramUnavailable.
     bot_username: Callable[[], Awaitable[str]] | None = None
+    # Whether the RabbitMQ ingress consumes now; None while this process runs none.
+    ingress_connected: Callable[[], bool] | None = None
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -260,6 +262,7 @@ def create_app(deps: ReceiverDeps) -> Starlette:
                 deps.metrics,
                 broker_required=False,
                 reload=deps.reload,
+                ingress_connected=deps.ingress_connected,
             ),
         ]
     )

@@ -67,11 +67,20 @@ def check_recipient(value: object, field: str = "recipient") -> str:
     return value
 
 
-def not_linked(recipient: str) -> PayloadError:
-    """409 for a message to a recipient who has not opened a link (or sent /stop)."""
+def not_linked(recipient: str, *, bot_configured: bool = True) -> PayloadError:
+    """409 for a message to a recipient who has not opened a link (or sent /stop).
+    Without a bot nobody can link, so "wait_for_link" cannot help either."""
+    if not bot_configured:
+        return PayloadError(
+            f"recipient {recipient!r} is not linked to a Telegram chat, and no bot is "
+            "configured (a bot: section) to receive the /start that links one",
+            status=409,
+            field="recipient",
+        )
     return PayloadError(
         f"recipient {recipient!r} is not linked to a Telegram chat: send the user a link "
-        f"from POST /v1/recipients/{{recipient}}/link and wait until they press Start",
+        f"from POST /v1/recipients/{{recipient}}/link and wait until they press Start, "
+        'or send the message with "wait_for_link": true to have it wait for the link',
         status=409,
         field="recipient",
     )

@@ -90,6 +90,7 @@ class Scheduler:
         rows that were published before: their wake-ups died with the process.
         """
         await self._expire_leases()
+        await self.expire_waiting()
         depth, oldest = await self._store.backlog()
         self._metrics.queue_depth.set(depth)
         self._metrics.oldest_queued.set(oldest)
@@ -150,6 +151,24 @@ class Scheduler:
                 policy,
                 extra=fields,
             )
+
+    async def expire_waiting(self) -> int:
+        """Fail the messages that waited for their recipient's link past their expiry
+        (not_linked; their receipts written with them); how many."""
+        expired = 0
+        while True:
+            batch = await self._store.expire_waiting(limit=BATCH)
+            for gone in batch:
+                self._metrics.recipient_links.labels(gone.producer, "expired_message").inc()
+                log.warning(
+                    "producer %s message %r failed: recipient %r did not link a chat in time",
+                    gone.producer,
+                    gone.message_id,
+                    gone.recipient,
+                )
+            expired += len(batch)
+            if len(batch) < BATCH:
+                return expired
 
     async def prune_if_due(self) -> dict[Table, int]:
         """Prune when ``PRUNE_EVERY`` has passed since the last time (or never ran)."""

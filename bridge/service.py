@@ -36,6 +36,7 @@ from bridge.clock import SystemClock
 from bridge.config import Config, LiveConfig, Reloaded, plan_reload
 from bridge.config_file import load_config
 from bridge.errors import BridgeError, ConfigError, QueueUnavailable, StoreUnavailable
+from bridge.ingress_consumer import IngressConsumer
 from bridge.metrics import Dependency, Metrics, WaitStage
 from bridge.ops import Reload, create_ops_app
 from bridge.pacer import Pacer
@@ -51,7 +52,6 @@ from bridge.store.base import Store
 
 if TYPE_CHECKING:
     from bridge.bot.startup import BotParts
-    from bridge.ingress_consumer import IngressConsumer
     from bridge.outbox import AiohttpPoster
     from bridge.telegram import TelegramSender
 
@@ -403,10 +403,6 @@ async def run(
                 deps.bot_username = bot_parts.username
                 tasks.extend(bot_parts.tasks)
             if config.amqp_url:  # distributed: the ingress is the receiver's other door
-                # Imported here, after the store: bridge.producers, which it reaches,
-                # and bridge.store import each other (through bridge.recipients).
-                from bridge.ingress_consumer import IngressConsumer
-
                 ingress = await waiting(
                     "RabbitMQ (ingress)",
                     Dependency.BROKER,
@@ -415,6 +411,7 @@ async def run(
                 if ingress is None:
                     return
                 await ingress.start()
+                deps.ingress_connected = ingress.connected
         reload = None
         if config_path is not None:
             prepare = [bot_parts.reconfigure] if bot_parts is not None else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import sys
 import uuid
@@ -27,6 +28,7 @@ from bridge.metrics import Metrics
 from bridge.queue.amqp import shard_queue
 from bridge.sandbox.botapi import TelegramDouble
 from bridge.service import run
+from tests.tcp_proxy import TcpProxy
 
 PG_ADMIN_URL = os.environ.get(
     "ALERTBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -216,6 +218,25 @@ async def bridge_factory(
 @pytest.fixture
 async def bridge(bridge_factory: Any) -> RunningBridge:
     return await bridge_factory()  # type: ignore[no-any-return]
+
+
+@dataclass
+class ProxiedDatabase:
+    """The test's database behind a proxy a test can cut and restore."""
+
+    proxy: TcpProxy
+    url: str  # database_url, through the proxy
+
+
+@pytest.fixture
+async def proxied_database(database_url: str) -> AsyncIterator[ProxiedDatabase]:
+    proxy = TcpProxy("127.0.0.1", 5432)
+    await proxy.start()
+    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    try:
+        yield ProxiedDatabase(proxy, through)
+    finally:
+        await proxy.stop()
 
 
 @pytest.fixture

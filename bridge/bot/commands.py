@@ -244,6 +244,20 @@ class BotHandler:
             f" (was chat {linked.replaced_chat_id})" if linked.replaced_chat_id else "",
             extra={"chat_id": linked.chat_id},
         )
+        if linked.released:
+            # Their deliveries are stored and due: the scheduler publishes them.
+            self._metrics.recipient_links.labels(linked.producer, "released_message").inc(
+                len(linked.released)
+            )
+            log.info(
+                "producer %s: %d messages that waited for recipient %r go to chat %d: %s",
+                linked.producer,
+                len(linked.released),
+                linked.recipient,
+                linked.chat_id,
+                ", ".join(repr(m) for m in linked.released),
+                extra={"chat_id": linked.chat_id},
+            )
         await self._reply(message, linked_text(linked.producer))
 
     async def _stop(self, message: Message, args: str) -> None:

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any, Protocol
@@ -60,6 +60,19 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitingDelivery:
+    """The delivery a message to a recipient not linked yet will get once the recipient
+    links a chat ("wait_for_link": true): everything but the chat, which nobody knows
+    yet. The message waits at most ``expires_after``; then it fails (not_linked)."""
+
+    recipient: str
+    thread_id: int | None
+    silent: bool
+    text: str
+    expires_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     """A producer's own message, as the API accepts it (bridge/producers.py)."""
 
@@ -76,6 +89,24 @@ class NewMessage:
     disable_link_preview: bool = False
     #: The producer has a callback_url: its deliveries' final states get receipts.
     receipts: bool = False
+    #: Set (and ``deliveries`` empty) for a message that waits for its recipient's
+    #: link. The store checks the recipient again inside its transaction: linked by
+    #: then, the message gets its delivery to that chat at once instead.
+    waiting: WaitingDelivery | None = None
+
+
+def resolve_waiting(message: NewMessage, chats: Mapping[tuple[str, str], int]) -> NewMessage:
+    """A message that would wait, as it is stored once its recipient turns out linked
+    (``chats``: (producer, recipient) → chat, read inside the store's transaction):
+    with its delivery to that chat, waiting no more. Unchanged otherwise."""
+    w = message.waiting
+    if w is None:
+        return message
+    chat = chats.get((message.producer, w.recipient))
+    if chat is None:
+        return message
+    delivery = NewDelivery(chat, w.thread_id, w.silent, template="", text=w.text)
+    return replace(message, deliveries=[delivery], waiting=None)
 
 
 class MessageOutcome(enum.StrEnum):
@@ -98,6 +129,16 @@ class MessageDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageWait:
+    """A message that has no delivery because its recipient had not linked a chat:
+    still waiting until ``expires_at``, or ``expired`` (it failed: not_linked)."""
+
+    recipient: str
+    expires_at: datetime
+    expired: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     """A producer's message as stored, with its deliveries in id order."""
 
@@ -106,6 +147,17 @@ class StoredMessage:
     request_hash: str
     request: str
     deliveries: list[MessageDelivery]
+    #: Waiting for its recipient's link (then ``deliveries`` is empty), or expired so.
+    wait: MessageWait | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredWait:
+    """A message that waited for its recipient's link in vain: it failed, not_linked."""
+
+    producer: str
+    message_id: str
+    recipient: str
 
 
 #: The columns of a message's deliveries, in the order both stores select them.
@@ -163,6 +215,9 @@ class RecipientLinked:
     chat_id: int
     linked_at: datetime
     replaced_chat_id: int | None = None
+    #: The message_ids of the messages that waited for this link, in the order
+    #: accepted: each got its delivery to ``chat_id`` in the same transaction.
+    released: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +466,10 @@ class Interactions(Protocol):
         the chat it was linked to before. None if the token is unknown, used or
         expired; of two uses at once, one links and the other gets None. When the
         producer is one of ``receipts_for``, its ``recipient.linked`` receipt is
-        written in the same transaction (bridge.recipients.linked_event)."""
+        written in the same transaction (bridge.recipients.linked_event). The
+        recipient's messages waiting for a link (not expired) get their deliveries
+        to ``chat_id`` in the same transaction, in the order accepted, due for the
+        scheduler to publish at once (``RecipientLinked.released``)."""
 
     async def unlink_chat(self, chat_id: int) -> list[RecipientState]:
         """/stop: every recipient linked to ``chat_id`` unlinked (as they were)."""
@@ -533,6 +591,11 @@ class Store(Protocol):
         due, from ``after_id``."""
 
     async def expire_leases(self, *, policy: AmbiguityPolicy) -> list[ExpiredLease]: ...
+
+    async def expire_waiting(self, *, limit: int) -> list[ExpiredWait]:
+        """Up to ``limit`` messages waiting for a link past their expiry: failed
+        (not_linked), each with its ``message.failed`` receipt (when its producer
+        wanted receipts at accept) written in the same transaction."""
 
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]: ...
 

@@ -42,6 +42,28 @@ _ALERT_MESSAGE = """
 """
 
 
+# The recipient's messages waiting for a link (not expired) become deliveries to
+# the chat just linked, in the order accepted, due for the scheduler at once (the
+# bot has no publisher): republish_at now.
+_RELEASE_WAITING = """
+    WITH w AS (
+        DELETE FROM waiting_messages
+        WHERE producer = $1 AND recipient = $2 AND expired_at IS NULL AND expires_at > now()
+        RETURNING id, key, thread_id, silent, text, buttons, disable_link_preview, group_ref
+    ), ins AS (
+        INSERT INTO deliveries
+            (notification_key, occurrence, chat_id, thread_id, silent, template, text,
+             own_message, buttons, disable_link_preview, republish_at, group_ref)
+        SELECT w.key, 1, COALESCE(mg.new_chat_id, $3::bigint), w.thread_id, w.silent, '',
+               w.text, TRUE, w.buttons, w.disable_link_preview, now(), w.group_ref
+        FROM w LEFT JOIN chat_migrations mg ON mg.old_chat_id = $3::bigint
+        ORDER BY w.id
+        ON CONFLICT DO NOTHING
+    )
+    SELECT p.message_id FROM w JOIN producer_messages p ON p.key = w.key ORDER BY w.id
+"""
+
+
 def _alert_message(row: asyncpg.Record | None) -> AlertMessage | None:
     if row is None:
         return None
@@ -156,6 +178,20 @@ class InteractionStore:
             if used is None:
                 return None
             producer, recipient = used["producer"], used["recipient"]
+            # Here, not at the top: bridge.store.postgres imports this module.
+            from bridge.store.postgres import (
+                RECIPIENT_LOCKS,
+                insert_event_row,
+                recipient_lock_key,
+            )
+
+            # A message accepted to wait for this recipient commits before this lock
+            # is ours, or finds the recipient linked after: none is missed.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1::int4, hashtext($2))",
+                RECIPIENT_LOCKS,
+                recipient_lock_key(producer, recipient),
+            )
             before = await conn.fetchval(
                 """SELECT chat_id FROM recipients WHERE producer = $1 AND recipient = $2
                    FOR UPDATE""",
@@ -173,12 +209,17 @@ class InteractionStore:
                 recipient,
                 chat_id,
             )
+            released = await conn.fetch(_RELEASE_WAITING, producer, recipient, chat_id)
             replaced = before if before is not None and before != chat_id else None
-            linked = RecipientLinked(producer, recipient, chat_id, linked_at, replaced)
+            linked = RecipientLinked(
+                producer,
+                recipient,
+                chat_id,
+                linked_at,
+                replaced,
+                released=tuple(r["message_id"] for r in released),
+            )
             if producer in receipts_for:
-                # Here, not at the top: bridge.store.postgres imports this module.
-                from bridge.store.postgres import insert_event_row
-
                 await insert_event_row(conn, linked_event(linked))
         return linked
 

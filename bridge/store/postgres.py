@@ -50,8 +50,10 @@ from bridge.store.base import (
     DeliveryRecord,
     DigestRenderer,
     ExpiredLease,
+    ExpiredWait,
     MessageAccepted,
     MessageOutcome,
+    MessageWait,
     NewDelivery,
     NewEvent,
     NewMessage,
@@ -63,6 +65,7 @@ from bridge.store.base import (
     migrations,
     receipt_from_row,
     record_from_row,
+    resolve_waiting,
 )
 from bridge.store.interactions import InteractionStore
 from bridge.store.sql import (
@@ -72,6 +75,7 @@ from bridge.store.sql import (
     RECEIPT_COLUMNS,
     arguments,
     claim_receipts,
+    expired_wait_receipts,
     find_deliveries,
     insert_event,
     numbered,
@@ -164,6 +168,15 @@ _PRUNER_LOCK = 0x41_42_50_52
 # The class of the per-key locks producers' messages are inserted under ("ABMS";
 # two int4 keys: apart from the one-bigint locks above).
 _MESSAGE_LOCKS = 0x41_42_4D_53
+# The class of the per-recipient locks ("ABRC"): a message that would wait for a
+# recipient's link and the link itself (bridge/store/interactions.py) take it, so
+# a link never misses a message accepted to wait at the same moment.
+RECIPIENT_LOCKS = 0x41_42_52_43
+
+
+def recipient_lock_key(producer: str, recipient: str) -> str:
+    """What a recipient's lock is the hashtext() of (the length first: no pair spells another)."""
+    return f"{len(producer)}:{producer}/{recipient}"
 
 
 _PRUNABLE_DELIVERIES = numbered(prunable_deliveries(POSTGRES))
@@ -177,6 +190,7 @@ _PRUNE_BY_DELETE = {
 }
 _PRUNE_EVENT_RECEIPTS = numbered(prune_event_receipts(POSTGRES))
 _INSERT_EVENT = numbered(insert_event(POSTGRES))
+_EXPIRED_WAIT_RECEIPTS = expired_wait_receipts(POSTGRES, source="gone w", where="TRUE")
 _CLAIM_RECEIPTS = numbered(claim_receipts(POSTGRES))
 _RECEIPT_SENT = numbered(receipt_sent(POSTGRES))
 _RECEIPT_NOT_TAKEN = {
@@ -462,22 +476,44 @@ class PostgresStore:
         more keys holds their locks, so no such insert waits on a transaction that
         could be waiting for this one.
 
-        One key alone takes no lock (a round trip less for every single POST, a
-        few per cent of the receiver's CPU): such a transaction waits only at its
-        one insert, before it holds anything another could wait for, so it
-        closes no cycle; a batch that meets its key waits for its commit."""
+        One key alone, waiting for no recipient's link, takes no lock (a round
+        trip less for every single POST, a few per cent of the receiver's CPU):
+        such a transaction waits only at its one insert, before it holds anything
+        another could wait for, so it closes no cycle; a batch that meets its key
+        waits for its commit."""
         firsts: dict[uuid.UUID, NewMessage] = {}
         for m in messages:
             firsts.setdefault(m.key, m)  # a key given twice: the first is stored
+        waiting = sorted(
+            {
+                recipient_lock_key(m.producer, m.waiting.recipient)
+                for m in firsts.values()
+                if m.waiting is not None
+            }
+        )
         async with self.connection() as conn, conn.transaction():
-            if len(firsts) > 1:
+            if len(firsts) > 1 or waiting:
+                # The keys' locks, then the locks of the recipients a message would
+                # wait for: each class in its own fixed order, as consume_link takes
+                # its one.
                 await conn.execute(
-                    """SELECT pg_advisory_xact_lock($1::int4, h)
-                       FROM (SELECT DISTINCT hashtext(k::text) AS h
-                             FROM unnest($2::uuid[]) AS k ORDER BY h OFFSET 0) AS locks""",
+                    """SELECT pg_advisory_xact_lock(c, h)
+                       FROM (SELECT DISTINCT $1::int4 AS c, hashtext(k::text) AS h
+                             FROM unnest($2::uuid[]) AS k
+                             UNION
+                             SELECT $3::int4, hashtext(r) FROM unnest($4::text[]) AS r
+                             ORDER BY c, h OFFSET 0) AS locks""",
                     _MESSAGE_LOCKS,
                     list(firsts),
+                    RECIPIENT_LOCKS,
+                    waiting,
                 )
+            inserting = list(firsts.values())  # the batch's order
+            if waiting:
+                # Read under the locks (a statement after them sees a link committed
+                # meanwhile): a recipient linked by now gets its delivery at once.
+                chats = await _linked_chats(conn, inserting)
+                inserting = [resolve_waiting(m, chats) for m in inserting]
             await conn.executemany(
                 _INSERT_MESSAGE,
                 [
@@ -497,8 +533,9 @@ class PostgresStore:
                         m.disable_link_preview,
                         m.line,
                         m.receipts,
+                        *_waiting_params(m),
                     )
-                    for m in firsts.values()  # the batch's order
+                    for m in inserting
                 ],
             )
             stored = await _stored_messages(conn, "p.key = ANY($1::uuid[])", list(firsts))
@@ -786,6 +823,28 @@ class PostgresStore:
                 ]
         return found
 
+    async def expire_waiting(self, *, limit: int) -> list[ExpiredWait]:
+        """One statement: the rows marked expired, their receipts written from them."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(
+                f"""WITH gone AS (
+                       UPDATE waiting_messages w SET expired_at = now()
+                       WHERE w.id IN (
+                           SELECT id FROM waiting_messages
+                           WHERE expired_at IS NULL AND expires_at <= now()
+                           ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+                         AND w.expired_at IS NULL
+                       RETURNING w.id, w.key, w.recipient, w.expired_at
+                   ), receipted AS (
+                       {_EXPIRED_WAIT_RECEIPTS}
+                   )
+                   SELECT p.producer, p.message_id, gone.recipient
+                   FROM gone JOIN producer_messages p ON p.key = gone.key
+                   ORDER BY gone.id""",
+                limit,
+            )
+        return [ExpiredWait(r["producer"], r["message_id"], r["recipient"]) for r in rows]
+
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]:
         """Say ``worker_id`` is alive; returns every worker seen within ``ttl``, sorted."""
         async with self.connection() as conn:
@@ -842,6 +901,8 @@ class PostgresStore:
                 acks = _deleted(
                     await conn.execute("DELETE FROM acks WHERE notification_key = ANY($1)", keys)
                 )
+                # A message that waited in vain: its row goes with the message.
+                await conn.execute("DELETE FROM waiting_messages WHERE key = ANY($1)", keys)
                 # A producer's message_id is remembered as long as its notification.
                 remembered = _deleted(
                     await conn.execute("DELETE FROM producer_messages WHERE key = ANY($1)", keys)
@@ -968,6 +1029,13 @@ _INSERT_MESSAGE = """WITH n AS (
        INSERT INTO producer_messages
            (key, producer, message_id, request_hash, request, receipts)
        SELECT key, $2, $3, $4, $5, $15 FROM n
+   ), w AS (
+       INSERT INTO waiting_messages
+           (key, producer, recipient, thread_id, silent, text, buttons,
+            disable_link_preview, group_ref, expires_at)
+       SELECT key, $2, $16::text, $17::bigint, $18::bool, $19::text, $11, $13, $14::uuid,
+              now() + $20::interval
+       FROM n WHERE $16::text IS NOT NULL
    ), ins AS (
        INSERT INTO deliveries
            (notification_key, occurrence, chat_id, thread_id, silent, template, text,
@@ -997,8 +1065,11 @@ async def _stored_messages(
     rows = await conn.fetch(
         f"""SELECT p.key, p.message_id, p.created_at, p.request_hash, p.request,
                    p.xmin = pg_current_xact_id_if_assigned()::xid AS inserted_now,
+                   w.recipient AS wait_recipient, w.expires_at AS wait_expires_at,
+                   w.expired_at AS wait_expired_at,
                    {_JOINED_DELIVERY_COLUMNS}
             FROM producer_messages p
+            LEFT JOIN waiting_messages w ON w.key = p.key
             LEFT JOIN deliveries d ON d.notification_key = p.key
             WHERE {where}
             ORDER BY p.key, d.id""",
@@ -1013,11 +1084,43 @@ async def _stored_messages(
                 request_hash=row["request_hash"],
                 request=row["request"],
                 deliveries=[],
+                wait=None
+                if row["wait_recipient"] is None
+                else MessageWait(
+                    row["wait_recipient"],
+                    row["wait_expires_at"],
+                    row["wait_expired_at"] is not None,
+                ),
             )
             found[row["key"]] = (message, bool(row["inserted_now"]))
         if row["id"] is not None:
             found[row["key"]][0].deliveries.append(message_delivery_from_row(row))
     return found
+
+
+def _waiting_params(m: NewMessage) -> tuple[object, ...]:
+    """_INSERT_MESSAGE's $16 to $20: the waiting row's, all NULL for a message that
+    does not wait."""
+    w = m.waiting
+    if w is None:
+        return (None, None, None, None, None)
+    return (w.recipient, w.thread_id, w.silent, w.text, w.expires_after)
+
+
+async def _linked_chats(
+    conn: asyncpg.Connection, messages: Sequence[NewMessage]
+) -> dict[tuple[str, str], int]:
+    """The chat of each recipient a waiting message names, for those linked."""
+    pairs = [(m.producer, m.waiting.recipient) for m in messages if m.waiting is not None]
+    rows = await conn.fetch(
+        """SELECT r.producer, r.recipient, r.chat_id FROM recipients r
+           JOIN unnest($1::text[], $2::text[]) AS x(producer, recipient)
+             ON r.producer = x.producer AND r.recipient = x.recipient
+           WHERE r.chat_id IS NOT NULL""",
+        [p for p, _ in pairs],
+        [r for _, r in pairs],
+    )
+    return {(r["producer"], r["recipient"]): r["chat_id"] for r in rows}
 
 
 async def insert_event_row(conn: asyncpg.Connection, event: NewEvent) -> bool:

@@ -23,11 +23,12 @@ from bridge.delivery import (
     NotBefore,
     Now,
     Param,
+    Reason,
     Transition,
     WaitingAgain,
     Write,
 )
-from bridge.receipts import MESSAGE_EVENT_PREFIX, ReceiptState
+from bridge.receipts import MESSAGE_EVENT_PREFIX, ReceiptEvent, ReceiptState
 from bridge.retention import PRUNABLE_STATES
 from bridge.store.base import RECORD_COLUMNS, DeliveryQuery
 
@@ -230,6 +231,34 @@ def receipts_cte(transition: Transition) -> str:
     return f", receipted AS ({receipt_rows(POSTGRES, source='done d', where='TRUE')})"
 
 
+#: What a message that waited for its recipient's link in vain says it failed of.
+NOT_LINKED_ERROR = "the recipient did not link a chat before the message expired"
+
+
+def expired_wait_receipts(dialect: Dialect, *, source: str, where: str) -> str:
+    """The ``message.failed`` receipts (reason not_linked) of the waiting messages
+    ``where`` selects from ``source`` (aliased ``w``, rows just marked expired; on
+    PostgreSQL the UPDATE's RETURNING, as for receipt_rows): the message had no delivery,
+    so the receipt is an event row of no delivery, named by the message, its chat
+    null and its recipient given, as a delivery's receipt to a recipient is. Once: the
+    event id is the message key's."""
+    event = ReceiptEvent.FAILED.value
+    payload = dialect.json_object.format(
+        "'chat_id', NULL, 'recipient', w.recipient, 'status', 'failed', 'attempts', 0, "
+        f"'telegram_message_id', NULL, 'error', {dialect.literal(NOT_LINKED_ERROR)}, "
+        f"'reason', '{Reason.NOT_LINKED.value}'"
+    )
+    return f"""INSERT INTO receipts
+            (event_id, event, producer, delivery_id, message_id, chat_id, payload,
+             occurred_at, next_attempt_at)
+        SELECT md5('{event}/' || CAST(w.key AS TEXT) || '/{Reason.NOT_LINKED.value}'),
+               '{event}', p.producer, NULL, p.message_id, NULL, {payload},
+               w.expired_at, {dialect.now}
+        FROM {source} JOIN producer_messages p ON p.key = w.key
+        WHERE {where} AND p.receipts = {dialect.true}
+        ON CONFLICT (event_id) DO NOTHING"""
+
+
 #: The columns a claimed receipt is read with (bridge.store.base.receipt_from_row).
 RECEIPT_COLUMNS = (
     "id, event_id, event, producer, delivery_id, message_id, chat_id, payload, occurred_at, "
@@ -354,10 +383,13 @@ def prunable_deliveries(dialect: Dialect) -> str:
 
 def prunable_notifications(dialect: Dialect) -> str:
     """Keys of notifications with no delivery left whose last occurrence is past the
-    horizon (which covers the dedup window)."""
+    horizon (which covers the dedup window), and no message still waiting for its
+    recipient's link (one that expired goes: its row is deleted with the message)."""
     return f"""SELECT n.key FROM notifications n
         WHERE n.occurrence_at < {ago(dialect, "notifications")}
           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_key = n.key)
+          AND NOT EXISTS (SELECT 1 FROM waiting_messages w
+                          WHERE w.key = n.key AND w.expired_at IS NULL)
         ORDER BY n.occurrence_at LIMIT :limit{dialect.skip_locked}"""
 
 

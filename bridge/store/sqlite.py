@@ -70,8 +70,10 @@ from bridge.store.base import (
     DeliveryRecord,
     DigestRenderer,
     ExpiredLease,
+    ExpiredWait,
     MessageAccepted,
     MessageOutcome,
+    MessageWait,
     NewDelivery,
     NewEvent,
     NewMessage,
@@ -85,12 +87,14 @@ from bridge.store.base import (
     migrations,
     receipt_from_row,
     record_from_row,
+    resolve_waiting,
 )
 from bridge.store.sql import (
     PENDING_RECEIPTS,
     RECEIPT_COLUMNS,
     SQLITE,
     claim_receipts,
+    expired_wait_receipts,
     find_deliveries,
     insert_event,
     prunable_deliveries,
@@ -184,6 +188,9 @@ _RECEIPT_ROWS = receipt_rows(
     SQLITE, source="deliveries d", where="d.id IN (SELECT value FROM json_each(:moved))"
 )
 _INSERT_EVENT = insert_event(SQLITE)
+_EXPIRED_WAIT_RECEIPTS = expired_wait_receipts(
+    SQLITE, source="waiting_messages w", where="w.id IN (SELECT value FROM json_each(:gone))"
+)
 _CLAIM_RECEIPTS = claim_receipts(SQLITE)
 _RECEIPT_SENT = receipt_sent(SQLITE)
 _RECEIPT_NOT_TAKEN = {
@@ -471,7 +478,9 @@ class SqliteStore:
     ) -> list[MessageAccepted]:
         def accept(db: sqlite3.Connection, now: float) -> list[MessageAccepted]:
             results: list[MessageAccepted] = []
-            for m in messages:
+            for given in messages:
+                # One writer at a time: the recipient read here is as the link left it.
+                m = resolve_waiting(given, _linked_chats(db, given))
                 new = db.execute(
                     """INSERT INTO notifications
                            (key, occurrence, occurrence_at, source, receiver, group_key,
@@ -497,6 +506,26 @@ class SqliteStore:
                             m.receipts,
                         ),
                     )
+                    if m.waiting is not None:
+                        w = m.waiting
+                        db.execute(
+                            """INSERT INTO waiting_messages
+                                   (key, producer, recipient, thread_id, silent, text, buttons,
+                                    disable_link_preview, group_ref, expires_at)
+                               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                            (
+                                str(m.key),
+                                m.producer,
+                                w.recipient,
+                                w.thread_id,
+                                w.silent,
+                                w.text,
+                                m.buttons,
+                                m.disable_link_preview,
+                                None if m.line is None else str(m.line),
+                                now + _seconds(w.expires_after),
+                            ),
+                        )
                     for d in m.deliveries:
                         moved = db.execute(
                             "SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = ?",
@@ -827,6 +856,26 @@ class SqliteStore:
 
         return await self._run(expire)
 
+    async def expire_waiting(self, *, limit: int) -> list[ExpiredWait]:
+        def expire(db: sqlite3.Connection, now: float) -> list[ExpiredWait]:
+            rows = db.execute(
+                """SELECT w.id, p.producer, p.message_id, w.recipient
+                   FROM waiting_messages w JOIN producer_messages p ON p.key = w.key
+                   WHERE w.expired_at IS NULL AND w.expires_at <= ?
+                   ORDER BY w.expires_at LIMIT ?""",
+                (now, limit),
+            ).fetchall()
+            gone = json.dumps([r[0] for r in rows])
+            db.execute(
+                """UPDATE waiting_messages SET expired_at = :now
+                   WHERE id IN (SELECT value FROM json_each(:gone))""",
+                {"now": now, "gone": gone},
+            )
+            db.execute(_EXPIRED_WAIT_RECEIPTS, {"now": now, "gone": gone})
+            return [ExpiredWait(r[1], r[2], r[3]) for r in sorted(rows, key=lambda r: r[0])]
+
+        return await self._run(expire)
+
     async def heartbeat(self, worker_id: str, *, ttl: timedelta) -> list[str]:
         def beat(db: sqlite3.Connection, now: float) -> list[str]:
             db.execute(
@@ -883,6 +932,11 @@ class SqliteStore:
                 "DELETE FROM acks WHERE notification_key IN (SELECT value FROM json_each(:chosen))",
                 chosen,
             ).rowcount
+            # A message that waited in vain: its row goes with the message.
+            db.execute(
+                "DELETE FROM waiting_messages WHERE key IN (SELECT value FROM json_each(:chosen))",
+                chosen,
+            )
             # A producer's message_id is remembered as long as its notification.
             remembered = db.execute(
                 "DELETE FROM producer_messages WHERE key IN (SELECT value FROM json_each(:chosen))",
@@ -1058,6 +1112,7 @@ class SqliteInteractions:
                 chat_id,
                 datetime.fromtimestamp(now, UTC),
                 old if old is not None and old != chat_id else None,
+                released=_release_waiting(db, now, producer, recipient, chat_id),
             )
             if producer in receipts_for:
                 insert_event_row(db, now, linked_event(linked))
@@ -1220,13 +1275,74 @@ def _stored_message(
             WHERE notification_key = ? ORDER BY id""",
         (row["key"],),
     ).fetchall()
+    wait = db.execute(
+        "SELECT recipient, expires_at, expired_at FROM waiting_messages WHERE key = ?",
+        (row["key"],),
+    ).fetchone()
     return StoredMessage(
         message_id=row["message_id"],
         created_at=_when(row["created_at"]),
         request_hash=row["request_hash"],
         request=row["request"],
         deliveries=[message_delivery_from_row(r) for r in rows],
+        wait=None if wait is None else MessageWait(wait[0], _when(wait[1]), wait[2] is not None),
     )
+
+
+def _linked_chats(db: sqlite3.Connection, message: NewMessage) -> dict[tuple[str, str], int]:
+    """The chat of the recipient ``message`` would wait for, if linked."""
+    if message.waiting is None:
+        return {}
+    row = db.execute(
+        """SELECT chat_id FROM recipients
+           WHERE producer = ? AND recipient = ? AND chat_id IS NOT NULL""",
+        (message.producer, message.waiting.recipient),
+    ).fetchone()
+    return {} if row is None else {(message.producer, message.waiting.recipient): int(row[0])}
+
+
+def _release_waiting(
+    db: sqlite3.Connection, now: float, producer: str, recipient: str, chat_id: int
+) -> tuple[str, ...]:
+    """The recipient's messages waiting for a link (not expired) become deliveries to
+    ``chat_id``, in the order accepted, due for the scheduler at once (the bot has no
+    publisher); their message_ids."""
+    waiting = db.execute(
+        """SELECT w.id, w.key, w.thread_id, w.silent, w.text, w.buttons,
+                  w.disable_link_preview, w.group_ref, p.message_id
+           FROM waiting_messages w JOIN producer_messages p ON p.key = w.key
+           WHERE w.producer = ? AND w.recipient = ? AND w.expired_at IS NULL
+             AND w.expires_at > ?
+           ORDER BY w.id""",
+        (producer, recipient, now),
+    ).fetchall()
+    moved = db.execute(
+        "SELECT new_chat_id FROM chat_migrations WHERE old_chat_id = ?", (chat_id,)
+    ).fetchone()
+    for w in waiting:
+        db.execute(
+            """INSERT INTO deliveries
+                   (notification_key, occurrence, chat_id, thread_id, silent, template, text,
+                    own_message, buttons, disable_link_preview, created_at, next_attempt_at,
+                    republish_at, group_ref)
+               VALUES (?, 1, ?, ?, ?, '', ?, 1, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT DO NOTHING""",
+            (
+                w["key"],
+                moved[0] if moved else chat_id,
+                w["thread_id"],
+                w["silent"],
+                w["text"],
+                w["buttons"],
+                w["disable_link_preview"],
+                now,
+                now,
+                now,
+                w["group_ref"],
+            ),
+        )
+        db.execute("DELETE FROM waiting_messages WHERE id = ?", (w["id"],))
+    return tuple(w["message_id"] for w in waiting)
 
 
 def _write_receipts(

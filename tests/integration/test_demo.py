@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import shlex
 import signal
+import subprocess
+import sys
 from typing import Any
+
+import httpx
 
 from tests.conftest import wait_until
 from tests.processes import demo_process, running_demo
@@ -62,3 +69,46 @@ async def test_ack_and_silence_from_the_chat_page_go_through_the_bridge() -> Non
         process.send_signal(signal.SIGINT)
         await asyncio.to_thread(process.wait, 30)
         assert process.returncode == 0
+
+
+async def test_the_send_command_the_demo_prints_delivers_a_message() -> None:
+    with demo_process() as (process, output):
+        sandbox = await output.address()
+
+        def printed() -> str | None:
+            for line in output.lines:
+                if b"alertbridge send" in line:
+                    return line.decode()
+            return None
+
+        await wait_until(printed, timeout=60)
+        line = printed()
+        assert line is not None
+        settings = dict(re.findall(r"(ALERTBRIDGE_\w+)=(\S+)", line))
+        assert set(settings) == {"ALERTBRIDGE_URL", "ALERTBRIDGE_PRODUCER_TOKEN"}
+        command = shlex.split(line[line.index("alertbridge send") :])
+        sent = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bridge", *command[1:]],
+            env={**os.environ, **settings},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        message_id = sent.stdout.strip()
+        status = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bridge", "status", "--wait", "30", message_id],
+            env={**os.environ, **settings},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.returncode == 0, status.stdout + status.stderr
+        async with httpx.AsyncClient(base_url=sandbox, timeout=5) as client:
+            chats = (await client.get("/sandbox/state")).json()["chats"]
+        texts = [m["text"] for c in chats if c["chat_id"] == -1001 for m in c["messages"]]
+        assert texts.count("Export ready") == 1
+        process.send_signal(signal.SIGINT)
+        await asyncio.to_thread(process.wait, 30)

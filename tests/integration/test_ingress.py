@@ -24,6 +24,7 @@ from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     AMQP_URL,
     REPO,
+    ProxiedDatabase,
     RunningBridge,
     build_config,
     config_dict,
@@ -249,11 +250,9 @@ async def test_with_amqp_user_only_that_rabbitmq_user_speaks_for_the_producer(
 
 
 async def test_a_message_published_while_the_database_is_down_is_stored_once_it_is_back(
-    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+    proxied_database: ProxiedDatabase, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
-    await proxy.start()
-    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    proxy, through = proxied_database.proxy, proxied_database.url
     bridge = await start_bridge(
         build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
     )
@@ -275,7 +274,6 @@ async def test_a_message_published_while_the_database_is_down_is_stored_once_it_
         assert outcomes(bridge, "billing", "accepted") == 3
     finally:
         await bridge.shutdown()
-        await proxy.stop()
     assert [m.text for m in telegram.sent_messages()] == texts  # each once, in order
 
 
@@ -325,6 +323,12 @@ async def test_the_readme_producer_is_delivered_by_a_receiver_and_a_worker_proce
     assert [m.text for m in telegram.sent_messages()] == ["Invoice 42 paid"]
 
 
+async def ingress_reported(bridge: RunningBridge, *, connected: bool) -> bool:
+    """/readyz says the ingress is (or is not) consuming; HTTP is served either way."""
+    ready = await bridge.client.get("/readyz")
+    return bool(ready.status_code == 200 and ready.json()["ingress_connected"] is connected)
+
+
 async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
     database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
@@ -337,11 +341,14 @@ async def test_the_ingress_comes_back_after_the_broker_connection_is_lost(
     try:
         await publish(exchange, {"message_id": "before", "chat_id": CHAT, "text": "before"})
         await delivered(bridge, "before")
+        assert await ingress_reported(bridge, connected=True)
 
         await proxy.cut()  # the bridge's connections drop; the broker keeps what comes
+        await wait_until(lambda: ingress_reported(bridge, connected=False))
         await publish(exchange, {"message_id": "during", "chat_id": CHAT, "text": "during"})
         await proxy.restore()
         await delivered(bridge, "during")
+        await wait_until(lambda: ingress_reported(bridge, connected=True))
     finally:
         await bridge.shutdown()
         await proxy.stop()

@@ -5,7 +5,6 @@ SQLite file), the worker and the strict Telegram double."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,14 @@ from typing import Any
 import pytest
 
 from bridge.sandbox.botapi import TelegramDouble
-from tests.conftest import RunningBridge, build_config, config_dict, start_bridge, wait_until
-from tests.tcp_proxy import TcpProxy
+from tests.conftest import (
+    ProxiedDatabase,
+    RunningBridge,
+    build_config,
+    config_dict,
+    start_bridge,
+    wait_until,
+)
 
 BILLING = "billing-secret-token"
 SHOP = "shop-secret-token"
@@ -311,11 +316,9 @@ async def test_url_buttons_go_with_the_message_and_no_alert_buttons(
 
 
 async def test_the_database_down_is_503_and_the_retry_is_sent_once(
-    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+    proxied_database: ProxiedDatabase, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
-    await proxy.start()
-    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    proxy, through = proxied_database.proxy, proxied_database.url
     bridge = await start_bridge(
         build_config(config_dict(through, amqp_names, telegram.url, producers=PRODUCERS))
     )
@@ -332,7 +335,6 @@ async def test_the_database_down_is_503_and_the_retry_is_sent_once(
         await delivered(bridge, "down")
     finally:
         await bridge.shutdown()
-        await proxy.stop()
     assert len(telegram.sent_messages()) == 1
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from bridge.producer_cli import Exit
 from bridge.sandbox.botapi import TelegramDouble
 from tests.conftest import (
     REPO,
+    ProxiedDatabase,
     build_config,
     config_dict,
     refusing_port,
@@ -251,11 +251,9 @@ async def test_help_has_the_exit_codes_and_no_token_flag() -> None:
 
 
 async def test_a_database_that_is_down_is_503_then_the_same_id_goes_through(
-    database_url: str, amqp_names: dict[str, str], telegram: TelegramDouble
+    proxied_database: ProxiedDatabase, amqp_names: dict[str, str], telegram: TelegramDouble
 ) -> None:
-    proxy = TcpProxy("127.0.0.1", 5432)
-    await proxy.start()
-    through = re.sub(r"@127\.0\.0\.1(:5432)?/", f"@127.0.0.1:{proxy.port}/", database_url)
+    proxy, through = proxied_database.proxy, proxied_database.url
     producers = {"app": {"token": TOKEN, "chats": [CHAT]}}
     bridge = await start_bridge(
         build_config(config_dict(through, amqp_names, telegram.url, producers=producers))
@@ -271,7 +269,6 @@ async def test_a_database_that_is_down_is_503_then_the_same_id_goes_through(
         )
     finally:
         await bridge.shutdown()
-        await proxy.stop()
     assert down.code == Exit.UNREACHABLE
     assert "HTTP 503" in down.err and "after 2 tries" in down.err
     assert down.out == "while-down\n"

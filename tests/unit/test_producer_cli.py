@@ -21,6 +21,7 @@ from bridge.producer_cli import (
     send_request,
     status,
 )
+from bridge.producers import WAITING
 
 
 class Scripted:
@@ -116,6 +117,10 @@ def test_one_chat_or_several_text_or_template() -> None:
 )
 def test_each_state_has_its_exit_code(state: DeliveryState, code: Exit) -> None:
     assert exit_for(state.value) is code
+
+
+def test_a_message_waiting_for_its_recipient_s_link_is_not_final() -> None:
+    assert exit_for(WAITING) is Exit.PENDING
 
 
 def test_wait_polls_until_final_backing_off() -> None:

@@ -188,7 +188,7 @@ def delivery(state: S) -> MessageDelivery:
     ],
 )
 def test_a_message_shows_the_state_still_moving_else_the_worst(states: list[S], shown: S) -> None:
-    assert message_status([delivery(s) for s in states]) is shown
+    assert message_status([delivery(s) for s in states]) == shown
 
 
 def test_the_producer_is_found_by_its_bearer_token() -> None:

@@ -8,13 +8,15 @@ two-minute rate limit takes milliseconds and no test sleeps.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bridge.config import DeliveryConfig, RateLimitConfig
-from bridge.delivery import Reason, T
+from bridge.delivery import Delivery, Reason, T, Transition
 from bridge.models import Status
 from bridge.pacer import STORM_GATHER
 from bridge.producers import message_key
@@ -267,6 +269,60 @@ async def test_killed_after_the_request_was_marked_written_it_is_ambiguous(
     assert rows[behind]["state"] == "delivered"
     assert bridge.sender.copies(behind) == 1
     assert bridge.sender.messages[-1].delivery_id == behind  # still after it
+
+
+# -- round trips ---------------------------------------------------------------------
+
+
+class CountingStore(SqliteStore):
+    """The real SQLite store, noting how each claim went and what else was applied."""
+
+    claims: list[bool]
+    applied: list[str]
+
+    async def claim(self, delivery_id: int, **kwargs: Any) -> Delivery | None:
+        self.claims.append(bool(kwargs.get("begin")))
+        return await super().claim(delivery_id, **kwargs)
+
+    async def apply(self, transition: Transition, delivery_id: int, **params: object) -> bool:
+        self.applied.append(transition.name)
+        return await super().apply(transition, delivery_id, **params)
+
+
+@pytest.fixture
+async def counting(db_path: Path, clock: FakeClock) -> AsyncIterator[CountingStore]:
+    store = await CountingStore.open(db_path, clock=clock.time)
+    await store.migrate()
+    store.claims, store.applied = [], []
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize("paced", [None, limits()], ids=["limits off", "chat free"])
+async def test_a_chat_with_nothing_to_wait_for_is_claimed_and_begun_in_one_round_trip(
+    clock: FakeClock, counting: CountingStore, db_path: Path, paced: RateLimitConfig | None
+) -> None:
+    bridge = line(clock, counting, db_path, paced=paced)
+    [d] = await bridge.receive(notification("DiskFull"), [GROUP])
+    await bridge.drain()
+    assert bridge.rows()[d]["state"] == "delivered"
+    assert counting.claims == [True]
+    assert T.begin_send.name not in counting.applied
+
+
+async def test_a_chat_the_pacer_holds_is_claimed_then_begun_once_its_turn_comes(
+    clock: FakeClock, counting: CountingStore, db_path: Path
+) -> None:
+    bridge = line(clock, counting, db_path, paced=limits())
+    first, second = [await bridge.receive(notification(n), [GROUP]) for n in ("A", "B")]
+    await bridge.settle(step=0.5, within=30)
+    assert {bridge.rows()[d]["state"] for d in [*first, *second]} == {"delivered"}
+    # The second found the chat busy (one message a second in a group): claimed
+    # without beginning (handed back and claimed again, while the wait was long),
+    # and begun on its own once its turn came.
+    assert counting.claims[0] and not any(counting.claims[1:])
+    assert len(counting.claims) >= 2
+    assert counting.applied.count(T.begin_send.name) == 1
 
 
 # -- 429s ------------------------------------------------------------------------------
