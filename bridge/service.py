@@ -309,6 +309,9 @@ async def run(
             log_config=None,
             access_log=False,
             lifespan="off",
+            # httptools' C parser rather than h11's pure Python: 10-20 % less of
+            # the receiver's CPU per request (tests/bench, producer_single).
+            http="httptools",
         )
     )
     http: asyncio.Task[None] | None = None

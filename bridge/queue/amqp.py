@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
@@ -40,6 +41,11 @@ from bridge.errors import QueueUnavailable
 from bridge.queue.base import DeadLetter, DeadLetterReason, Handler
 
 log = logging.getLogger(__name__)
+
+#: Seconds one publish() may take, confirms included, before QueueUnavailable.
+PUBLISH_TIMEOUT = 10
+#: AMQP's delivery mode for a message the broker keeps on disk.
+PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
 def shard_of(chat_id: int, shards: int) -> int:
@@ -108,27 +114,40 @@ class AmqpQueue:
         self._dead_queue = dead_queue
 
     async def publish(self, deliveries: Sequence[tuple[int, int]]) -> None:
-        """Publish (delivery id, chat id) pairs; returns once the broker confirmed all of them."""
+        """Publish (delivery id, chat id) pairs; returns once the broker confirmed all of them.
+
+        Straight on aiormq's channel, beneath aio-pika's Exchange.publish, and
+        under one timeout for the whole call rather than one per message: for
+        a batch of 1,000 aio-pika's Message objects and per-message timeouts
+        were a fifth of the bridge's CPU time of publishing (tests/bench,
+        producer_batch). The confirms are still awaited together, and a
+        returned (unroutable) or nacked message still raises, as the channel's
+        on_return_raises asks.
+        """
         if not deliveries:
             return
-        exchange = self._exchange
-        assert exchange is not None, "declare() first"
+        exchange, channel = self._exchange, self._channel
+        assert exchange is not None and channel is not None, "declare() first"
+        shards = self._settings.shards
         try:
-            await asyncio.gather(
-                *(
-                    exchange.publish(
-                        aio_pika.Message(
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                if channel.is_closed:
+                    raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+                underlay = await channel.get_underlay_channel()
+                await asyncio.gather(
+                    *(
+                        underlay.basic_publish(
                             str(delivery_id).encode(),
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            headers={"chat_id": chat_id},
-                        ),
-                        routing_key=f"shard.{shard_of(chat_id, self._settings.shards)}",
-                        mandatory=True,
-                        timeout=10,
+                            exchange=exchange.name,
+                            routing_key=f"shard.{shard_of(chat_id, shards)}",
+                            properties=aiormq.spec.Basic.Properties(
+                                delivery_mode=PERSISTENT, headers={"chat_id": chat_id}
+                            ),
+                            mandatory=True,
+                        )
+                        for delivery_id, chat_id in deliveries
                     )
-                    for delivery_id, chat_id in deliveries
                 )
-            )
         except (OSError, TimeoutError, RuntimeError, aio_pika.exceptions.AMQPError) as exc:
             raise QueueUnavailable(
                 f"RabbitMQ did not confirm {len(deliveries)} message(s): "

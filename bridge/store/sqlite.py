@@ -7,9 +7,11 @@ needs nothing here. A second bridge on the same file is refused at open
 (a lock file beside it), because two would both think they own every chat;
 an operator's command is let in beside it (``open_for_operator``).
 
-WAL mode lets readers (the bot, /readyz) run beside the writer, and
-``synchronous=FULL`` makes a committed accept survive a power cut: the 200
-Alertmanager gets means the alert is on disk.
+WAL mode lets readers run beside the writer, and ``synchronous=FULL`` makes a
+committed accept survive a power cut: the 200 Alertmanager gets means the
+alert is on disk. The bridge keeps a second, read-only connection in a thread
+of its own for the producers' status lookups (``_read``): they see every
+commit made before they begin, and no longer wait in line behind writes.
 """
 
 from __future__ import annotations
@@ -215,6 +217,7 @@ class SqliteStore:
         clock: Clock,
         *,
         read_only: bool = False,
+        reader: sqlite3.Connection | None = None,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -225,6 +228,13 @@ class SqliteStore:
         # One thread: sqlite3 connections are not to be shared across threads,
         # and one writer is what SQLite allows anyway.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        # Pure reads (``_read``) on a read-only connection, in a thread of their own.
+        self._reader = reader
+        self._reader_thread = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+            if reader is not None
+            else None
+        )
 
     @classmethod
     async def open(cls, path: str | Path, *, clock: Clock = time.time) -> SqliteStore:
@@ -235,7 +245,15 @@ class SqliteStore:
         except BaseException:
             lock.close()
             raise
-        return cls(path, connection, lock, clock)
+        try:
+            # After _connect: the file exists, in WAL mode, which a read-only
+            # connection cannot switch it to.
+            reader = await asyncio.to_thread(_connect_operator, path, False)
+        except BaseException:
+            connection.close()
+            lock.close()
+            raise
+        return cls(path, connection, lock, clock, reader=reader)
 
     @classmethod
     async def open_for_operator(
@@ -263,38 +281,56 @@ class SqliteStore:
         return cls(path, connection, None, clock, read_only=not write)
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._db.close)
+        loop = asyncio.get_running_loop()
+        if self._reader is not None and self._reader_thread is not None:
+            await loop.run_in_executor(self._reader_thread, self._reader.close)
+            self._reader_thread.shutdown(wait=True)
+        await loop.run_in_executor(self._thread, self._db.close)
         self._thread.shutdown(wait=True)
         if self._lock is not None:
             self._lock.close()  # releases the flock
 
     async def _run(self, transaction: Transaction[R]) -> R:
         """Run ``transaction`` in the store's thread, inside BEGIN IMMEDIATE ... COMMIT."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._transaction, self._db, self._begin, transaction
+        )
 
-        def call() -> R:
-            now = self._clock()
+    async def _read(self, transaction: Transaction[R]) -> R:
+        """Run ``transaction``, which only reads, on the read-only connection in its
+        own thread: a status lookup does not wait behind every write queued before
+        it. Inside BEGIN ... COMMIT, so its statements read one snapshot, which
+        holds every commit made before it began (WAL). Without a reader (an
+        operator's store), on the one connection."""
+        if self._reader is None or self._reader_thread is None:
+            return await self._run(transaction)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._reader_thread, self._transaction, self._reader, "BEGIN", transaction
+        )
+
+    def _transaction(self, db: sqlite3.Connection, begin: str, transaction: Transaction[R]) -> R:
+        """``transaction`` between ``begin`` and COMMIT on ``db``, in the calling thread."""
+        now = self._clock()
+        try:
+            db.execute(begin)
             try:
-                self._db.execute(self._begin)
-                try:
-                    result = transaction(self._db, now)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    # SQLITE_FULL, SQLITE_IOERR and others roll back by themselves;
-                    # a failed COMMIT does not, and would block every later BEGIN.
-                    if self._db.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            self._db.execute("ROLLBACK")
-                    raise
-                return result
-            except sqlite3.Error as exc:
-                if not unavailable(exc):
-                    raise  # a bug in a query, not the file's state
-                raise StoreUnavailable(
-                    f"SQLite store {self.path}: {exc} ({exc.sqlite_errorname}); "
-                    "check the disk and the file's permissions"
-                ) from exc
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+                result = transaction(db, now)
+                db.execute("COMMIT")
+            except BaseException:
+                # SQLITE_FULL, SQLITE_IOERR and others roll back by themselves;
+                # a failed COMMIT does not, and would block every later BEGIN.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+            return result
+        except sqlite3.Error as exc:
+            if not unavailable(exc):
+                raise  # a bug in a query, not the file's state
+            raise StoreUnavailable(
+                f"SQLite store {self.path}: {exc} ({exc.sqlite_errorname}); "
+                "check the disk and the file's permissions"
+            ) from exc
 
     # -- schema ---------------------------------------------------------------
 
@@ -532,7 +568,7 @@ class SqliteStore:
         return await self._run(accept)
 
     async def stored_message(self, producer: str, message_id: str) -> StoredMessage | None:
-        return await self._run(
+        return await self._read(
             lambda db, now: _stored_message(
                 db, "p.producer = ? AND p.message_id = ?", (producer, message_id)
             )
@@ -572,7 +608,7 @@ class SqliteStore:
                 return None
             return RecipientState(producer, recipient, row[0], as_datetime(row[1]))
 
-        return await self._run(find)
+        return await self._read(find)
 
     async def recipient_chats(self, producer: str, recipients: Sequence[str]) -> dict[str, int]:
         def find(db: sqlite3.Connection, now: float) -> dict[str, int]:

@@ -6,13 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
+import threading
+from pathlib import Path
 
 from bridge.delivery import DeliveryState, thread_change
 from bridge.digest import render_digest
 from bridge.producers import message_key, producer_line
 from bridge.store import NewDelivery, Store
 from bridge.store.base import MessageOutcome, NewMessage
-from tests.contract.test_store import LATER, LEASE, accept, notification, send, store, to
+from bridge.store.sqlite import SqliteStore
+from tests.contract.test_store import (
+    LATER,
+    LEASE,
+    accept,
+    deliver,
+    notification,
+    open_store,
+    send,
+    store,
+    to,
+)
 
 __all__ = ["store"]  # the fixture, both stores
 
@@ -148,6 +162,24 @@ async def test_batches_sharing_messages_in_opposite_orders_both_commit(store: St
     assert await store.state_counts() == {S.QUEUED: len(ids)}
 
 
+async def test_single_messages_racing_batches_over_the_same_keys_all_commit(
+    store: Store,
+) -> None:
+    # A single message takes no key lock (PostgreSQL): it must neither deadlock
+    # with the batches that hold the locks nor be stored twice beside them.
+    ids = [f"mixed-{i}" for i in range(60)]
+    forward = [message(i, 42) for i in ids]
+    answers = await asyncio.gather(
+        store.accept_messages(forward, republish_after=LATER),
+        *(store.accept_messages([m], republish_after=LATER) for m in forward[::-1]),
+        store.accept_messages(forward[::-1], republish_after=LATER),
+    )
+    outcomes = [r.outcome for answer in answers for r in answer]
+    assert outcomes.count(Out.ACCEPTED) == len(ids)
+    assert outcomes.count(Out.REPLAYED) == 2 * len(ids)
+    assert await store.state_counts() == {S.QUEUED: len(ids)}
+
+
 async def test_a_batch_s_deliveries_are_ordered_as_the_batch_is(store: Store) -> None:
     """A producer's messages reach a chat in the order accepted: within one batch, the
     order given, whatever order the keys sort in (the deliveries' ids are that order)."""
@@ -211,3 +243,48 @@ async def test_a_message_without_deliveries_is_stored_and_found(store: Store) ->
     assert again.outcome is Out.REPLAYED
     found = await store.stored_message("billing", "nowhere")
     assert found is not None and found.deliveries == []
+
+
+async def test_a_status_lookup_follows_each_write_as_soon_as_it_committed(store: Store) -> None:
+    """What GET /v1/messages/{id} reads (SQLite: on its own read-only connection)
+    holds every write committed before it, the accept and each step after."""
+    assert await store.stored_message("billing", "inv-1") is None
+    (done,) = await store.accept_messages([message("inv-1", 42)], republish_after=LATER)
+    found = await store.stored_message("billing", "inv-1")
+    assert found is not None and [d.state for d in found.deliveries] == [S.QUEUED]
+    delivery = done.message.deliveries[0].id
+    claimed = await send(store, delivery)
+    assert claimed is not None
+    found = await store.stored_message("billing", "inv-1")
+    assert found is not None and [d.state for d in found.deliveries] == [S.SENDING]
+    assert await deliver(store, claimed, 777)
+    found = await store.stored_message("billing", "inv-1")
+    assert found is not None
+    assert [(d.state, d.telegram_message_id) for d in found.deliveries] == [(S.DELIVERED, 777)]
+
+
+async def test_sqlite_status_lookups_do_not_wait_for_the_writer(tmp_path: Path) -> None:
+    """A lookup is answered while a write holds the store's one writer thread,
+    and sees what was committed before, not the write in progress."""
+    async with open_store("sqlite", tmp_path) as store:
+        assert isinstance(store, SqliteStore)
+        await store.accept_messages([message("inv-1", 42)], republish_after=LATER)
+        writing, release = threading.Event(), threading.Event()
+
+        def slow_write(db: sqlite3.Connection, now: float) -> None:
+            db.execute("DELETE FROM deliveries")  # not committed until released
+            writing.set()
+            release.wait(timeout=60)
+
+        held = asyncio.ensure_future(store._run(slow_write))
+        try:
+            await asyncio.to_thread(writing.wait, 60)
+            # On the writer's thread, this lookup would wait for the release: a hang
+            # the timeout turns into a failure.
+            found = await asyncio.wait_for(store.stored_message("billing", "inv-1"), 30)
+            assert found is not None and [d.chat_id for d in found.deliveries] == [42]
+        finally:
+            release.set()
+            await held
+        found = await store.stored_message("billing", "inv-1")
+        assert found is not None and found.deliveries == []

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import aio_pika
 import pytest
 
 from bridge.config import AmqpConfig
-from bridge.queue.amqp import AmqpQueue
+from bridge.errors import QueueUnavailable
+from bridge.queue.amqp import AmqpQueue, shard_queue
 from bridge.queue.base import Queue
 from bridge.queue.local import LocalQueue
 from tests.conftest import AMQP_URL, wait_until
@@ -99,3 +101,21 @@ async def test_stopping_finishes_what_is_in_hand_and_takes_nothing_new(queue: Qu
     assert handler.active == 0 and len(handler.finished) == in_hand
     await asyncio.sleep(0.5)
     assert len(handler.started) == in_hand < 10
+
+
+async def test_a_delivery_rabbitmq_cannot_route_is_refused_not_lost(
+    amqp_names: dict[str, str],
+) -> None:
+    """Published mandatory: a wake-up no queue takes is QueueUnavailable (the row
+    stays due and the scheduler publishes it again), never a silent success."""
+    queue = await AmqpQueue.connect(AMQP_URL, AmqpConfig(**amqp_names, shards=2))
+    try:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(shard_queue(amqp_names["queue"], 1))
+        await queue.publish([(1, 2)])  # shard 0 still routes
+        with pytest.raises(QueueUnavailable, match="did not confirm 2 message"):
+            await queue.publish([(2, 2), (3, 3)])  # chat 3: shard 1, gone
+    finally:
+        await queue.close()
