@@ -28,7 +28,14 @@ from bridge.producer_accept import (
     unlinked,
 )
 from bridge.producer_openapi import openapi
-from bridge.producers import MAX_BATCH, MessageRequest, differences, message_json, parse_json
+from bridge.producers import (
+    MAX_BATCH,
+    MessageRequest,
+    differences,
+    message_json,
+    parse_json,
+    receipt_json,
+)
 from bridge.recipients import (
     check_recipient,
     link_json,
@@ -246,11 +253,13 @@ def producer_routes(
             return _error(404, f"no message {message_id!r} from this producer")
         try:
             stored = await deps.store.stored_message(name, message_id)
+            receipts = [] if stored is None else await deps.store.receipts(name, message_id)
         except StoreUnavailable:
             return _store_down()
         if stored is None:
             return _error(404, f"no message {message_id!r} from this producer")
-        return JSONResponse(message_json(stored))
+        answer = {**message_json(stored), "receipts": [receipt_json(r) for r in receipts]}
+        return JSONResponse(answer)
 
     async def post_link(request: Request, name: str, _: ProducerConfig) -> Response:
         recipient = check_recipient(request.path_params["recipient"])

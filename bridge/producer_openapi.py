@@ -10,6 +10,7 @@ from typing import Any
 
 from bridge.delivery import DeliveryState, Reason
 from bridge.producers import MAX_BATCH, MAX_CHATS, MAX_MESSAGE_ID, PARSE_MODES, WAITING
+from bridge.receipts import ReceiptEvent, ReceiptState
 from bridge.recipients import MAX_RECIPIENT
 
 _CHAT_ID = {"type": "integer", "format": "int64"}
@@ -121,6 +122,25 @@ _RECORD = {
             "description": "Why a message with no delivery failed",
         },
         "error": {"type": "string"},
+        "receipts": {
+            "type": "array",
+            "description": "GET only: the receipts of this message sent (or being sent) to "
+            "the producer's callback_url, in the order written",
+            "items": {"$ref": "#/components/schemas/Receipt"},
+        },
+    },
+}
+
+_RECEIPT = {
+    "type": "object",
+    "required": ["event", "event_id", "status", "attempts", "at"],
+    "properties": {
+        "event": {"type": "string", "enum": [e.value for e in ReceiptEvent]},
+        "event_id": {"type": "string"},
+        "status": {"type": "string", "enum": [s.value for s in ReceiptState]},
+        "attempts": {"type": "integer", "description": "POSTs tried so far"},
+        "last_error": {"type": "string", "nullable": True},
+        "at": {"type": "string", "format": "date-time"},
     },
 }
 
@@ -178,6 +198,7 @@ def openapi() -> dict[str, Any]:
                 "Button": _BUTTON,
                 "Delivery": _DELIVERY,
                 "Record": _RECORD,
+                "Receipt": _RECEIPT,
                 "Error": _ERROR,
             },
         },
@@ -260,7 +281,7 @@ def openapi() -> dict[str, Any]:
             },
             "/v1/messages/{message_id}": {
                 "get": {
-                    "summary": "A message's status and its deliveries",
+                    "summary": "A message's status, its deliveries and its receipts",
                     "parameters": [
                         {
                             "name": "message_id",

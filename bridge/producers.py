@@ -23,6 +23,7 @@ from typing import Any
 from bridge.config import ProducerConfig
 from bridge.delivery import DeliveryState, Reason
 from bridge.errors import PayloadError
+from bridge.receipts import Receipt, iso
 from bridge.recipients import check_recipient
 from bridge.sandbox.formatting import (
     EntityParseError,
@@ -444,6 +445,18 @@ def delivery_json(d: MessageDelivery, recipient: str | None = None) -> dict[str,
         "telegram_message_id": d.telegram_message_id,
         "error": d.error,
         "was_ambiguous": d.was_ambiguous,
+    }
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    """What a producer reads of one receipt: whether its callback took it."""
+    return {
+        "event": receipt.event,
+        "event_id": receipt.event_id,
+        "status": receipt.state.value,
+        "attempts": receipt.attempts,
+        "last_error": receipt.last_error,
+        "at": iso(receipt.occurred_at),
     }
 
 

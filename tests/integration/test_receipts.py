@@ -143,6 +143,16 @@ async def post(served: Served, message_id: str, chat_id: int) -> None:
     assert answer.status_code == 202, answer.text
 
 
+async def status(served: Served, message_id: str) -> dict[str, Any]:
+    """GET /v1/messages/{id}: the message's record, its receipts included."""
+    async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+        answer = await client.get(
+            f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
 async def metric(served: Served, name: str, **labels: str) -> float:
     async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
         text = (await client.get("/metrics")).text
@@ -200,9 +210,12 @@ async def test_an_endpoint_down_then_failing_gets_each_receipt_later_once(
     await post(served, "a", CHAT)
     await post(served, "b", CHAT)
     await telegram.wait_for_messages(2)
-    # Down: refused, and retried while refused.
+    # Down: refused, and retried while refused; the producer can see it in the status.
     await wait_until(lambda: metric(served, "alertbridge_receipts_total", producer="billing",
                                     outcome="retried"))  # fmt: skip
+    (pending,) = (await status(served, "a"))["receipts"]
+    assert (pending["event"], pending["status"]) == ("message.delivered", "pending")
+    assert pending["attempts"] >= 1 and pending["last_error"]
     endpoint.failing = 3  # then up, answering 500 a few times
     await endpoint.up()
 
@@ -222,3 +235,5 @@ async def test_an_endpoint_down_then_failing_gets_each_receipt_later_once(
     assert {r.json["event_id"] for r in endpoint.received} == ids
     sent = await metric(served, "alertbridge_receipts_total", producer="billing", outcome="sent")
     assert sent == 2
+    (taken_a,) = (await status(served, "a"))["receipts"]
+    assert taken_a["status"] == "sent" and taken_a["event_id"] == pending["event_id"]
