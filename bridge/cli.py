@@ -227,17 +227,24 @@ def _producer_parsers(commands: Any) -> None:
 
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument(
-        "--url", metavar="URL", help="the bridge, e.g. http://alertbridge:8080 (default: "
-        "$ALERTBRIDGE_URL)"
-    )  # fmt: skip
+        "--url",
+        metavar="URL",
+        help="the bridge, e.g. http://alertbridge:8080 (default: $ALERTBRIDGE_URL)",
+    )
     remote.add_argument(
-        "--retries", type=int, default=4, metavar="N",
+        "--retries",
+        type=int,
+        default=4,
+        metavar="N",
         help="more tries after no answer or a 5xx (default 4)",
-    )  # fmt: skip
+    )
     remote.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
         help="for each request (default 10)",
-    )  # fmt: skip
+    )
     remote.add_argument("--json", action="store_true", help="the bridge's answer as JSON")
     send = commands.add_parser(
         "send",
@@ -252,31 +259,37 @@ def _producer_parsers(commands: Any) -> None:
         "text", nargs="?", metavar="TEXT", help="the message (HTML unless --plain), or - for stdin"
     )
     send.add_argument(
-        "--chat", type=int, action="append", metavar="ID",
+        "--chat",
+        type=int,
+        action="append",
+        metavar="ID",
         help="a chat id the producer may send to; again for more chats",
-    )  # fmt: skip
+    )
     send.add_argument(
-        "--recipient", metavar="ID",
-        help="instead of --chat: your own id of a user linked through "
-        "POST /v1/recipients/ID/link",
-    )  # fmt: skip
+        "--recipient",
+        metavar="ID",
+        help="instead of --chat: your own id of a user linked through POST /v1/recipients/ID/link",
+    )
     send.add_argument(
-        "--message-id", metavar="ID",
+        "--message-id",
+        metavar="ID",
         help="your own id (up to 200 characters): the same id and request again is "
         "replayed, never sent twice (default: a new UUID)",
-    )  # fmt: skip
+    )
     send.add_argument("--silent", action="store_true", help="without a notification sound")
     send.add_argument(
         "--plain", action="store_true", help="TEXT shown exactly as given, not read as HTML"
     )
     send.add_argument(
-        "--template", metavar="NAME",
+        "--template",
+        metavar="NAME",
         help="render messages/NAME.html.j2 from the bridge's template dirs instead of TEXT",
-    )  # fmt: skip
+    )
     send.add_argument(
-        "--data", metavar="JSON",
+        "--data",
+        metavar="JSON",
         help="the template's variables: a JSON object, @FILE, or - for stdin",
-    )  # fmt: skip
+    )
     status = commands.add_parser(
         "status",
         parents=[remote],
@@ -287,10 +300,13 @@ def _producer_parsers(commands: Any) -> None:
     )
     status.add_argument("message_id", nargs="?", metavar="MESSAGE_ID", help="the id send printed")
     status.add_argument(
-        "--wait", nargs="?", const=DEFAULT_WAIT_MARK, metavar="SECONDS",
+        "--wait",
+        nargs="?",
+        const=DEFAULT_WAIT_MARK,
+        metavar="SECONDS",
         help="poll until the message is final (delivered, failed, ambiguous, suppressed), "
         "at most SECONDS (default 60)",
-    )  # fmt: skip
+    )
 
 
 def _deliveries_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -328,9 +344,13 @@ def _deliveries_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     # A leaf's own --config must not reset one given before the action: SUPPRESS.
     leaf = argparse.ArgumentParser(add_help=False)
     leaf.add_argument(
-        "--config", "-c", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+        "--config",
+        "-c",
+        type=Path,
+        metavar="FILE",
+        default=argparse.SUPPRESS,
         help="the YAML config file (default: $ALERTBRIDGE_CONFIG)",
-    )  # fmt: skip
+    )
     show = actions.add_parser(
         "show",
         parents=[leaf],

@@ -63,8 +63,9 @@ class ReceiptOutcome(enum.StrEnum):
     UNCONFIGURED = "unconfigured"
 
 
-def delivery_event_id(notification_key: uuid.UUID | str, delivery_id: int, epoch: int,
-                      state: DeliveryState | str) -> str:  # fmt: skip
+def delivery_event_id(
+    notification_key: uuid.UUID | str, delivery_id: int, epoch: int, state: DeliveryState | str
+) -> str:
     """The event id of one final occurrence of a delivery, as the stores compute it in
     SQL (``bridge/store/sql.py`` ``EVENT_ID``): the MD5 of
     ``notification key/delivery id/operator resends/state``, hex. ``epoch`` (the

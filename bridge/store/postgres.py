@@ -738,9 +738,11 @@ class PostgresStore:
                 carrier.id,
             )
             text = render(
-                [DigestItem(r["status"], r["alert_count"], json.loads(r["common_labels"]))
-                 for r in items]
-            )  # fmt: skip
+                [
+                    DigestItem(r["status"], r["alert_count"], json.loads(r["common_labels"]))
+                    for r in items
+                ]
+            )
             closed = threads_closed_by_digest(
                 [FoldedRow(r["id"], r["group_ref"], r["resolves_group"]) for r in folded],
                 carrier=carrier,
