@@ -77,12 +77,24 @@ async def stack(bridge_factory, telegram: TelegramDouble, tmp_path):
     await alertmanager.stop()
 
 
+async def recorded(database_url: str, deliveries: int = 1) -> None:
+    """Until the bridge has recorded ``deliveries`` messages as delivered. Telegram has
+    a message a moment before the worker records it; a person answers it later than
+    that, and so do these tests (an answer to a message not recorded yet is refused)."""
+
+    async def done() -> bool:
+        return (await states(database_url)).get("delivered", 0) >= deliveries
+
+    await wait_until(done)
+
+
 async def test_silence_button_creates_a_real_silence_and_undo_expires_it(
-    stack, telegram: TelegramDouble
+    stack, telegram: TelegramDouble, database_url: str
 ) -> None:
     alertmanager, _ = stack
     await alertmanager.fire(am_alert("DiskFull", severity="critical", instance="db-1"))
     [message] = await telegram.wait_for_messages(1, timeout=30)
+    await recorded(database_url)
     assert [b["text"] for b in message.reply_markup["inline_keyboard"][0]] == [
         "✋ Ack",
         "🔕 Silence 1h",
@@ -124,10 +136,13 @@ async def test_alerts_lists_what_alertmanager_has_firing(stack, telegram) -> Non
     assert "CpuHot" in listing and "QueueStuck" in listing and "queue=<billing>" in listing
 
 
-async def test_a_user_outside_the_allow_list_cannot_silence(stack, telegram) -> None:
+async def test_a_user_outside_the_allow_list_cannot_silence(
+    stack, telegram, database_url: str
+) -> None:
     alertmanager, bridge = stack
     await alertmanager.fire(am_alert("DiskFull", severity="critical"))
     [message] = await telegram.wait_for_messages(1, timeout=30)
+    await recorded(database_url)
     data = message.reply_markup["inline_keyboard"][0][2]["callback_data"]
     telegram.press_button(CHAT, message.message_id, data, user_id=VISITOR, username="visitor")
     telegram.user_message(CHAT, "/silence 2h", user_id=VISITOR, reply_to=message.message_id)
@@ -141,10 +156,13 @@ async def test_a_user_outside_the_allow_list_cannot_silence(stack, telegram) -> 
     assert denied.labels("silence", "denied")._value.get() == 1
 
 
-async def test_silence_command_with_duration_and_comment(stack, telegram) -> None:
+async def test_silence_command_with_duration_and_comment(
+    stack, telegram, database_url: str
+) -> None:
     alertmanager, _ = stack
     await alertmanager.fire(am_alert("DiskFull", severity="critical"))
     [message] = await telegram.wait_for_messages(1, timeout=30)
+    await recorded(database_url)
     telegram.user_message(
         CHAT, "/silence 90m disk swap ordered", user_id=ONCALL, reply_to=message.message_id
     )
@@ -158,7 +176,7 @@ async def test_silence_command_with_duration_and_comment(stack, telegram) -> Non
 
 
 async def test_a_repeated_webhook_update_creates_one_silence(
-    bridge_factory, telegram: TelegramDouble, tmp_path
+    bridge_factory, telegram: TelegramDouble, tmp_path, database_url: str
 ) -> None:
     alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
@@ -170,6 +188,7 @@ async def test_a_repeated_webhook_update_creates_one_silence(
         await alertmanager.notify(f"http://{bridge.config.listen}/alertmanager")
         await alertmanager.fire(am_alert("DiskFull", severity="critical"))
         [message] = await telegram.wait_for_messages(1, timeout=30)
+        await recorded(database_url)
         data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
         update = telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL, push=False)
         headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
@@ -194,6 +213,7 @@ async def test_ack_edits_the_message_and_suppresses_reminders(
     payload = webhook(alert("Disk"))
     await bridge.post("/alertmanager", payload)
     [message] = await telegram.wait_for_messages(1, timeout=30)
+    await recorded(database_url)
     telegram.user_message(CHAT, "/ack", user_id=ONCALL, reply_to=message.message_id)
     await wait_until(lambda: len(telegram.sent_messages()) == 2)
     assert "Acked by @oncall" in message.text and message.edits == 1
@@ -234,7 +254,7 @@ async def test_a_reply_that_meets_flood_control_waits_and_arrives(
 
 
 async def test_silences_fail_over_to_the_next_alertmanager(
-    bridge_factory, telegram: TelegramDouble, tmp_path
+    bridge_factory, telegram: TelegramDouble, tmp_path, database_url: str
 ) -> None:
     alertmanager = Alertmanager(tmp_path / "am")
     await alertmanager.start()
@@ -246,6 +266,7 @@ async def test_silences_fail_over_to_the_next_alertmanager(
             )
             await bridge.post("/alertmanager", webhook(alert("Disk")))
             [message] = await telegram.wait_for_messages(1, timeout=30)
+            await recorded(database_url)
             data = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
             telegram.press_button(CHAT, message.message_id, data, user_id=ONCALL)
             await wait_until(lambda: len(telegram.sent_messages()) == 2)
@@ -309,7 +330,7 @@ async def test_the_first_message_s_ack_button_acts_on_the_first_message(
 
 
 async def test_silences_and_times_read_as_alertmanager_and_the_configured_zone(
-    bridge_factory, telegram: TelegramDouble, tmp_path
+    bridge_factory, telegram: TelegramDouble, tmp_path, database_url: str
 ) -> None:
     alertmanager = Alertmanager(tmp_path / "am", "http://127.0.0.1:9/unused")
     await alertmanager.start()
@@ -343,6 +364,7 @@ async def test_silences_and_times_read_as_alertmanager_and_the_configured_zone(
 
         await bridge.post("/alertmanager", webhook(alert("Disk")))
         _, message = await telegram.wait_for_messages(2, timeout=30)
+        await recorded(database_url)
         silence_1h = message.reply_markup["inline_keyboard"][0][1]["callback_data"]
         telegram.press_button(CHAT, message.message_id, silence_1h, user_id=ONCALL)
         telegram.user_message(CHAT, "/ack", user_id=ONCALL, reply_to=message.message_id)
@@ -382,6 +404,7 @@ async def reload_applies_permissions_and_urls(
     try:
         await bridge.post("/alertmanager", webhook(alert("Disk")))
         [message] = await telegram.wait_for_messages(1, timeout=30)
+        await recorded(database_url)
         _, silence_1h, silence_1d = (
             b["callback_data"] for b in message.reply_markup["inline_keyboard"][0]
         )
