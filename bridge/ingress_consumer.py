@@ -54,7 +54,7 @@ from aio_pika.abc import (
 
 from bridge.backoff import jittered
 from bridge.config import AmqpConfig
-from bridge.errors import ConfigError, QueueUnavailable, StoreUnavailable
+from bridge.errors import ConfigError, StoreUnavailable
 from bridge.ingress import (
     ERROR_HEADER,
     REASON_HEADER,
@@ -68,6 +68,7 @@ from bridge.ingress import (
     unlinked,
 )
 from bridge.producer_accept import publish_accepted, store_messages, stored_answer
+from bridge.queue.amqp import connect_robust
 from bridge.store.base import MessageAccepted, MessageOutcome
 
 if TYPE_CHECKING:
@@ -112,13 +113,7 @@ class IngressConsumer:
 
     @classmethod
     async def connect(cls, url: str, settings: AmqpConfig, deps: ReceiverDeps) -> IngressConsumer:
-        try:
-            connection = await aio_pika.connect_robust(url, timeout=10)
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-            raise QueueUnavailable(
-                f"cannot connect to RabbitMQ for the ingress ({type(exc).__name__}: {exc}); "
-                "check amqp_url and that the broker is up"
-            ) from exc
+        connection = await connect_robust(url, " for the ingress")
         consumer = cls(connection, settings, deps)
         try:
             await consumer.declare()

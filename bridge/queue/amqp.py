@@ -48,6 +48,18 @@ PUBLISH_TIMEOUT = 10
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
+async def connect_robust(url: str, purpose: str = "") -> AbstractRobustConnection:
+    """A connection that reopens itself after a loss; QueueUnavailable when the first
+    attempt fails. ``purpose`` names what it is for in that error."""
+    try:
+        return await aio_pika.connect_robust(url, timeout=10)
+    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+        raise QueueUnavailable(
+            f"cannot connect to RabbitMQ{purpose} ({type(exc).__name__}: {exc}); "
+            "check amqp_url and that the broker is up"
+        ) from exc
+
+
 def shard_of(chat_id: int, shards: int) -> int:
     return chat_id % shards
 
@@ -70,14 +82,7 @@ class AmqpQueue:
 
     @classmethod
     async def connect(cls, url: str, settings: AmqpConfig) -> AmqpQueue:
-        try:
-            connection = await aio_pika.connect_robust(url, timeout=10)
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-            raise QueueUnavailable(
-                f"cannot connect to RabbitMQ ({type(exc).__name__}: {exc}); "
-                "check amqp_url and that the broker is up"
-            ) from exc
-        queue = cls(connection, settings)
+        queue = cls(await connect_robust(url), settings)
         await queue.declare()
         return queue
 
